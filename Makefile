@@ -1,0 +1,58 @@
+# Prompt Streams: `make demo` runs the main job on the local stack, `make test` runs every test.
+# Everything a fresh machine needs is installed by `make setup` into .local/ (git-ignored).
+
+SHELL := /bin/bash
+VENV := .local/venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test unit integration lint demo up down status records clean
+
+setup: $(VENV)/.installed .local/.jars .local/.kcat
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Apache Kafka and Apicurio Registry jars from Maven Central (see stack/pom.xml).
+.local/.jars: stack/pom.xml
+	mvn -B -q -f stack/pom.xml -Dlocal.dir=$(CURDIR)/.local package
+	touch $@
+
+# kcat, for users and for the tests that run the README's recipes (Debian package).
+.local/.kcat:
+	@command -v kcat >/dev/null || { apt-get update -q && apt-get install -y -q kcat; }
+	@mkdir -p .local && touch $@
+
+test: setup lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check streams topology connectors stack tests
+	$(VENV)/bin/mypy
+
+demo: setup
+	$(PY) -m streams.demo
+
+up: setup
+	$(PY) -m stack up
+
+down:
+	$(PY) -m stack down
+
+status:
+	$(PY) -m stack status
+
+records: $(VENV)/.installed
+	$(PY) -m streams.schemagen
+
+clean: down
+	rm -rf .local

@@ -1,0 +1,1 @@
+"""Bridges between Prompt Streams and other systems, one module per bridge."""

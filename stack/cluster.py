@@ -1,0 +1,309 @@
+"""The life of one local cluster: a KRaft Kafka broker plus a schema registry, on loopback.
+
+A cluster lives in its own folder (`.local/stacks/<name>` by default): Kafka's log directory,
+the registry's H2 database, both JVMs' logs and `state.json`, which records what is running.
+`up()` finds a running cluster from that file or starts one and waits until both answer;
+`down()` stops both JVMs and sweeps any JVM still running from the folder, so none is orphaned.
+Several clusters can run side by side (the Chile side of the SAL bridge is a second one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from stack.java import find_java
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_DIR = PROJECT_ROOT / ".local"
+KAFKA_LIB = LOCAL_DIR / "kafka" / "lib"
+REGISTRY_JAR = LOCAL_DIR / "apicurio" / "quarkus-run.jar"
+STACK_DIR = Path(__file__).resolve().parent
+CCOMPAT_PATH = "/apis/ccompat/v7"
+
+BROKER_READY_LINE = "Kafka Server started"
+PR_SET_PDEATHSIG = 1
+
+
+class StackError(RuntimeError):
+    """The stack could not be started or stopped; the message names the log to read."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Loopback ports of one cluster; 0 means "pick a free one" (tests use that)."""
+
+    broker: int = 9092
+    controller: int = 9093
+    registry: int = 8081
+
+    def resolved(self) -> Ports:
+        """The same ports with every 0 replaced by a currently free port."""
+        return Ports(*(port or free_port() for port in (self.broker, self.controller, self.registry)))
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What `state.json` records about a running cluster."""
+
+    name: str
+    bootstrap: str
+    registry_url: str
+    ports: Ports
+    broker_pid: int
+    registry_pid: int
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pid_runs_from(pid: int, root: Path) -> bool:
+    """Whether `pid` is alive and is a JVM started from `root` (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(root).encode() in cmdline
+
+
+def _jvms_from(root: Path) -> Iterator[int]:
+    """Every live process whose command line names `root`: the sweep that prevents orphans."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+                if cmdline and cmdline[0].endswith(b"java") and str(root).encode() in b" ".join(cmdline):
+                    yield int(proc.name)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: own session, and SIGTERM when the parent dies."""
+    os.setsid()
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, what: str,
+                timeout: float) -> None:
+    """Poll `ready` until it holds; fail fast, with the log's tail, if the JVM exits first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise StackError(f"{what} exited with {proc.returncode}; last lines of {log}:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise StackError(f"{what} not ready after {timeout:.0f} s; see {log}:\n{_tail(log)}")
+        time.sleep(0.1)
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+class Cluster:
+    """One broker and one registry rooted in a folder of their own.
+
+    Args:
+        name: a label, also the default folder name under `.local/stacks/`.
+        ports: loopback ports; zeros are replaced by free ports when the cluster starts.
+        root: the folder for data, logs and state; defaults to `.local/stacks/<name>`.
+        bound_to_parent: the JVMs receive SIGTERM when the process that started them dies
+            (pytest fixtures use this, so a killed test run leaves no JVM behind).
+    """
+
+    def __init__(self, name: str = "main", ports: Ports | None = None, root: Path | None = None,
+                 *, bound_to_parent: bool = False) -> None:
+        self.name = name
+        self.ports = ports or Ports()
+        self.root = (root or LOCAL_DIR / "stacks" / name).resolve()
+        self.bound_to_parent = bound_to_parent
+        self._state_file = self.root / "state.json"
+
+    # -- queries -------------------------------------------------------------------------------
+    def status(self) -> ClusterState | None:
+        """The running cluster recorded in `state.json`, or None if it is not (fully) running."""
+        try:
+            raw = json.loads(self._state_file.read_text())
+            state = ClusterState(**{**raw, "ports": Ports(**raw["ports"])})
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        alive = all(_pid_runs_from(pid, self.root) for pid in (state.broker_pid, state.registry_pid))
+        if alive and _port_open(state.ports.broker) and _port_open(state.ports.registry):
+            return state
+        return None
+
+    # -- life ----------------------------------------------------------------------------------
+    def up(self, timeout: float = 120.0) -> ClusterState:
+        """Start the cluster, or return the one already running; both answer when this returns."""
+        if running := self.status():
+            return running
+        self.down()  # a half-dead cluster: clear it before starting afresh
+        ports = self.ports.resolved()
+        for folder in ("kafka-data", "registry", "logs"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        properties = self._write_server_properties(ports)
+        self._format_storage(properties)
+        broker = self._start_broker(properties, ports, timeout)
+        try:
+            registry = self._start_registry(ports, timeout)
+        except BaseException:
+            self._terminate([broker.pid])
+            raise
+        state = ClusterState(
+            name=self.name,
+            bootstrap=f"127.0.0.1:{ports.broker}",
+            registry_url=f"http://127.0.0.1:{ports.registry}{CCOMPAT_PATH}",
+            ports=ports,
+            broker_pid=broker.pid,
+            registry_pid=registry.pid,
+        )
+        self._state_file.write_text(json.dumps(asdict(state), indent=2))
+        return state
+
+    def down(self, timeout: float = 30.0) -> None:
+        """Stop both JVMs (SIGTERM, then SIGKILL) and any other JVM still running from the folder."""
+        pids = set(_jvms_from(self.root))
+        self._terminate(sorted(pids), timeout)
+        self._state_file.unlink(missing_ok=True)
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _write_server_properties(self, ports: Ports) -> Path:
+        """A single-node combined broker+controller with a static quorum, loopback only."""
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{ports.controller}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{ports.broker},CONTROLLER://127.0.0.1:{ports.controller}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{ports.broker}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.root / "kafka-data"),
+            "num.partitions": "1",
+            # Topics are created explicitly with their declared partitions; an auto-created
+            # topic would silently get one partition and break co-partitioning.
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "8",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+        }
+        path = self.root / "server.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        return path
+
+    def _format_storage(self, properties: Path) -> None:
+        """Format KRaft storage once; later starts reuse the data (and its cluster id)."""
+        if (self.root / "kafka-data" / "meta.properties").exists():
+            return
+        tool = [str(find_java(17)), f"-Dlog4j2.configurationFile={STACK_DIR / 'log4j2-tools.properties'}",
+                "-cp", f"{KAFKA_LIB}/*", "kafka.tools.StorageTool"]
+        cluster_id = self._run([*tool, "random-uuid"]).strip()
+        self._run([*tool, "format", "-t", cluster_id, "-c", str(properties), "--ignore-formatted"])
+
+    @staticmethod
+    def _run(command: list[str]) -> str:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise StackError(f"{command[-4:]} failed ({done.returncode}):\n{done.stderr}")
+        return done.stdout
+
+    def _spawn(self, command: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.root,
+                preexec_fn=_die_with_parent if self.bound_to_parent else os.setsid,
+            )
+
+    def _start_broker(self, properties: Path, ports: Ports, timeout: float) -> subprocess.Popen[bytes]:
+        log = self.root / "logs" / "broker.log"
+        log.write_bytes(b"")
+        proc = self._spawn([
+            str(find_java(17)), "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={STACK_DIR / 'log4j2-broker.properties'}",
+            f"-Dkafka.logs.dir={self.root / 'logs'}",
+            "-cp", f"{KAFKA_LIB}/*", "kafka.Kafka", str(properties),
+        ], log)
+
+        def ready() -> bool:
+            return _port_open(ports.broker) and BROKER_READY_LINE in log.read_text(errors="replace")
+
+        _wait_until(ready, proc, log, "Kafka broker", timeout)
+        return proc
+
+    def _start_registry(self, ports: Ports, timeout: float) -> subprocess.Popen[bytes]:
+        log = self.root / "logs" / "registry.log"
+        log.write_bytes(b"")
+        database = self.root / "registry" / "schemas"
+        proc = self._spawn([
+            str(find_java(21)), "-Xmx512m",
+            "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={ports.registry}",
+            f"-Dapicurio.datasource.url=jdbc:h2:file:{database}",
+            "-Dapicurio.datasource.jdbc.initial-size=2", "-Dapicurio.datasource.jdbc.min-size=2",
+            "-Dquarkus.log.level=WARN",
+            "-jar", str(REGISTRY_JAR),
+        ], log)
+        url = f"http://127.0.0.1:{ports.registry}{CCOMPAT_PATH}/subjects"
+        _wait_until(lambda: _http_ok(url), proc, log, "schema registry", timeout)
+        return proc
+
+    def _terminate(self, pids: list[int], timeout: float = 30.0) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        alive = pids
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            for pid in alive:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+            alive = [pid for pid in pids if _pid_runs_from(pid, self.root)]
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def settings_env(state: ClusterState) -> dict[str, str]:
+    """The environment variables that point Prompt Streams at this cluster."""
+    return {"PROMPT_STREAMS_BOOTSTRAP": state.bootstrap, "PROMPT_STREAMS_REGISTRY_URL": state.registry_url}
+
+

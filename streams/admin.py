@@ -1,0 +1,58 @@
+"""Preparing a cluster for the topology: create the declared topics, register their schemas.
+
+Runs before any consumer subscribes (a worker subscribed to a missing topic ignores it), and
+refuses a topic whose partition count differs from the declaration, since the partitioner
+and the tables rely on it.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from streams.codec import Codec
+from streams.config import Settings
+from streams.errors import PromptStreamsError
+from topology.topics import TopicSpec
+
+TIMEOUT_S = 30.0
+
+
+class TopicMismatchError(PromptStreamsError):
+    """An existing topic does not have the partition count the topology declares."""
+
+
+def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]:
+    """Create every missing topic; return the names created.
+
+    Raises:
+        TopicMismatchError: an existing topic has another partition count.
+    """
+    admin = AdminClient(settings.kafka_config())
+    existing = admin.list_topics(timeout=TIMEOUT_S).topics
+    for spec in specs:
+        if spec.name in existing and len(existing[spec.name].partitions) != spec.partitions:
+            raise TopicMismatchError(
+                f"topic {spec.name} has {len(existing[spec.name].partitions)} partitions, "
+                f"the topology declares {spec.partitions}: recreate it or change the setting"
+            )
+    missing = [spec for spec in specs if spec.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(spec.name, spec.partitions, settings.replication_factor, config=spec.config)
+         for spec in missing],
+        request_timeout=TIMEOUT_S,
+    )
+    for future in futures.values():
+        try:
+            future.result()
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another worker was faster
+                raise
+    return [spec.name for spec in missing]
+
+
+def register_schemas(codec: Codec, specs: list[TopicSpec]) -> dict[str, int]:
+    """Register each topic's value schema under `<topic>-value`; return the ids by topic."""
+    return {spec.name: codec.register(spec.name, spec.record) for spec in specs}

@@ -1,0 +1,1 @@
+"""One thin agent per input topic: decode, call the core, send."""

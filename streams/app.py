@@ -1,0 +1,65 @@
+"""The Faust application: `faust -A streams.app worker -l info` starts a worker.
+
+This module only builds the app from the settings; the topology lives in `topology/`, the
+logic in `streams/core/`, and each agent in `streams/agents/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import faust
+
+from streams.agents import next_visit
+from streams.config import Settings
+from streams.context import Context
+
+
+class PromptStreamsApp(faust.App):
+    """A Faust app that prepares its topics and schemas before it starts consuming."""
+
+    context: Context
+
+    async def on_first_start(self) -> None:
+        """Create topics and register schemas before the consumer subscribes."""
+        self.context.settings.worker_dir().mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.context.prepare)
+        await super().on_first_start()
+
+
+def credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """Faust's view of the Kafka security settings."""
+    if settings.security_protocol == "PLAINTEXT":
+        return None
+    tls = None
+    if settings.security_protocol.endswith("SSL"):
+        tls = ssl.create_default_context(cafile=settings.ssl_cafile or None)
+        if settings.ssl_certfile:
+            tls.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile or None)
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=settings.sasl_username, password=settings.sasl_password,
+                                     mechanism=settings.sasl_mechanism, ssl_context=tls)
+    return faust.SSLCredentials(tls)
+
+
+def create_app(settings: Settings) -> PromptStreamsApp:
+    """A Faust app for these settings, with every agent registered."""
+    app = PromptStreamsApp(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap.split(",")],
+        broker_credentials=credentials(settings),
+        store=settings.store,
+        datadir=str(settings.worker_dir()),
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        topic_partitions=settings.detector_partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+    )
+    app.context = Context.build(settings, app)
+    next_visit.register(app, app.context)
+    return app
+
+
+app = create_app(Settings.from_env())

@@ -1,0 +1,143 @@
+"""Settings: the only place that reads the environment, once, into one frozen object.
+
+Every setting is an environment variable `PROMPT_STREAMS_<NAME>` with a documented default;
+`python -m streams.config` prints them all with their current values (secrets as `***`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "PROMPT_STREAMS_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the application cannot use."""
+
+
+def _setting(default: Any, doc: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"doc": doc, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration of a worker, a tool or a connector."""
+
+    app_id: str = _setting("prompt-streams", "Faust application id: consumer group and table prefix.")
+    bootstrap: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated host:port.")
+    registry_url: str = _setting("http://127.0.0.1:8081/apis/ccompat/v7",
+                                 "Confluent-compatible schema registry URL.")
+    registry_user: str = _setting("", "Schema registry basic-auth user (empty: no auth).")
+    registry_password: str = _setting("", "Schema registry basic-auth password.", secret=True)
+    security_protocol: str = _setting("PLAINTEXT",
+                                      f"Kafka security protocol: {', '.join(SECURITY_PROTOCOLS)}.")
+    sasl_mechanism: str = _setting("SCRAM-SHA-512", f"SASL mechanism: {', '.join(SASL_MECHANISMS)}.")
+    sasl_username: str = _setting("", "SASL user name.")
+    sasl_password: str = _setting("", "SASL password.", secret=True)
+    ssl_cafile: str = _setting("", "CA certificate (PEM) that signed the brokers' certificates.")
+    ssl_certfile: str = _setting("", "Client certificate (PEM) for mutual TLS, if the brokers ask.")
+    ssl_keyfile: str = _setting("", "Client private key (PEM) for mutual TLS.")
+    data_dir: str = _setting(str(PROJECT_ROOT / ".local" / "data"),
+                             "Worker state: RocksDB tables (one folder per worker).")
+    store: str = _setting("rocksdb://", "Faust table store: rocksdb:// (default) or memory://.")
+    web_port: int = _setting(6066, "Port of the worker's web server (views, health).")
+    topic_prefix: str = _setting("prompt", "Prefix of the project's own topics: <prefix>.<name>.")
+    next_visit_topic: str = _setting("lsst.sal.ScriptQueue.logevent_nextVisit",
+                                     "SAL nextVisit topic, consumed unchanged.")
+    next_visit_canceled_topic: str = _setting("lsst.sal.ScriptQueue.logevent_nextVisitCanceled",
+                                              "SAL nextVisitCanceled topic.")
+    detector_partitions: int = _setting(16, "Partitions of per-detector topics (upper bound on workers).")
+    replication_factor: int = _setting(1, "Replication factor of created topics.")
+    worker_name: str = _setting(f"{socket.gethostname()}:{os.getpid()}",
+                                "Name of this worker in results and logs.")
+
+    def __post_init__(self) -> None:
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(f"{PREFIX}SECURITY_PROTOCOL={self.security_protocol!r}: "
+                                f"expected one of {', '.join(SECURITY_PROTOCOLS)}")
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise SettingsError(f"{PREFIX}SASL_MECHANISM={self.sasl_mechanism!r}: "
+                                f"expected one of {', '.join(SASL_MECHANISMS)}")
+        if self.detector_partitions < 1 or self.replication_factor < 1:
+            raise SettingsError("partition counts and replication factors must be at least 1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `PROMPT_STREAMS_*` variables; unset ones keep their defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            raw = environ.get(PREFIX + item.name.upper())
+            if raw is None:
+                continue
+            try:
+                values[item.name] = int(raw) if isinstance(item.default, int) else raw
+            except ValueError as error:
+                raise SettingsError(f"{PREFIX}{item.name.upper()}={raw!r} is not an integer") from error
+        return cls(**values)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value, _ in self.describe())
+        return f"Settings({shown})"
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(variable, value, doc) for every setting; secrets show as `***` when set."""
+        rows = []
+        for item in fields(self):
+            value = str(getattr(self, item.name))
+            if item.metadata["secret"] and value:
+                value = "***"
+            rows.append((PREFIX + item.name.upper(), value, item.metadata["doc"]))
+        return rows
+
+    # -- derived client settings ----------------------------------------------------------------
+    def kafka_config(self) -> dict[str, str | int | float | bool]:
+        """librdkafka (confluent-kafka) settings for this cluster, security included."""
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap, "security.protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            config |= {"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                       "sasl.password": self.sasl_password}
+        if self.security_protocol.endswith("SSL"):
+            tls = {"ssl.ca.location": self.ssl_cafile, "ssl.certificate.location": self.ssl_certfile,
+                   "ssl.key.location": self.ssl_keyfile}
+            config |= {key: value for key, value in tls.items() if value}
+        return config
+
+    def registry_config(self) -> dict[str, str]:
+        """Schema registry client settings."""
+        config = {"url": self.registry_url}
+        if self.registry_user:
+            config["basic.auth.user.info"] = f"{self.registry_user}:{self.registry_password}"
+        if self.ssl_cafile and self.registry_url.startswith("https"):
+            config["ssl.ca.location"] = self.ssl_cafile
+        return config
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the project's own topics."""
+        return f"{self.topic_prefix}.{name}"
+
+    def worker_dir(self) -> Path:
+        """This application's table folder under the data directory."""
+        return Path(self.data_dir) / self.app_id
+
+
+def main() -> int:
+    """Print every setting, its value and what it is for."""
+    for variable, value, doc in Settings.from_env().describe():
+        print(f"{variable}={value}\n    {doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

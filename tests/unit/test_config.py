@@ -1,0 +1,58 @@
+"""Settings from the environment: defaults, parsing, validation, masked secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.config import Settings, SettingsError
+
+
+def test_defaults_point_at_the_local_stack() -> None:
+    """With nothing set, a worker talks to the local stack's broker and registry."""
+    settings = Settings.from_env({})
+    assert settings.bootstrap == "127.0.0.1:9092"
+    assert settings.registry_url == "http://127.0.0.1:8081/apis/ccompat/v7"
+    assert settings.next_visit_topic == "lsst.sal.ScriptQueue.logevent_nextVisit"
+    assert settings.topic("ccd-result") == "prompt.ccd-result"
+    assert settings.store == "rocksdb://"
+
+
+def test_environment_overrides_and_integers_are_parsed() -> None:
+    """PROMPT_STREAMS_* variables override defaults, with integer settings converted."""
+    settings = Settings.from_env({"PROMPT_STREAMS_DETECTOR_PARTITIONS": "32",
+                                  "PROMPT_STREAMS_TOPIC_PREFIX": "replay1.prompt"})
+    assert settings.detector_partitions == 32
+    assert settings.topic("visit-summary") == "replay1.prompt.visit-summary"
+
+
+@pytest.mark.parametrize("environ", [
+    {"PROMPT_STREAMS_DETECTOR_PARTITIONS": "many"},
+    {"PROMPT_STREAMS_DETECTOR_PARTITIONS": "0"},
+    {"PROMPT_STREAMS_SECURITY_PROTOCOL": "TLS"},
+    {"PROMPT_STREAMS_SASL_MECHANISM": "GSSAPI"},
+])
+def test_unusable_values_are_refused_by_name(environ: dict[str, str]) -> None:
+    """A bad value fails at start-up with the variable's name, not later in a client."""
+    with pytest.raises(SettingsError, match=r"PROMPT_STREAMS_|at least 1"):
+        Settings.from_env(environ)
+
+
+def test_secrets_are_masked_when_shown() -> None:
+    """Passwords never appear in repr or in the printed settings."""
+    settings = Settings.from_env({"PROMPT_STREAMS_SASL_PASSWORD": "hunter2",
+                                  "PROMPT_STREAMS_REGISTRY_PASSWORD": "s3cret"})
+    assert "hunter2" not in repr(settings) and "s3cret" not in repr(settings)
+    assert ("PROMPT_STREAMS_SASL_PASSWORD", "***") in [(v, s) for v, s, _ in settings.describe()]
+
+
+def test_sasl_ssl_settings_reach_the_kafka_client() -> None:
+    """SASL_SSL with SCRAM becomes the librdkafka settings a client needs."""
+    settings = Settings.from_env({"PROMPT_STREAMS_SECURITY_PROTOCOL": "SASL_SSL",
+                                  "PROMPT_STREAMS_SASL_USERNAME": "prompt",
+                                  "PROMPT_STREAMS_SASL_PASSWORD": "pw",
+                                  "PROMPT_STREAMS_SSL_CAFILE": "/etc/ca.pem"})
+    assert settings.kafka_config() == {
+        "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "prompt", "sasl.password": "pw",
+        "ssl.ca.location": "/etc/ca.pem",
+    }
