@@ -278,6 +278,8 @@ class Cluster:
             "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={ports.registry}",
             f"-Dapicurio.datasource.url=jdbc:h2:file:{database}",
             "-Dapicurio.datasource.jdbc.initial-size=2", "-Dapicurio.datasource.jdbc.min-size=2",
+            # Health and metrics listen on a port of their own, by default 0.0.0.0:9000.
+            "-Dquarkus.management.host=127.0.0.1", f"-Dquarkus.management.port={free_port()}",
             "-Dquarkus.log.level=WARN",
             "-jar", str(REGISTRY_JAR),
         ], log)

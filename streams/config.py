@@ -99,6 +99,10 @@ class Settings:
             rows.append((PREFIX + item.name.upper(), value, item.metadata["doc"]))
         return rows
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, to start a worker or tool with them."""
+        return {PREFIX + item.name.upper(): str(getattr(self, item.name)) for item in fields(self)}
+
     # -- derived client settings ----------------------------------------------------------------
     def kafka_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka (confluent-kafka) settings for this cluster, security included."""
