@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from stack.cluster import Cluster, ClusterState, Ports, free_port
+from stack.workers import WorkerPool
 from streams.config import Settings
-from tests.integration.workers import WorkerPool
 
 
 @pytest.fixture(scope="session")

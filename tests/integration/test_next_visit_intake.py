@@ -9,6 +9,7 @@ from confluent_kafka import SerializingProducer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 
+from stack.workers import WorkerPool
 from streams.admin import ensure_topics
 from streams.codec import Codec
 from streams.config import Settings
@@ -16,7 +17,6 @@ from streams.records import DeadLetter, NextVisit
 from streams.registry import ConfluentRegistry
 from streams.schemas import load_schema
 from tests.integration.kafka import consume, produce
-from tests.integration.workers import WorkerPool
 from topology.topics import declare
 
 SUMMIT_VISIT = {

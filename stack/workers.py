@@ -1,4 +1,7 @@
-"""Real Faust workers as separate processes, started the way users start them."""
+"""Faust workers as separate processes, started the way users start them: the faust CLI.
+
+Used by `make demo`, the integration tests and the chaos and benchmark runs.
+"""
 
 from __future__ import annotations
 
@@ -77,7 +80,7 @@ class WorkerPool:
             worker.wait_for(READY)
         return worker
 
-    def stop_all(self) -> None:
-        """Stop every worker this pool started."""
+    def stop_all(self, sig: int = signal.SIGTERM) -> None:
+        """Stop every worker this pool started (SIGTERM lets each shut down cleanly)."""
         for worker in self.started:
-            worker.stop(signal.SIGKILL, timeout=10)
+            worker.stop(sig, timeout=15)
