@@ -13,15 +13,36 @@ class Record:
     """Base of every generated record: its schema's stem, and conversion from and to dicts."""
 
     SCHEMA: ClassVar[str]
+    NESTED: ClassVar[dict[str, tuple[str, type[Record]]]] = {}
+    """Fields holding records: name -> ("one" | "array" | "map", record type)."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         """Build the record from a decoded Avro datum (unknown keys are ignored)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})  # type: ignore[arg-type]
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}  # type: ignore[arg-type]
+        for name, (shape, nested) in cls.NESTED.items():
+            if name in values:
+                value = values[name]
+                if shape == "array":
+                    values[name] = [nested.from_dict(item) for item in value]
+                elif shape == "map":
+                    values[name] = {key: nested.from_dict(item) for key, item in value.items()}
+                else:
+                    values[name] = nested.from_dict(value)
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as an Avro datum."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        for name, (shape, _nested) in self.NESTED.items():
+            value = data[name]
+            if shape == "array":
+                data[name] = [item.to_dict() for item in value]
+            elif shape == "map":
+                data[name] = {key: item.to_dict() for key, item in value.items()}
+            else:
+                data[name] = value.to_dict()
+        return data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +121,111 @@ class DeadLetter(Record):
     """The agent that rejected it."""
     dead_letter_time: float = 0.0
     """When it was rejected (TAI, Unix seconds) [second]."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DetectorCommand(Record):
+    """An instruction for one detector of one visit, in that detector's partition: start (the fan-out of nextVisit), cancel (nextVisitCanceled), or image_timeout (the worker's own timer). Keyed by instrument/group/detector."""
+
+    SCHEMA: ClassVar[str] = "detector_command"
+
+    action: str
+    """start, cancel or image_timeout."""
+    instrument: str
+    """Instrument name."""
+    group_id: str
+    """Group id of the visit."""
+    detector: int
+    """Detector id."""
+    survey: str = ''
+    """Survey of the visit."""
+    pipelines: list[str] = field(default_factory=lambda: [])
+    """Pipelines chosen for the survey, in fallback order."""
+    nimages: int = 0
+    """Snaps expected; 0 if unknown (wait until the image deadline)."""
+    duration: float = 0.0
+    """Estimated script duration [second]."""
+    filters: str = ''
+    """Physical filter(s) from nextVisit."""
+    position: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    """Boresight (RA, Dec) in ICRS [deg]."""
+    camera_angle: float = 0.0
+    """Camera angle on the sky [deg]."""
+    coordinate_system: int = 0
+    """Script.MetadataCoordSys of position (1 NONE: no spatial preload, 2 ICRS)."""
+    next_visit_time: float = 0.0
+    """nextVisit private_sndStamp (TAI, Unix seconds) [second]."""
+    fanout_time: float = 0.0
+    """When the visit was fanned out (TAI, Unix seconds) [second]."""
+    image_deadline: float = 0.0
+    """When to stop waiting for raws: fanout_time + 2 x duration + image timeout (TAI, Unix seconds) [second]."""
+    command_time: float = 0.0
+    """When the command was made (TAI, Unix seconds) [second]."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeldSnap(Record):
+    """The raw held for one snap index: the one with the highest exposure id seen before dispatch."""
+
+    SCHEMA: ClassVar[str] = "detector_progress"
+
+    snap: int
+    """Snap index."""
+    exposure_id: int
+    """Exposure id of the raw."""
+    uri: str
+    """Where the raw is."""
+    arrival_time: float
+    """When the raw was announced (TAI, Unix seconds) [second]."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DetectorProgress(Record):
+    """What one worker knows of one detector of one visit: the value of the detector table (also the presence table for raws that come before their nextVisit). Keyed by instrument/group/detector."""
+
+    SCHEMA: ClassVar[str] = "detector_progress"
+    NESTED: ClassVar[dict[str, tuple[str, type[Record]]]] = {"snaps": ("array", HeldSnap)}
+
+    instrument: str
+    """Instrument name."""
+    group_id: str
+    """Group id of the visit."""
+    detector: int
+    """Detector id."""
+    phase: str = 'presence'
+    """presence (raws only, no nextVisit yet), waiting, processing, done or canceled."""
+    started: bool = False
+    """Whether the start command (the fan-out of nextVisit) has arrived."""
+    cancel_requested: bool = False
+    """Whether nextVisitCanceled arrived (possibly before the start command)."""
+    survey: str = ''
+    """Survey of the visit."""
+    pipelines: list[str] = field(default_factory=lambda: [])
+    """Pipelines chosen for the survey, in fallback order."""
+    nimages: int = 0
+    """Snaps expected; 0 if unknown."""
+    filters: str = ''
+    """Physical filter(s)."""
+    position: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    """Boresight (RA, Dec) [deg]."""
+    camera_angle: float = 0.0
+    """Camera angle on the sky [deg]."""
+    next_visit_time: float = 0.0
+    """nextVisit private_sndStamp (TAI, Unix seconds) [second]."""
+    fanout_time: float = 0.0
+    """Fan-out time (TAI, Unix seconds) [second]."""
+    image_deadline: float = 0.0
+    """When to stop waiting for raws (TAI, Unix seconds) [second]."""
+    snaps: list[HeldSnap] = field(default_factory=lambda: [])
+    """Raws held for processing, one per snap index, sorted by snap."""
+    exposures_seen: list[int] = field(default_factory=lambda: [])
+    """Every exposure id seen for this detector and group, sorted (aborted attempts included)."""
+    first_raw_time: float = 0.0
+    """Arrival of the first raw, 0 if none yet (TAI, Unix seconds) [second]."""
+    dispatch_time: float = 0.0
+    """When the pipeline was dispatched, 0 if not yet (TAI, Unix seconds) [second]."""
+    updated_time: float = 0.0
+    """Last change (TAI, Unix seconds) [second]."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +365,85 @@ class RawImageAvailable(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VisitExpected(Record):
+    """Tells the gather step which detectors a visit fanned out to and until when to wait for them. Keyed by instrument/group."""
+
+    SCHEMA: ClassVar[str] = "visit_expected"
+
+    instrument: str
+    """Instrument name."""
+    group_id: str
+    """Group id of the visit."""
+    survey: str = ''
+    """Survey of the visit."""
+    pipelines: list[str] = field(default_factory=lambda: [])
+    """Pipelines chosen for the survey; empty means the visit is ignored."""
+    detectors: list[int] = field(default_factory=lambda: [])
+    """Active detectors the visit fanned out to."""
+    nimages: int = 0
+    """Snaps expected per detector; 0 if unknown."""
+    next_visit_time: float = 0.0
+    """nextVisit private_sndStamp (TAI, Unix seconds) [second]."""
+    fanout_time: float = 0.0
+    """When the visit was fanned out (TAI, Unix seconds) [second]."""
+    deadline: float = 0.0
+    """When missing detectors are declared timed out and the summary is emitted (TAI, Unix seconds) [second]."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DetectorOutcome(Record):
+    """What the gather kept of one detector's result."""
+
+    SCHEMA: ClassVar[str] = "visit_progress"
+
+    detector: int
+    """Detector id."""
+    status: str
+    """Result status."""
+    first_raw_time: float = 0.0
+    """First raw arrival, 0 if none (TAI, Unix seconds) [second]."""
+    result_time: float = 0.0
+    """When the result was emitted (TAI, Unix seconds) [second]."""
+    exposure_ids: list[int] = field(default_factory=lambda: [])
+    """Exposure ids processed."""
+    metrics: dict[str, float] = field(default_factory=lambda: {})
+    """Pipeline metrics."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VisitProgress(Record):
+    """The gather step's state of one visit: who is expected, who has reported, whether the summary went out. Value of the gather table and its changelog. Keyed by instrument/group."""
+
+    SCHEMA: ClassVar[str] = "visit_progress"
+    NESTED: ClassVar[dict[str, tuple[str, type[Record]]]] = {"outcomes": ("array", DetectorOutcome)}
+
+    instrument: str
+    """Instrument name."""
+    group_id: str
+    """Group id of the visit."""
+    survey: str = ''
+    """Survey of the visit."""
+    expected_known: bool = False
+    """Whether the VisitExpected record has arrived."""
+    expected: list[int] = field(default_factory=lambda: [])
+    """Detectors the visit fanned out to, sorted."""
+    ignored: bool = False
+    """No pipeline for the survey: every detector gets status ignored."""
+    nimages: int = 0
+    """Snaps expected per detector."""
+    next_visit_time: float = 0.0
+    """nextVisit private_sndStamp (TAI, Unix seconds) [second]."""
+    deadline: float = 0.0
+    """When missing detectors time out (TAI, Unix seconds) [second]."""
+    first_seen_time: float = 0.0
+    """When the gather first heard of the visit (TAI, Unix seconds) [second]."""
+    outcomes: list[DetectorOutcome] = field(default_factory=lambda: [])
+    """One outcome per detector that has a result, sorted by detector."""
+    summary_time: float = 0.0
+    """When the summary was emitted; 0 while the visit is in flight (TAI, Unix seconds) [second]."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VisitSummary(Record):
     """The gather of one visit: emitted once, when every expected detector has a result or the visit deadline passed. Keyed by (instrument, group)."""
 
@@ -281,9 +486,13 @@ class VisitSummary(Record):
 RECORD_TYPES: dict[str, type[Record]] = {
     "ccd_result": CcdResult,
     "dead_letter": DeadLetter,
+    "detector_command": DetectorCommand,
+    "detector_progress": DetectorProgress,
     "metric": Metric,
     "next_visit": NextVisit,
     "next_visit_canceled": NextVisitCanceled,
     "raw_image_available": RawImageAvailable,
+    "visit_expected": VisitExpected,
+    "visit_progress": VisitProgress,
     "visit_summary": VisitSummary,
 }

@@ -32,15 +32,36 @@ class Record:
     """Base of every generated record: its schema's stem, and conversion from and to dicts."""
 
     SCHEMA: ClassVar[str]
+    NESTED: ClassVar[dict[str, tuple[str, type[Record]]]] = {}
+    """Fields holding records: name -> ("one" | "array" | "map", record type)."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         """Build the record from a decoded Avro datum (unknown keys are ignored)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})  # type: ignore[arg-type]
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}  # type: ignore[arg-type]
+        for name, (shape, nested) in cls.NESTED.items():
+            if name in values:
+                value = values[name]
+                if shape == "array":
+                    values[name] = [nested.from_dict(item) for item in value]
+                elif shape == "map":
+                    values[name] = {key: nested.from_dict(item) for key, item in value.items()}
+                else:
+                    values[name] = nested.from_dict(value)
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as an Avro datum."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        for name, (shape, _nested) in self.NESTED.items():
+            value = data[name]
+            if shape == "array":
+                data[name] = [item.to_dict() for item in value]
+            elif shape == "map":
+                data[name] = {key: item.to_dict() for key, item in value.items()}
+            else:
+                data[name] = value.to_dict()
+        return data
 '''
 
 
@@ -57,7 +78,32 @@ def python_type(avro: Any) -> str:
         return f"dict[str, {python_type(avro['values'])}]"
     if kind == "enum":
         return "str"
+    if kind == "record":
+        return str(avro["name"])
     return python_type(kind)
+
+
+def nested_records(avro: Any) -> list[dict[str, Any]]:
+    """Record types defined inside a field type, innermost first."""
+    if isinstance(avro, list):
+        return [found for branch in avro for found in nested_records(branch)]
+    if not isinstance(avro, dict):
+        return []
+    if avro["type"] == "record":
+        inner = [found for item in avro["fields"] for found in nested_records(item["type"])]
+        return [*inner, avro]
+    return nested_records(avro.get("items") or avro.get("values") or avro["type"])
+
+
+def nesting(avro: Any) -> tuple[str, str] | None:
+    """("one" | "array" | "map", record name) when a field holds records."""
+    if isinstance(avro, dict):
+        if avro["type"] == "record":
+            return "one", avro["name"]
+        for shape, part in (("array", "items"), ("map", "values")):
+            if avro["type"] == shape and isinstance(avro[part], dict) and avro[part]["type"] == "record":
+                return shape, avro[part]["name"]
+    return None
 
 
 def default_expr(value: Any) -> str:
@@ -67,20 +113,32 @@ def default_expr(value: Any) -> str:
     return repr(value)
 
 
-def render_class(name: str) -> str:
-    """One frozen dataclass for one schema."""
-    schema = load_schema(name)
+def render_record(schema: dict[str, Any], class_id: str, stem: str) -> str:
+    """One frozen dataclass for one Avro record."""
     doc = schema.get("doc") or schema.get("description", "")
     lines = ["", "", "@dataclass(frozen=True, slots=True, kw_only=True)",
-             f"class {class_name(name)}(Record):",
+             f"class {class_id}(Record):",
              textwrap.indent(f'"""{doc}"""', "    "), "",
-             f'    SCHEMA: ClassVar[str] = "{name}"', ""]
+             f'    SCHEMA: ClassVar[str] = "{stem}"']
+    nested = {item["name"]: found for item in schema["fields"] if (found := nesting(item["type"]))}
+    if nested:
+        entries = ", ".join(f'"{field}": ("{shape}", {cls})' for field, (shape, cls) in nested.items())
+        lines.append(f"    NESTED: ClassVar[dict[str, tuple[str, type[Record]]]] = {{{entries}}}")
+    lines.append("")
     for item in schema["fields"]:
         annotation = python_type(item["type"])
         default = f" = {default_expr(item['default'])}" if "default" in item else ""
         lines.append(f"    {item['name']}: {annotation}{default}")
         lines.append(textwrap.indent(f'"""{item.get("doc", item.get("description", ""))}"""', "    "))
     return "\n".join(lines) + "\n"
+
+
+def render_class(name: str) -> str:
+    """The dataclasses of one schema file: its nested records first, then the record itself."""
+    schema = load_schema(name)
+    inner = [found for item in schema["fields"] for found in nested_records(item["type"])]
+    return "".join(render_record(record, record["name"], name) for record in inner) + render_record(
+        schema, class_name(name), name)
 
 
 def render() -> str:

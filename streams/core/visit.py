@@ -1,0 +1,134 @@
+"""A nextVisit becomes a plan: one start command per active detector, and what the gather expects.
+
+Only the group id is known now: exposure ids exist once raws do, so everything downstream is
+keyed by (instrument, group), never by exposure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+from streams.core.instruments import Instrument
+from streams.core.policy import Policy
+from streams.core.surveys import SurveyTable
+from streams.errors import IgnorableEvent, InvalidEventError
+from streams.records import DetectorCommand, NextVisit, NextVisitCanceled, VisitExpected
+
+
+class CoordSys(IntEnum):
+    """Script.MetadataCoordSys."""
+
+    NONE = 1
+    ICRS = 2
+    OBSERVED = 3
+    MOUNT = 4
+
+
+class RotSys(IntEnum):
+    """Script.MetadataRotSys."""
+
+    NONE = 1
+    SKY = 2
+    HORIZON = 3
+    MOUNT = 4
+
+
+SUPPORTED_COORDS = (CoordSys.NONE, CoordSys.ICRS)
+SUPPORTED_ROTATIONS = (RotSys.NONE, RotSys.SKY)
+
+
+@dataclass(frozen=True)
+class VisitPlan:
+    """What to send for one nextVisit."""
+
+    commands: tuple[DetectorCommand, ...]
+    expected: VisitExpected
+
+
+def _enum_name(enum: type[IntEnum], value: int) -> str:
+    try:
+        return f"{enum(value).name} ({value})"
+    except ValueError:
+        return f"{value} (not a {enum.__name__} value)"
+
+
+def validate(visit: NextVisit, instruments: dict[str, Instrument], policy: Policy, now: float) -> Instrument:
+    """The instrument of a usable nextVisit.
+
+    Raises:
+        IgnorableEvent: blank instrument, or older than the message expiration.
+        InvalidEventError: anything that makes no sense, with the reason.
+    """
+    if not visit.instrument.strip():
+        raise IgnorableEvent(f"group {visit.groupId!r}: blank instrument")
+    age = now - visit.private_sndStamp
+    if age > policy.message_expiration:
+        raise IgnorableEvent(f"group {visit.groupId!r}: sent {age:.0f} s ago, "
+                             f"older than the {policy.message_expiration:.0f} s expiration")
+    if visit.instrument not in instruments:
+        raise InvalidEventError(f"unknown instrument {visit.instrument!r}: "
+                                f"expected one of {', '.join(sorted(instruments))}")
+    if not visit.groupId.strip():
+        raise InvalidEventError("blank groupId: a visit needs a group id")
+    if visit.coordinateSystem not in SUPPORTED_COORDS:
+        raise InvalidEventError(f"unsupported coordinateSystem {_enum_name(CoordSys, visit.coordinateSystem)}: "
+                                "only ICRS (2) or NONE (1)")
+    if visit.rotationSystem not in SUPPORTED_ROTATIONS:
+        raise InvalidEventError(f"unsupported rotationSystem {_enum_name(RotSys, visit.rotationSystem)}: "
+                                "only SKY (2) or NONE (1)")
+    if visit.coordinateSystem == CoordSys.ICRS:
+        if len(visit.position) != 2 or not all(math.isfinite(v) for v in visit.position):
+            raise InvalidEventError(f"position {visit.position} is not a finite (RA, Dec) pair")
+        if not -90.0 <= visit.position[1] <= 90.0:
+            raise InvalidEventError(f"declination {visit.position[1]} is outside [-90, 90] deg")
+    if not 0 <= visit.nimages <= policy.max_nimages:
+        raise InvalidEventError(f"nimages {visit.nimages} is outside 0..{policy.max_nimages}")
+    if not (math.isfinite(visit.duration) and 0.0 <= visit.duration <= policy.max_duration):
+        raise InvalidEventError(f"duration {visit.duration} s is outside 0..{policy.max_duration:.0f} s")
+    return instruments[visit.instrument]
+
+
+def plan_visit(visit: NextVisit, instruments: dict[str, Instrument], surveys: SurveyTable,
+               policy: Policy, now: float) -> VisitPlan:
+    """Fan a nextVisit out: a start command per active detector, unless no pipeline serves the survey.
+
+    Raises:
+        IgnorableEvent, InvalidEventError: see `validate`.
+    """
+    instrument = validate(visit, instruments, policy, now)
+    pipelines = list(surveys.pipelines_for(visit.survey))
+    image_deadline = policy.image_deadline(now, visit.duration)
+    detectors = list(instrument.active)
+    commands = tuple(
+        DetectorCommand(
+            action="start", instrument=visit.instrument, group_id=visit.groupId, detector=detector,
+            survey=visit.survey, pipelines=pipelines, nimages=visit.nimages, duration=visit.duration,
+            filters=visit.filters, position=list(visit.position), camera_angle=visit.cameraAngle,
+            coordinate_system=visit.coordinateSystem, next_visit_time=visit.private_sndStamp,
+            fanout_time=now, image_deadline=image_deadline, command_time=now,
+        )
+        for detector in detectors
+    ) if pipelines else ()
+    expected = VisitExpected(
+        instrument=visit.instrument, group_id=visit.groupId, survey=visit.survey, pipelines=pipelines,
+        detectors=detectors, nimages=visit.nimages, next_visit_time=visit.private_sndStamp,
+        fanout_time=now, deadline=policy.visit_deadline(now, visit.duration),
+    )
+    return VisitPlan(commands, expected)
+
+
+def plan_cancel(cancel: NextVisitCanceled, expected: VisitExpected | None, now: float) -> tuple[DetectorCommand, ...]:
+    """A cancel command for each detector the canceled visit fanned out to.
+
+    Raises:
+        IgnorableEvent: no visit of that group was fanned out here (or it was ignored).
+    """
+    if expected is None or not expected.pipelines:
+        raise IgnorableEvent(f"nextVisitCanceled for group {cancel.groupId!r}: no such visit in flight")
+    return tuple(
+        DetectorCommand(action="cancel", instrument=expected.instrument, group_id=expected.group_id,
+                        detector=detector, command_time=now)
+        for detector in expected.detectors
+    )
