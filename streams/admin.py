@@ -55,4 +55,4 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]:
 
 def register_schemas(codec: Codec, specs: list[TopicSpec]) -> dict[str, int]:
     """Register each topic's value schema under `<topic>-value`; return the ids by topic."""
-    return {spec.name: codec.register(spec.name, spec.record) for spec in specs}
+    return {spec.name: codec.register(spec.name, spec.record) for spec in specs if spec.record is not None}

@@ -1,7 +1,8 @@
 """The Faust application: `faust -A streams.app worker -l info` starts a worker.
 
-This module only builds the app from the settings; the topology lives in `topology/`, the
-logic in `streams/core/`, and each agent in `streams/agents/`.
+This module only builds the app from the settings; the topology is declared in `topology/`, the
+logic lives in `streams/core/`, each agent in `streams/agents/`, and the exactly-once gather in
+`streams/gather_processor.py`.
 """
 
 from __future__ import annotations
@@ -11,21 +12,38 @@ import ssl
 
 import faust
 
-from streams.agents import next_visit
+from streams.agents import detector, sal
 from streams.config import Settings
 from streams.context import Context
+from streams.gather_processor import GatherService
+from streams.runner import PipelineRunner
 
 
 class PromptStreamsApp(faust.App):
-    """A Faust app that prepares its topics and schemas before it starts consuming."""
+    """A Faust app that prepares its topics and schemas before consuming, and runs the gather."""
 
     context: Context
+    runner: PipelineRunner
 
     async def on_first_start(self) -> None:
         """Create topics and register schemas before the consumer subscribes."""
         self.context.settings.worker_dir().mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.context.prepare)
         await super().on_first_start()
+
+    async def on_started(self) -> None:
+        """Start the gather processor once the worker runs."""
+        await super().on_started()
+        await self.add_runtime_dependency(GatherService(self.context.settings, self._gather_crashed,
+                                                        loop=self.loop, beacon=self.beacon))
+
+    def _gather_crashed(self, error: BaseException) -> None:
+        self.add_future(self.crash(error))
+
+    async def on_stop(self) -> None:
+        """Stop the pipeline processes."""
+        self.runner.stop()
+        await super().on_stop()
 
 
 def credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
@@ -56,9 +74,12 @@ def create_app(settings: Settings) -> PromptStreamsApp:
         topic_partitions=settings.detector_partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
+        producer_linger_ms=1,
+        broker_commit_interval=0.5,
     )
     app.context = Context.build(settings, app)
-    next_visit.register(app, app.context)
+    sal.register(app, app.context)
+    app.runner = detector.register(app, app.context)
     return app
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from streams.core.policy import Policy
+
 PREFIX = "PROMPT_STREAMS_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -57,8 +59,21 @@ class Settings:
                                               "SAL nextVisitCanceled topic.")
     detector_partitions: int = _setting(16, "Partitions of per-detector topics (upper bound on workers).")
     replication_factor: int = _setting(1, "Replication factor of created topics.")
-    worker_name: str = _setting(f"{socket.gethostname()}:{os.getpid()}",
-                                "Name of this worker in results and logs.")
+    worker_name: str = _setting("", "Name of this worker in results, logs and its transactional id; "
+                                "stable across restarts (default: host name and web port).")
+    instruments_file: str = _setting(str(PROJECT_ROOT / "streams" / "instruments.toml"),
+                                     "Instruments and their (disabled) detectors, TOML.")
+    surveys_file: str = _setting(str(PROJECT_ROOT / "streams" / "surveys.toml"),
+                                 "Survey patterns -> pipeline fallback lists, TOML.")
+    data_root: str = _setting(str(PROJECT_ROOT / ".local" / "repo"),
+                              "Root of the data repository: file:// URIs from events must lie under it.")
+    message_expiration: float = _setting(3600.0, "nextVisit older than this is dropped [s].")
+    image_timeout: float = _setting(120.0, "Wait for raws beyond 2 x duration (IMAGE_TIMEOUT) [s].")
+    process_timeout: float = _setting(600.0, "After the image deadline, wait this long for results [s].")
+    retention: float = _setting(3600.0, "Keep finished visit state this long to drop stragglers [s].")
+    pipeline_processes: int = _setting(os.cpu_count() or 1, "Processes running pipelines in this worker.")
+    standin_preload_seconds: float = _setting(0.05, "Cost of the stand-in pipeline's preload [s].")
+    standin_run_seconds: float = _setting(0.2, "CPU cost of the stand-in pipeline's run [s].")
 
     def __post_init__(self) -> None:
         if self.security_protocol not in SECURITY_PROTOCOLS:
@@ -67,8 +82,10 @@ class Settings:
         if self.sasl_mechanism not in SASL_MECHANISMS:
             raise SettingsError(f"{PREFIX}SASL_MECHANISM={self.sasl_mechanism!r}: "
                                 f"expected one of {', '.join(SASL_MECHANISMS)}")
-        if self.detector_partitions < 1 or self.replication_factor < 1:
-            raise SettingsError("partition counts and replication factors must be at least 1")
+        if self.detector_partitions < 1 or self.replication_factor < 1 or self.pipeline_processes < 1:
+            raise SettingsError("partition counts, replication factors and process counts must be at least 1")
+        if not self.worker_name:
+            object.__setattr__(self, "worker_name", f"{socket.gethostname()}-{self.web_port}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -79,10 +96,11 @@ class Settings:
             raw = environ.get(PREFIX + item.name.upper())
             if raw is None:
                 continue
+            kind = type(item.default)
             try:
-                values[item.name] = int(raw) if isinstance(item.default, int) else raw
+                values[item.name] = kind(raw) if kind in (int, float) else raw
             except ValueError as error:
-                raise SettingsError(f"{PREFIX}{item.name.upper()}={raw!r} is not an integer") from error
+                raise SettingsError(f"{PREFIX}{item.name.upper()}={raw!r} is not a {kind.__name__}") from error
         return cls(**values)
 
     def __repr__(self) -> str:
@@ -130,6 +148,11 @@ class Settings:
     def topic(self, name: str) -> str:
         """The full name of one of the project's own topics."""
         return f"{self.topic_prefix}.{name}"
+
+    def policy(self) -> Policy:
+        """The timing rules of the core."""
+        return Policy(message_expiration=self.message_expiration, image_timeout=self.image_timeout,
+                      process_timeout=self.process_timeout, retention=self.retention)
 
     def worker_dir(self) -> Path:
         """This application's table folder under the data directory."""

@@ -1,22 +1,29 @@
-"""What every agent is given: settings, the codec, the topics, and sending records.
+"""What every agent is given: settings, configuration, the codec, topics, and sending records.
 
 Agents decode with `context.decode`, call the pure core, and send with `context.send`; no
-agent touches bytes or the registry itself.
+agent touches bytes or the registry itself, and none computes a partition: `send` does, from
+the topic's declared partitioning (`topology/keys.py`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import faust
+from faust.types import TableT
 
 from streams import admin
 from streams.codec import Codec
 from streams.config import Settings
+from streams.core.instruments import Instrument, parse_instruments
+from streams.core.policy import Policy
+from streams.core.surveys import SurveyTable, parse_surveys
 from streams.records import Record
 from streams.registry import ConfluentRegistry
+from topology.tables import Tables, declare_tables, gather_changelog
 from topology.topics import Topics, TopicSpec, declare
 
 R = TypeVar("R", bound=Record)
@@ -30,33 +37,50 @@ class Context:
     settings: Settings
     codec: Codec
     topics: Topics
-    channels: dict[str, faust.TopicT]
+    tables: Tables
+    instruments: dict[str, Instrument]
+    surveys: SurveyTable
+    policy: Policy
+    app: faust.App
+    _senders: dict[str, faust.TopicT] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, app: faust.App) -> Context:
-        """Declare the topics on `app` (raw bytes in and out: the codec does the rest)."""
-        topics = declare(settings)
-        channels = {
-            spec.id: app.topic(spec.name, key_type=bytes, value_type=bytes, key_serializer="raw",
-                               value_serializer="raw", partitions=spec.partitions)
-            for spec in topics.all()
-        }
-        return cls(settings, Codec(ConfluentRegistry(settings.registry_config())), topics, channels)
+        """Load the configuration files and declare the topics (raw bytes: the codec does the rest)."""
+        return cls(
+            settings=settings, codec=Codec(ConfluentRegistry(settings.registry_config())),
+            topics=declare(settings), tables=declare_tables(settings),
+            instruments=parse_instruments(Path(settings.instruments_file).read_text()),
+            surveys=parse_surveys(Path(settings.surveys_file).read_text()), policy=settings.policy(), app=app,
+        )
+
+    def channel(self, *specs: TopicSpec) -> faust.TopicT:
+        """A Faust channel over one or more topics, keys and values as raw bytes."""
+        return self.app.topic(*(spec.name for spec in specs), key_type=bytes, value_type=bytes,
+                              key_serializer="raw", value_serializer="raw",
+                              partitions=specs[0].partitions)
+
+    def table(self, name: str, partitions: int) -> TableT[bytes, bytes]:
+        """A changelogged RocksDB table of raw bytes (values are encoded by the codec)."""
+        return self.app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes,
+                              key_serializer="raw", value_serializer="raw")
 
     def prepare(self) -> None:
         """Create the topics and register the schemas (blocking: run before consuming)."""
-        created = admin.ensure_topics(self.settings, self.topics.all())
-        ids = admin.register_schemas(self.codec, self.topics.all())
-        log.info("topics ready (created: %s); schema ids: %s", created or "none", ids)
+        specs = [*self.topics.all(), gather_changelog(self.settings)]
+        created = admin.ensure_topics(self.settings, specs)
+        admin.register_schemas(self.codec, specs)
+        log.info("topics ready (created %d); schemas registered", len(created))
 
     def decode(self, spec: TopicSpec, value: bytes | None, record_type: type[R]) -> R:
         """The record in a value read from `spec`'s topic."""
         return self.codec.decode(value, record_type, accept_json=spec.accepts_json)
 
-    async def send(self, spec: TopicSpec, key: str | bytes | None, record: Record,
-                   partition: int | None = None) -> Any:
-        """Encode `record` and send it to `spec`'s topic (to `partition` if given)."""
+    async def send(self, spec: TopicSpec, key: str | bytes | None, record: Record) -> Any:
+        """Encode `record` and send it to its partition of `spec`'s topic."""
         raw_key = key.encode() if isinstance(key, str) else key
-        return await self.channels[spec.id].send(
-            key=raw_key, value=self.codec.encode(spec.name, record), partition=partition
+        if spec.name not in self._senders:
+            self._senders[spec.name] = self.app.topic(spec.name, key_serializer="raw", value_serializer="raw")
+        return await self._senders[spec.name].send(
+            key=raw_key, value=self.codec.encode(spec.name, record), partition=spec.partition_of(record),
         )

@@ -125,12 +125,12 @@ class DeadLetter(Record):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DetectorCommand(Record):
-    """An instruction for one detector of one visit, in that detector's partition: start (the fan-out of nextVisit), cancel (nextVisitCanceled), or image_timeout (the worker's own timer). Keyed by instrument/group/detector."""
+    """An instruction for one detector of one visit, in that detector's partition: start (the fan-out of nextVisit), cancel (nextVisitCanceled), image_timeout or expire (the worker's own timer). Keyed by instrument/group/detector."""
 
     SCHEMA: ClassVar[str] = "detector_command"
 
     action: str
-    """start, cancel or image_timeout."""
+    """start, cancel, image_timeout or expire."""
     instrument: str
     """Instrument name."""
     group_id: str

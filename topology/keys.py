@@ -1,11 +1,15 @@
 """Record keys and the one partitioner.
 
 Every per-detector topic puts a detector's records in partition `detector % partitions`, so the
-fan-out record, the raws and the result of one detector meet in one partition, on the worker
-that owns it, whose caches then stay warm for that detector visit after visit.
+start command, the raws and the pipeline completions of one detector meet in one partition, on
+the worker that owns it, whose caches then stay warm for that detector visit after visit.
+Every per-visit topic puts a visit's records in partition `crc32(instrument/group) % partitions`,
+so the gather step sees all of one visit in one partition.
 """
 
 from __future__ import annotations
+
+import zlib
 
 SEPARATOR = "/"
 
@@ -28,3 +32,8 @@ def snap_key(instrument: str, group_id: str, detector: int, snap: int) -> str:
 def detector_partition(detector: int, partitions: int) -> int:
     """The partition of every record of `detector` in a per-detector topic."""
     return detector % partitions
+
+
+def visit_partition(instrument: str, group_id: str, partitions: int) -> int:
+    """The partition of every record of a visit in a per-visit topic (stable across processes)."""
+    return zlib.crc32(visit_key(instrument, group_id).encode()) % partitions

@@ -6,22 +6,28 @@ start-up by `streams.admin.ensure_topics`, never by the broker's auto-creation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from typing import Any
 
 from streams.config import Settings
 from streams.records import (
     CcdResult,
     DeadLetter,
+    DetectorCommand,
     Metric,
     NextVisit,
     NextVisitCanceled,
     RawImageAvailable,
     Record,
+    VisitExpected,
     VisitSummary,
 )
+from topology.keys import detector_partition, visit_partition
 
 DAY_MS = 24 * 3600 * 1000
+KEEP = {"retention.ms": str(7 * DAY_MS)}
+KEEP_LONG = {"retention.ms": str(30 * DAY_MS)}
 
 
 class Role(StrEnum):
@@ -29,8 +35,18 @@ class Role(StrEnum):
 
     INPUT = "input"
     """Written by the observatory or by users: also accepts JSON lines (kcat -P)."""
+    INTERNAL = "internal"
+    """Written and read by Prompt Streams between its own steps."""
     OUTPUT = "output"
     """Written by Prompt Streams for others to read."""
+
+
+class Partitioning(StrEnum):
+    """How records are spread over partitions (see topology/keys.py)."""
+
+    SINGLE = "single"
+    DETECTOR = "detector"
+    VISIT = "visit"
 
 
 @dataclass(frozen=True)
@@ -39,8 +55,10 @@ class TopicSpec:
 
     id: str
     name: str
-    record: type[Record]
+    record: type[Record] | None
+    """The Avro record of its values; None for a foreign format (S3 notification JSON)."""
     partitions: int
+    partitioning: Partitioning
     key: str
     role: Role
     doc: str
@@ -51,14 +69,27 @@ class TopicSpec:
         """Input topics take a JSON object as well as Confluent-framed Avro."""
         return self.role is Role.INPUT
 
+    def partition_of(self, record: Any) -> int:
+        """The partition `record` belongs in, by this topic's partitioning."""
+        if self.partitioning is Partitioning.DETECTOR:
+            return detector_partition(record.detector, self.partitions)
+        if self.partitioning is Partitioning.VISIT:
+            return visit_partition(record.instrument, record.group_id, self.partitions)
+        return 0
+
 
 @dataclass(frozen=True)
 class Topics:
-    """The topics of one deployment (one set of settings)."""
+    """The topics of one deployment (one set of settings), in flow order."""
 
     next_visit: TopicSpec
     next_visit_canceled: TopicSpec
+    s3_notifications: TopicSpec
     raw_image_available: TopicSpec
+    detector_commands: TopicSpec
+    pipeline_done: TopicSpec
+    visit_expected: TopicSpec
+    ccd_outcome: TopicSpec
     ccd_result: TopicSpec
     visit_summary: TopicSpec
     metrics: TopicSpec
@@ -66,45 +97,49 @@ class Topics:
 
     def all(self) -> list[TopicSpec]:
         """Every topic, in flow order."""
-        return [self.next_visit, self.next_visit_canceled, self.raw_image_available,
-                self.ccd_result, self.visit_summary, self.metrics, self.dead_letter]
+        return [getattr(self, item.name) for item in fields(self)]
 
 
 def declare(settings: Settings) -> Topics:
     """The topics for these settings."""
-    per_detector = settings.detector_partitions
-    keep = {"retention.ms": str(7 * DAY_MS)}
-    keep_long = {"retention.ms": str(30 * DAY_MS)}
+    n = settings.detector_partitions
+    det, visit, single = Partitioning.DETECTOR, Partitioning.VISIT, Partitioning.SINGLE
+    inp, internal, out = Role.INPUT, Role.INTERNAL, Role.OUTPUT
+    t = settings.topic
     return Topics(
-        next_visit=TopicSpec(
-            "next_visit", settings.next_visit_topic, NextVisit, 1, "SAL key string", Role.INPUT,
-            "SAL nextVisit events from the ScriptQueue, unchanged.", keep),
-        next_visit_canceled=TopicSpec(
-            "next_visit_canceled", settings.next_visit_canceled_topic, NextVisitCanceled, 1,
-            "SAL key string", Role.INPUT, "SAL nextVisitCanceled events.", keep),
-        raw_image_available=TopicSpec(
-            "raw_image_available", settings.topic("raw-image-available"), RawImageAvailable,
-            per_detector, "instrument/group/detector/snap", Role.INPUT,
-            "One record per raw image that landed in storage.", keep),
-        ccd_result=TopicSpec(
-            "ccd_result", settings.topic("ccd-result"), CcdResult, per_detector,
-            "instrument/group/detector", Role.OUTPUT, "Exactly one result per expected detector.",
-            keep_long),
-        visit_summary=TopicSpec(
-            "visit_summary", settings.topic("visit-summary"), VisitSummary, per_detector,
-            "instrument/group", Role.OUTPUT, "Exactly one summary per visit.", keep_long),
-        metrics=TopicSpec(
-            "metrics", settings.topic("metrics"), Metric, per_detector, "instrument/group",
-            Role.OUTPUT, "Per-CCD and per-visit metrics, for the Chile bridge.", keep_long),
-        dead_letter=TopicSpec(
-            "dead_letter", settings.topic("dead-letter"), DeadLetter, 1, "original key",
-            Role.OUTPUT, "Inputs that could not be used, with the reason.", keep_long),
+        next_visit=TopicSpec("next_visit", settings.next_visit_topic, NextVisit, 1, single, "SAL key string",
+                             inp, "SAL nextVisit events from the ScriptQueue, unchanged.", KEEP),
+        next_visit_canceled=TopicSpec("next_visit_canceled", settings.next_visit_canceled_topic, NextVisitCanceled,
+                                      1, single, "SAL key string", inp, "SAL nextVisitCanceled events.", KEEP),
+        s3_notifications=TopicSpec("s3_notifications", t("s3-notifications"), None, 1, single, "none", inp,
+                                   "Object-store bucket notifications (S3 event JSON), all detectors.", KEEP),
+        raw_image_available=TopicSpec("raw_image_available", t("raw-image-available"), RawImageAvailable, n, det,
+                                      "instrument/group/detector/snap", inp,
+                                      "One record per raw image that landed in storage.", KEEP),
+        detector_commands=TopicSpec("detector_commands", t("detector-commands"), DetectorCommand, n, det,
+                                    "instrument/group/detector", internal,
+                                    "Start (fan-out), cancel and image-timeout commands per detector.", KEEP),
+        pipeline_done=TopicSpec("pipeline_done", t("pipeline-done"), CcdResult, n, det, "instrument/group/detector",
+                                internal, "Pipeline completions, back to the detector's own partition.", KEEP),
+        visit_expected=TopicSpec("visit_expected", t("visit-expected"), VisitExpected, n, visit, "instrument/group",
+                                 internal, "Which detectors each visit fanned out to, for the gather.", KEEP),
+        ccd_outcome=TopicSpec("ccd_outcome", t("ccd-outcome"), CcdResult, n, visit, "instrument/group",
+                              internal, "Detector outcomes (at least once) on their way to the gather.", KEEP),
+        ccd_result=TopicSpec("ccd_result", t("ccd-result"), CcdResult, n, det, "instrument/group/detector", out,
+                             "Exactly one result per expected detector (transactional).", KEEP_LONG),
+        visit_summary=TopicSpec("visit_summary", t("visit-summary"), VisitSummary, n, visit, "instrument/group",
+                                out, "Exactly one summary per visit (transactional).", KEEP_LONG),
+        metrics=TopicSpec("metrics", t("metrics"), Metric, n, visit, "instrument/group", out,
+                          "Per-CCD and per-visit metrics, for the Chile bridge (transactional).", KEEP_LONG),
+        dead_letter=TopicSpec("dead_letter", t("dead-letter"), DeadLetter, 1, single, "original key", out,
+                              "Inputs that could not be used, with the reason.", KEEP_LONG),
     )
 
 
 def describe(topics: Topics) -> str:
     """A table of the topics, for people."""
-    rows = [("topic", "record", "partitions", "key", "role")]
-    rows += [(t.name, t.record.SCHEMA, str(t.partitions), t.key, t.role.value) for t in topics.all()]
+    rows = [("topic", "record", "partitions", "by", "role")]
+    rows += [(t.name, t.record.SCHEMA if t.record else "S3 JSON", str(t.partitions), t.partitioning.value,
+              t.role.value) for t in topics.all()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)

@@ -1,0 +1,324 @@
+"""The gather step as an exactly-once processor: Kafka transactions around the pure gather core.
+
+It consumes the visit-keyed topics (VisitExpected and detector outcomes) with `read_committed`,
+applies `streams.core.gather`, and in one transaction produces the per-CCD results, the visit
+summaries, the metrics, its table's changelog records and the consumed offets
+(`send_offsets_to_transaction`). Either all of a batch's effects become visible or none do, so a
+crash, a restart or a rebalance can neither lose a result nor emit a summary twice. The local
+RocksDB copy of the table is written only after a commit (`streams.store`), and restored from the
+changelog when a partition is assigned.
+
+Why not Faust's own exactly-once mode: faust-streaming picks the transactional producer from the
+*destination* partition (`{app}-{group}-{partition}`), which breaks for records sent to
+partitions another worker owns, and its EOS has open bugs (#177 sends outside the transaction,
+#323 ProducerFenced on rebalance, #517 duplicates). librdkafka's transactions are system-tested.
+
+It runs in a thread of every worker (`GatherService`), as a member of its own consumer group
+`<app id>-gather`; the range assignor gives each member the same partitions of both input topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mode
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streams.clock import tai_now
+from streams.codec import Codec
+from streams.config import Settings
+from streams.core import gather
+from streams.errors import DecodeError
+from streams.records import CcdResult, DeadLetter, Record, VisitExpected, VisitProgress
+from streams.registry import ConfluentRegistry
+from streams.store import PartitionStore
+from topology.keys import detector_key, visit_key
+from topology.tables import gather_changelog
+from topology.topics import Topics, TopicSpec, declare
+
+log = logging.getLogger(__name__)
+BATCH = 500
+POLL_SECONDS = 0.05
+TICK_SECONDS = 0.5
+TRANSACTION_TIMEOUT_MS = 10_000
+RESTORE_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Batch:
+    """What one transaction will produce, and the table changes it will make."""
+
+    records: list[tuple[TopicSpec, bytes | None, Record]] = field(default_factory=list)
+    changes: dict[int, dict[str, VisitProgress | None]] = field(default_factory=dict)
+    consumed: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.changes or self.consumed)
+
+
+class GatherProcessor:
+    """The consume-transform-produce loop of the gather step (one per worker, in its own thread)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics: Topics = declare(settings)
+        self.changelog = gather_changelog(settings)
+        self.codec = Codec(ConfluentRegistry(settings.registry_config()))
+        self.policy = settings.policy()
+        self.visits: dict[int, dict[str, VisitProgress]] = {}
+        self.stores: dict[int, PartitionStore] = {}
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._last_tick = 0.0
+        self._delivered: dict[int, int] = {}
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _clients(self) -> tuple[Consumer, Producer]:
+        base = self.settings.kafka_config()
+        consumer = Consumer(base | {
+            "group.id": f"{self.settings.app_id}-gather", "isolation.level": "read_committed",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
+            "max.poll.interval.ms": 120_000,
+        })
+        producer = Producer(base | {
+            "transactional.id": f"{self.settings.app_id}-gather-{self.settings.worker_name}",
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "linger.ms": 2,
+        })
+        return consumer, producer
+
+    def run(self, stop: threading.Event) -> None:
+        """Process until `stop` is set; a fatal Kafka error propagates (the worker then stops)."""
+        consumer, producer = self._consumer, self._producer = self._clients()
+        producer.init_transactions(30)  # also aborts what a previous run of this worker left open
+        consumer.subscribe([self.topics.visit_expected.name, self.topics.ccd_outcome.name],
+                           on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        try:
+            while not stop.is_set():
+                messages = consumer.consume(BATCH, POLL_SECONDS)
+                batch = self._transform(messages, tai_now())
+                if batch:
+                    self._commit(batch)
+        finally:
+            consumer.close()
+            for store in self.stores.values():
+                store.close()
+
+    # -- rebalance -------------------------------------------------------------------------------
+    def _partitions(self, tps: list[TopicPartition]) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic == self.topics.visit_expected.name}
+
+    def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        for partition in sorted(self._partitions(tps)):
+            self._restore(partition)
+        log.info("gather: assigned partitions %s (%d visits in flight)", sorted(self.visits),
+                 sum(1 for rows in self.visits.values() for v in rows.values() if not v.summary_time))
+
+    def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        for partition in self._partitions(tps):
+            self.visits.pop(partition, None)
+            store = self.stores.pop(partition, None)
+            if store is not None:
+                store.close()
+
+    def _restore(self, partition: int) -> None:
+        """Load the partition's rows from RocksDB, then replay its changelog from the checkpoint."""
+        store = PartitionStore(store_path(self.settings, partition))
+        rows = {key.decode(): self.codec.decode(value, VisitProgress) for key, value in store.items()}
+        reader = Consumer(self.settings.kafka_config() | {
+            "group.id": f"{self.settings.app_id}-gather-restore", "isolation.level": "read_committed",
+            "enable.auto.commit": False, "enable.partition.eof": True,
+        })
+        changes: dict[bytes, bytes | None] = {}
+        offset = store.checkpoint
+        try:
+            reader.assign([TopicPartition(self.changelog.name, partition, store.checkpoint)])
+            deadline = tai_now() + RESTORE_TIMEOUT_S
+            while tai_now() < deadline:
+                message = reader.poll(0.5)
+                if message is None:
+                    continue
+                if (problem := message.error()) is not None:
+                    if problem.code() == KafkaError._PARTITION_EOF:
+                        break
+                    raise KafkaException(problem)
+                key, value = message.key() or b"", message.value()
+                changes[key] = value
+                offset = _offset(message) + 1
+                if value is None:
+                    rows.pop(key.decode(), None)
+                else:
+                    rows[key.decode()] = self.codec.decode(value, VisitProgress)
+            else:
+                raise TimeoutError(f"gather partition {partition}: changelog not restored in {RESTORE_TIMEOUT_S} s")
+        finally:
+            reader.close()
+        if changes:
+            store.apply(changes, offset)
+        self.stores[partition], self.visits[partition] = store, rows
+        log.info("gather partition %d restored: %d rows (%d from the changelog)", partition, len(rows), len(changes))
+
+    # -- transform -------------------------------------------------------------------------------
+    def _state(self, batch: Batch, partition: int, key: str) -> VisitProgress | None:
+        staged = batch.changes.get(partition, {})
+        return staged[key] if key in staged else self.visits.get(partition, {}).get(key)
+
+    def _transform(self, messages: list[Message], now: float) -> Batch:
+        batch = Batch()
+        for message in messages:
+            if message.error():
+                log.warning("gather: consumer error %s", message.error())
+                continue
+            batch.consumed += 1
+            try:
+                self._apply_message(batch, message, now)
+            except DecodeError as error:
+                batch.records.append((self.topics.dead_letter, message.key(), DeadLetter(
+                    topic=message.topic() or "", partition=_partition(message), offset=_offset(message),
+                    key=message.key(), value=message.value(), error_class=type(error).__name__,
+                    reason=str(error), agent="gather", dead_letter_time=now)))
+        if now - self._last_tick >= TICK_SECONDS:
+            self._last_tick = now
+            for partition, rows in self.visits.items():
+                for key in list(rows):
+                    state = self._state(batch, partition, key)
+                    if state is not None:
+                        self._stage(batch, partition, key, state, gather.on_tick(state, now, self.policy.retention))
+        return batch
+
+    def _apply_message(self, batch: Batch, message: Message, now: float) -> None:
+        partition = _partition(message)
+        if message.topic() == self.topics.visit_expected.name:
+            expected = self.codec.decode(message.value(), VisitExpected)
+            key = visit_key(expected.instrument, expected.group_id)
+            step = gather.on_expected(self._state(batch, partition, key), expected, now)
+        else:
+            outcome = self.codec.decode(message.value(), CcdResult)
+            key = visit_key(outcome.instrument, outcome.group_id)
+            step = gather.on_outcome(self._state(batch, partition, key), outcome, now)
+        self._stage(batch, partition, key, self._state(batch, partition, key), step)
+
+    def _stage(self, batch: Batch, partition: int, key: str, before: VisitProgress | None, step: gather.Step) -> None:
+        state, outputs = step
+        if state is not before:
+            batch.changes.setdefault(partition, {})[key] = state
+        topics = self.topics
+        for output in outputs:
+            if isinstance(output, gather.EmitResult):
+                r = output.result
+                row = detector_key(r.instrument, r.group_id, r.detector)
+                batch.records.append((topics.ccd_result, row.encode(), r))
+            elif isinstance(output, gather.EmitSummary):
+                batch.records.append((topics.visit_summary, key.encode(), output.summary))
+                log.info("visit summary %s: %s (%s)", key, output.summary.counts, output.summary.reason)
+            elif isinstance(output, gather.EmitMetric):
+                batch.records.append((topics.metrics, key.encode(), output.metric))
+
+    # -- commit ----------------------------------------------------------------------------------
+    def _commit(self, batch: Batch) -> None:
+        consumer, producer = self._consumer, self._producer
+        assert consumer is not None and producer is not None
+        self._delivered = {}
+        try:
+            producer.begin_transaction()
+            for spec, record_key, record in batch.records:
+                producer.produce(spec.name, key=record_key, value=self.codec.encode(spec.name, record),
+                                 partition=spec.partition_of(record))
+            for partition, changes in batch.changes.items():
+                for row, state in changes.items():
+                    value = None if state is None else self.codec.encode(self.changelog.name, state)
+                    producer.produce(self.changelog.name, key=row.encode(), value=value, partition=partition,
+                                     on_delivery=self._on_changelog_delivery)
+            if batch.consumed:
+                positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+        except KafkaException as exception:
+            error = exception.args[0]
+            if not error.txn_requires_abort():
+                raise
+            log.warning("gather: transaction aborted (%s); the batch will be processed again", error)
+            producer.abort_transaction(30)
+            self._rewind(consumer)
+            return
+        self._apply(batch)
+
+    def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            partition = _partition(message)
+            self._delivered[partition] = max(self._delivered.get(partition, 0), _offset(message) + 1)
+
+    def _apply(self, batch: Batch) -> None:
+        """The transaction committed: now the table may change, in memory and on disk."""
+        for partition, changes in batch.changes.items():
+            rows = self.visits.setdefault(partition, {})
+            encoded: dict[bytes, bytes | None] = {}
+            for key, state in changes.items():
+                if state is None:
+                    rows.pop(key, None)
+                    encoded[key.encode()] = None
+                else:
+                    rows[key] = state
+                    encoded[key.encode()] = self.codec.encode(self.changelog.name, state)
+            store = self.stores.get(partition)
+            if store is not None:
+                store.apply(encoded, self._delivered.get(partition, store.checkpoint))
+
+    def _rewind(self, consumer: Consumer) -> None:
+        """Seek back to the committed offsets, so an aborted batch is consumed again."""
+        for tp in consumer.committed(consumer.assignment(), 30):
+            consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+
+
+class GatherService(mode.Service):
+    """Runs the gather processor's thread alongside a Faust worker, and stops it with the worker."""
+
+    def __init__(self, settings: Settings, on_crash: Callable[[BaseException], Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.processor = GatherProcessor(settings)
+        self._on_crash = on_crash
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    async def on_start(self) -> None:
+        """Start the processor's thread."""
+        loop = asyncio.get_running_loop()
+
+        def body() -> None:
+            try:
+                self.processor.run(self._stop_event)
+            except BaseException as error:  # a fatal error: the worker must not go on without its gather
+                log.critical("gather processor stopped: %r", error)
+                loop.call_soon_threadsafe(self._on_crash, error)
+
+        self._thread = threading.Thread(target=body, name="gather", daemon=True)
+        self._thread.start()
+
+    async def on_stop(self) -> None:
+        """Ask the thread to finish its batch and leave the group."""
+        self._stop_event.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+
+
+def _partition(message: Message) -> int:
+    partition = message.partition()
+    assert partition is not None, "a consumed or delivered message has a partition"
+    return partition
+
+
+def _offset(message: Message) -> int:
+    offset = message.offset()
+    assert offset is not None, "a consumed or delivered message has an offset"
+    return offset
+
+
+def store_path(settings: Settings, partition: int) -> Path:
+    """Where a gather partition's RocksDB lives."""
+    return settings.worker_dir() / "gather" / str(partition)

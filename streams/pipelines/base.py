@@ -1,0 +1,48 @@
+"""The pipeline interface and its outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from streams.errors import PromptStreamsError
+from streams.records import DetectorProgress
+
+
+class PipelineUnavailable(PromptStreamsError):  # noqa: N818 (a signal to fall back, not a failure)
+    """This pipeline cannot run for this visit (e.g. no template): try the next in the fallback list."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What pipeline processes are configured with (picklable: it crosses into each process)."""
+
+    standin_preload_seconds: float = 0.05
+    standin_run_seconds: float = 0.2
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a pipeline run produced."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    output_uris: list[str] = field(default_factory=list)
+
+
+class Pipeline(Protocol):
+    """A per-detector pipeline."""
+
+    name: str
+
+    def preload(self, progress: DetectorProgress) -> dict[str, float]:
+        """Fetch what the run will need (calibrations, templates); return timings in seconds."""
+        ...
+
+    def run(self, progress: DetectorProgress) -> Outcome:
+        """Process the held snaps.
+
+        Raises:
+            PipelineUnavailable: cannot run for this visit; the next pipeline is tried.
+            RetriableError, NonRetriableError: failed, before or after outside state changed.
+        """
+        ...

@@ -1,0 +1,89 @@
+"""What runs inside a pipeline process: build the pipelines once, then preload and run on demand.
+
+Pipelines are built once per process (their configuration and any compiled plans are prepared
+once, not per visit); failures become a `failed` CcdResult with the error's class and message.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import time
+import traceback
+from functools import cache
+
+from streams.clock import tai_now
+from streams.errors import NonRetriableError, RetriableError
+from streams.pipelines.base import Pipeline, PipelineConfig, PipelineUnavailable
+from streams.pipelines.standin import StandIn
+from streams.records import CcdResult, DetectorProgress
+
+PR_SET_PDEATHSIG = 1
+_config = PipelineConfig()
+
+
+def init_process(config: PipelineConfig) -> None:
+    """Executor initializer: remember the configuration, and die with the worker (no orphans)."""
+    global _config
+    _config = config
+    ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@cache
+def pipeline(name: str) -> Pipeline:
+    """The pipeline of that name, built once per process."""
+    builders = {StandIn.name: StandIn}
+    if name not in builders:
+        raise PipelineUnavailable(f"no pipeline named {name!r} (known: {', '.join(sorted(builders))})")
+    return builders[name](_config)
+
+
+def preload(progress: DetectorProgress) -> dict[str, float]:
+    """Preload for the first pipeline that knows how; an error only costs the preload."""
+    for name in progress.pipelines:
+        try:
+            return pipeline(name).preload(progress)
+        except PipelineUnavailable:
+            continue
+    return {}
+
+
+def run(progress: DetectorProgress) -> CcdResult:
+    """Run the first pipeline of the fallback list that can run; the outcome as a CcdResult."""
+    base = CcdResult(instrument=progress.instrument, group_id=progress.group_id, detector=progress.detector,
+                     status="failed", exposure_ids=[s.exposure_id for s in progress.snaps],
+                     snaps_processed=len(progress.snaps), process_start_time=tai_now())
+    reasons = []
+    for name in progress.pipelines:
+        started = tai_now()
+        try:
+            outcome = pipeline(name).run(progress)
+        except PipelineUnavailable as why:
+            reasons.append(f"{name}: {why}")
+            continue
+        except (RetriableError, NonRetriableError) as error:
+            return _failed(base, name, started, error, retriable=isinstance(error, RetriableError))
+        except Exception as error:  # a bug in a pipeline: the CCD fails, the worker goes on
+            return _failed(base, name, started, error, retriable=False,
+                           detail="".join(traceback.format_exception_only(error)).strip())
+        return CcdResult.from_dict(base.to_dict() | {
+            "status": "success", "pipeline": name, "process_start_time": started, "process_end_time": tai_now(),
+            "metrics": outcome.metrics, "output_uris": outcome.output_uris,
+        })
+    return CcdResult.from_dict(base.to_dict() | {
+        "error_class": "NoPipelineCouldRun", "process_end_time": tai_now(),
+        "error_message": "; ".join(reasons) or "no pipeline configured",
+    })
+
+
+def _failed(base: CcdResult, name: str, started: float, error: BaseException, *, retriable: bool,
+            detail: str = "") -> CcdResult:
+    return CcdResult.from_dict(base.to_dict() | {
+        "pipeline": name, "process_start_time": started, "process_end_time": tai_now(), "retriable": retriable,
+        "error_class": type(error).__name__, "error_message": (detail or str(error))[:2000],
+    })
+
+
+def warm_up() -> float:
+    """Nothing to do but prove the process is alive (used to start processes ahead of need)."""
+    return time.perf_counter()

@@ -1,0 +1,49 @@
+"""One partition of a table kept by a transactional processor: RocksDB, written after each commit.
+
+Rows are only written once the transaction that produced their changelog records committed,
+together with the changelog offset they reach (the checkpoint). So the local copy is never
+ahead of the changelog, only behind it; restoring means replaying the changelog from the
+checkpoint (from 0 for a new or lost folder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from rocksdict import Rdict, WriteBatch
+
+CHECKPOINT = b"\x00checkpoint"
+
+
+class PartitionStore:
+    """The rows of one table partition, by key."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = Rdict(str(path))
+        raw = self._db.get(CHECKPOINT)
+        self.checkpoint: int = int.from_bytes(raw, "big") if raw is not None else 0
+        """The changelog offset the rows reflect: restoring continues from here."""
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every row."""
+        for key, value in self._db.items():
+            if isinstance(key, bytes) and key != CHECKPOINT:
+                yield key, value
+
+    def apply(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None:
+        """Write committed changes (None deletes) and the offset they bring the rows to, atomically."""
+        batch = WriteBatch()
+        for key, value in changes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(CHECKPOINT, checkpoint.to_bytes(8, "big"))
+        self._db.write(batch)
+        self.checkpoint = checkpoint
+
+    def close(self) -> None:
+        """Flush and close the database."""
+        self._db.close()
