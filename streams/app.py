@@ -32,8 +32,9 @@ class PromptStreamsApp(faust.App):
         await super().on_first_start()
 
     async def on_started(self) -> None:
-        """Start the gather processor once the worker runs."""
+        """Start the pipeline processes and the gather processor once the worker runs."""
         await super().on_started()
+        await self.runner.start()
         await self.add_runtime_dependency(GatherService(self.context.settings, self._gather_crashed,
                                                         loop=self.loop, beacon=self.beacon))
 

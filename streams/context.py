@@ -62,8 +62,7 @@ class Context:
 
     def table(self, name: str, partitions: int) -> TableT[bytes, bytes]:
         """A changelogged RocksDB table of raw bytes (values are encoded by the codec)."""
-        return self.app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes,
-                              key_serializer="raw", value_serializer="raw")
+        return self.app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
 
     def prepare(self) -> None:
         """Create the topics and register the schemas (blocking: run before consuming)."""

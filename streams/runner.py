@@ -61,6 +61,12 @@ class PipelineRunner:
         if broken is not None:
             broken.shutdown(wait=False, cancel_futures=True)
 
+    async def start(self) -> None:
+        """Start every pipeline process now, so the first visit does not wait for them."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._executor(slot), execute.warm_up)
+                               for slot in range(len(self._executors))))
+
     def preload(self, progress: DetectorProgress) -> None:
         """Start the detector's preload now, overlapping the exposure."""
         key = _key(progress)

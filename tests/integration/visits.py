@@ -1,0 +1,153 @@
+"""Driving visits through a running topology, as the summit and the camera would."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from stack.cluster import ClusterState, free_port
+from streams.clock import tai_now
+from streams.codec import Codec
+from streams.config import Settings
+from streams.records import (
+    CcdResult,
+    DeadLetter,
+    NextVisit,
+    NextVisitCanceled,
+    RawImageAvailable,
+    Record,
+    VisitSummary,
+)
+from streams.registry import ConfluentRegistry
+from topology.keys import detector_partition
+from topology.topics import declare
+
+
+def isolated_settings(cluster: ClusterState, root: Path, **changes: object) -> Settings:
+    """Settings of their own (app id, topics, data) on the test cluster."""
+    tag = uuid.uuid4().hex[:8]
+    base = replace(
+        Settings.from_env({}), app_id=f"test-{tag}", bootstrap=cluster.bootstrap,
+        registry_url=cluster.registry_url, topic_prefix=f"t{tag}.prompt",
+        next_visit_topic=f"t{tag}.lsst.sal.ScriptQueue.logevent_nextVisit",
+        next_visit_canceled_topic=f"t{tag}.lsst.sal.ScriptQueue.logevent_nextVisitCanceled",
+        data_dir=str(root / "data"), data_root=str(root / "repo"), web_port=free_port(), detector_partitions=4,
+        pipeline_processes=2, standin_preload_seconds=0.01, standin_run_seconds=0.01,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def exposure_id(sequence: int) -> int:
+    """An exposure id of the night 2026-11-25: YYYYMMDD * 100000 + sequence number."""
+    return 20261125 * 100_000 + sequence
+
+
+@dataclass
+class Visits:
+    """Sends nextVisit, raws and cancellations; reads results, summaries and dead letters."""
+
+    settings: Settings
+
+    def __post_init__(self) -> None:
+        self.topics = declare(self.settings)
+        self.codec = Codec(ConfluentRegistry(self.settings.registry_config()))
+        self.producer = Producer(self.settings.kafka_config() | {"enable.idempotence": True, "linger.ms": 2})
+
+    def _send(self, topic: str, value: bytes, partition: int | None = None) -> None:
+        if partition is None:
+            self.producer.produce(topic, value=value)
+        else:
+            self.producer.produce(topic, value=value, partition=partition)
+
+    def flush(self) -> None:
+        """Wait until everything sent is acknowledged."""
+        assert self.producer.flush(30) == 0
+
+    def next_visit(self, group: str, *, instrument: str = "LSSTComCam", nimages: int = 2, duration: float = 1.0,
+                   survey: str = "BLOCK-365", **fields: object) -> NextVisit:
+        """Announce a visit now."""
+        now = tai_now()
+        visit = NextVisit(salIndex=1, private_sndStamp=now, private_kafkaStamp=now, private_identity="ScriptQueue:1",
+                          groupId=group, coordinateSystem=2, position=[10.0, -5.0], rotationSystem=2,
+                          duration=duration, nimages=nimages, instrument=instrument, survey=survey)
+        visit = replace(visit, **fields)  # type: ignore[arg-type]
+        self._send(self.topics.next_visit.name, self.codec.encode(self.topics.next_visit.name, visit))
+        self.flush()
+        return visit
+
+    def cancel(self, group: str) -> float:
+        """Cancel a visit; return when (TAI)."""
+        now = tai_now()
+        cancel = NextVisitCanceled(salIndex=1, private_sndStamp=now, groupId=group)
+        self._send(self.topics.next_visit_canceled.name, self.codec.encode(self.topics.next_visit_canceled.name, cancel))
+        self.flush()
+        return now
+
+    def raw(self, group: str, detector: int, snap: int, sequence: int, *, instrument: str = "LSSTComCam") -> RawImageAvailable:
+        """The arrival of one raw, under the data root."""
+        return RawImageAvailable(instrument=instrument, group_id=group, detector=detector, snap=snap,
+                                 exposure_id=exposure_id(sequence), size_bytes=1000,
+                                 uri=f"file://{self.settings.data_root}/raw/{group}/{sequence}/{detector}.fits",
+                                 arrival_time=tai_now())
+
+    def raws(self, arrivals: Sequence[RawImageAvailable]) -> None:
+        """Send raw arrivals to their detectors' partitions, as the storage connector does."""
+        spec = self.topics.raw_image_available
+        for arrival in arrivals:
+            self._send(spec.name, self.codec.encode(spec.name, arrival),
+                       detector_partition(arrival.detector, spec.partitions))
+        self.flush()
+
+    def send_bytes(self, topic: str, values: Sequence[bytes], partition: int = 0) -> None:
+        """Send raw bytes (bad input)."""
+        for value in values:
+            self._send(topic, value, partition)
+        self.flush()
+
+    def read(self, topic: str, count: int, timeout: float = 90.0, settle: float = 2.0) -> list[bytes]:
+        """Every committed value of `topic`, once `count` arrived and nothing more came for `settle` s."""
+        consumer = Consumer(self.settings.kafka_config() | {
+            "group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
+            "isolation.level": "read_committed"})
+        try:
+            partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+            consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+            values: list[bytes] = []
+            deadline = time.monotonic() + timeout
+            quiet_since = time.monotonic()
+            while time.monotonic() < deadline:
+                message = consumer.poll(0.2)
+                if message is not None and message.error() is None:
+                    values.append(message.value() or b"")
+                    quiet_since = time.monotonic()
+                elif len(values) >= count and time.monotonic() - quiet_since >= settle:
+                    break
+            return values
+        finally:
+            consumer.close()
+
+    def results(self, count: int, **kwargs: float) -> list[CcdResult]:
+        """The per-CCD results (waits for `count`)."""
+        return [self.codec.decode(v, CcdResult) for v in self.read(self.topics.ccd_result.name, count, **kwargs)]
+
+    def summaries(self, count: int, **kwargs: float) -> list[VisitSummary]:
+        """The visit summaries (waits for `count`)."""
+        return [self.codec.decode(v, VisitSummary) for v in self.read(self.topics.visit_summary.name, count, **kwargs)]
+
+    def dead_letters(self, count: int, **kwargs: float) -> list[DeadLetter]:
+        """The dead letters (waits for `count`)."""
+        return [self.codec.decode(v, DeadLetter) for v in self.read(self.topics.dead_letter.name, count, **kwargs)]
+
+    def encode(self, topic: str, record: Record) -> bytes:
+        """Framed Avro for `topic`."""
+        return self.codec.encode(topic, record)
+
+
+def by_group(records: Sequence[CcdResult | VisitSummary], group: str) -> list:  # type: ignore[type-arg]
+    """The records of one group."""
+    return [r for r in records if r.group_id == group]
