@@ -77,6 +77,9 @@ def create_app(settings: Settings) -> PromptStreamsApp:
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=1,
         broker_commit_interval=0.5,
+        # A dead worker must be noticed well inside the 60 s alert budget (faust's default is 60 s).
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )
     app.context = Context.build(settings, app)
     sal.register(app, app.context)

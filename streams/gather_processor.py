@@ -115,8 +115,7 @@ class GatherProcessor:
         return {tp.partition for tp in tps if tp.topic == self.topics.visit_expected.name}
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
-        for partition in sorted(self._partitions(tps)):
-            self._restore(partition)
+        self._restore(sorted(self._partitions(tps)))
         log.info("gather: assigned partitions %s (%d visits in flight)", sorted(self.visits),
                  sum(1 for rows in self.visits.values() for v in rows.values() if not v.summary_time))
 
@@ -127,42 +126,51 @@ class GatherProcessor:
             if store is not None:
                 store.close()
 
-    def _restore(self, partition: int) -> None:
-        """Load the partition's rows from RocksDB, then replay its changelog from the checkpoint."""
-        store = PartitionStore(store_path(self.settings, partition))
-        rows = {key.decode(): self.codec.decode(value, VisitProgress) for key, value in store.items()}
+    def _restore(self, partitions: list[int]) -> None:
+        """Load each partition's rows from RocksDB, then replay its changelog from the checkpoint."""
+        if not partitions:
+            return
+        stores = {p: PartitionStore(store_path(self.settings, p)) for p in partitions}
+        rows = {p: {key.decode(): self.codec.decode(value, VisitProgress) for key, value in store.items()}
+                for p, store in stores.items()}
+        changes: dict[int, dict[bytes, bytes | None]] = {p: {} for p in partitions}
+        offsets = {p: store.checkpoint for p, store in stores.items()}
         reader = Consumer(self.settings.kafka_config() | {
             "group.id": f"{self.settings.app_id}-gather-restore", "isolation.level": "read_committed",
             "enable.auto.commit": False, "enable.partition.eof": True,
         })
-        changes: dict[bytes, bytes | None] = {}
-        offset = store.checkpoint
         try:
-            reader.assign([TopicPartition(self.changelog.name, partition, store.checkpoint)])
+            reader.assign([TopicPartition(self.changelog.name, p, offsets[p]) for p in partitions])
+            pending = set(partitions)
             deadline = tai_now() + RESTORE_TIMEOUT_S
-            while tai_now() < deadline:
-                message = reader.poll(0.5)
+            while pending:
+                if tai_now() > deadline:
+                    raise TimeoutError(f"gather partitions {sorted(pending)}: changelog not restored "
+                                       f"in {RESTORE_TIMEOUT_S} s")
+                message = reader.poll(0.1)
                 if message is None:
                     continue
+                partition = _partition(message)
                 if (problem := message.error()) is not None:
-                    if problem.code() == KafkaError._PARTITION_EOF:
-                        break
-                    raise KafkaException(problem)
+                    if problem.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(problem)
+                    pending.discard(partition)
+                    continue
                 key, value = message.key() or b"", message.value()
-                changes[key] = value
-                offset = _offset(message) + 1
+                changes[partition][key] = value
+                offsets[partition] = _offset(message) + 1
                 if value is None:
-                    rows.pop(key.decode(), None)
+                    rows[partition].pop(key.decode(), None)
                 else:
-                    rows[key.decode()] = self.codec.decode(value, VisitProgress)
-            else:
-                raise TimeoutError(f"gather partition {partition}: changelog not restored in {RESTORE_TIMEOUT_S} s")
+                    rows[partition][key.decode()] = self.codec.decode(value, VisitProgress)
         finally:
             reader.close()
-        if changes:
-            store.apply(changes, offset)
-        self.stores[partition], self.visits[partition] = store, rows
-        log.info("gather partition %d restored: %d rows (%d from the changelog)", partition, len(rows), len(changes))
+        for p, store in stores.items():
+            if changes[p]:
+                store.apply(changes[p], offsets[p])
+            self.stores[p], self.visits[p] = store, rows[p]
+        log.info("gather restored partitions %s: %d rows (%d from the changelog)", partitions,
+                 sum(len(r) for r in rows.values()), sum(len(c) for c in changes.values()))
 
     # -- transform -------------------------------------------------------------------------------
     def _state(self, batch: Batch, partition: int, key: str) -> VisitProgress | None:

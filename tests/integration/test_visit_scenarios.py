@@ -17,7 +17,7 @@ import pytest
 from stack.cluster import ClusterState
 from stack.workers import WorkerPool
 from streams.clock import tai_now
-from streams.records import CcdResult, DeadLetter, RawImageAvailable, VisitSummary
+from streams.records import CcdResult, DeadLetter, Metric, RawImageAvailable, VisitSummary
 from tests.integration.visits import Visits, by_group, exposure_id, isolated_settings
 
 DETECTORS = list(range(9))
@@ -33,7 +33,7 @@ class Run:
     summaries: list[VisitSummary]
     dead_letters: list[DeadLetter]
     cancel_time: float
-    sent_bad: dict[str, str] = field(default_factory=dict)
+    metrics: list[Metric] = field(default_factory=list)
 
 
 def both_snaps(visits: Visits, group: str, detectors: list[int], first: int = 1) -> list[RawImageAvailable]:
@@ -123,7 +123,8 @@ def run(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> Iter
         results = visits.results(9 * len(GROUPS), settle=4.0)
         summaries = visits.summaries(len(GROUPS), settle=1.0)
         letters = visits.dead_letters(len(bad_next_visits()) + len(bad_raws(visits)), settle=1.0)
-        yield Run(results, summaries, letters, cancel_time)
+        metrics = [visits.codec.decode(v, Metric) for v in visits.read(visits.topics.metrics.name, 1, settle=1.0)]
+        yield Run(results, summaries, letters, cancel_time, metrics)
     finally:
         pool.stop_all()
 
@@ -217,3 +218,15 @@ def test_bad_input_goes_to_dead_letters_with_reasons(run: Run, cluster: ClusterS
     for why in expected:
         assert any(why.split("|")[0] in reason for reason in reasons), (why, reasons)
     assert all(d.value for d in run.dead_letters), "the original bytes are kept"
+
+
+def test_metrics_events_per_ccd_and_per_visit(run: Run) -> None:
+    """Each CCD reports the real system's preload timings and the framework's; each visit its own."""
+    complete = [m for m in run.metrics if m.group_id == GROUPS["complete"]]
+    per_ccd = Counter(m.name for m in complete if m.detector >= 0)
+    for name in ("prep_butlerTotalTime", "prep_butlerSearchTime", "prep_butlerTransferTime",
+                 "prep_butlerPreprocessTime", "rawToResultTime", "pipelineRunTime"):
+        assert per_ccd[name] == 9, name
+    per_visit = {m.name: m.value for m in complete if m.detector == -1}
+    assert per_visit["ccdSuccessCount"] == 9.0 and per_visit["nextVisitToSummaryTime"] > 0
+    assert all(m.unit == "s" for m in complete if m.name.endswith("Time"))

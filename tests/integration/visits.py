@@ -84,11 +84,13 @@ class Visits:
         """Cancel a visit; return when (TAI)."""
         now = tai_now()
         cancel = NextVisitCanceled(salIndex=1, private_sndStamp=now, groupId=group)
-        self._send(self.topics.next_visit_canceled.name, self.codec.encode(self.topics.next_visit_canceled.name, cancel))
+        topic = self.topics.next_visit_canceled.name
+        self._send(topic, self.codec.encode(topic, cancel))
         self.flush()
         return now
 
-    def raw(self, group: str, detector: int, snap: int, sequence: int, *, instrument: str = "LSSTComCam") -> RawImageAvailable:
+    def raw(self, group: str, detector: int, snap: int, sequence: int, *,
+            instrument: str = "LSSTComCam") -> RawImageAvailable:
         """The arrival of one raw, under the data root."""
         return RawImageAvailable(instrument=instrument, group_id=group, detector=detector, snap=snap,
                                  exposure_id=exposure_id(sequence), size_bytes=1000,
