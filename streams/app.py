@@ -12,6 +12,7 @@ import ssl
 
 import faust
 
+from connectors import s3_notifications
 from streams.agents import detector, sal
 from streams.config import Settings
 from streams.context import Context
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> PromptStreamsApp:
     app.context = Context.build(settings, app)
     sal.register(app, app.context)
     app.runner = detector.register(app, app.context)
+    s3_notifications.register(app, app.context)
     return app
 
 

@@ -67,6 +67,10 @@ class Settings:
                                  "Survey patterns -> pipeline fallback lists, TOML.")
     data_root: str = _setting(str(PROJECT_ROOT / ".local" / "repo"),
                               "Root of the data repository: file:// URIs from events must lie under it.")
+    s3_endpoint_url: str = _setting("", "S3 endpoint for s3:// URIs (empty: AWS's default).")
+    s3_access_key: str = _setting("", "S3 access key id (empty: boto3's usual sources).")
+    s3_secret_key: str = _setting("", "S3 secret access key.", secret=True)
+    sidecar_attempts: int = _setting(20, "Tries to read a raw's sidecar, 0.1 s apart (it may lag the raw).")
     message_expiration: float = _setting(3600.0, "nextVisit older than this is dropped [s].")
     image_timeout: float = _setting(120.0, "Wait for raws beyond 2 x duration (IMAGE_TIMEOUT) [s].")
     process_timeout: float = _setting(600.0, "After the image deadline, wait this long for results [s].")
