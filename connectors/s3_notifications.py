@@ -131,7 +131,7 @@ def register(app: faust.App, context: Context) -> None:
 
     @app.agent(context.channel(topics.s3_notifications), name=NAME)
     async def s3_notifications(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(BATCH, within=WITHIN):
+        async for events in stream.take_events(BATCH, within=WITHIN):  # type: ignore[attr-defined]
             resolved = await asyncio.gather(*(resolve(event.value) for event in events), return_exceptions=True)
             for event, outcome in zip(events, resolved, strict=True):
                 async with edge.guard(context, event, NAME):

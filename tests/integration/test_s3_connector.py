@@ -13,7 +13,8 @@ from moto.server import ThreadedMotoServer
 from stack.cluster import ClusterState, free_port
 from stack.workers import WorkerPool
 from streams.core.focal_plane import detector_name
-from tests.integration.visits import Visits, isolated_settings
+from streams.driver import Visits
+from tests.integration.settings import isolated_settings
 
 BUCKET = "rubin-summit"
 GROUP = "2026-11-25T06:00:00.000"
@@ -37,8 +38,9 @@ def raw_key(sequence: int, detector: int) -> str:
 
 def notification(key: str) -> bytes:
     """The S3 event JSON the storage emits for a new object."""
-    return json.dumps({"Records": [{"eventName": "ObjectCreated:Put",
-                                    "s3": {"bucket": {"name": BUCKET}, "object": {"key": key, "size": 2880}}}]}).encode()
+    record = {"eventName": "ObjectCreated:Put",
+              "s3": {"bucket": {"name": BUCKET}, "object": {"key": key, "size": 2880}}}
+    return json.dumps({"Records": [record]}).encode()
 
 
 def test_notifications_become_processed_raws(cluster: ClusterState, s3_endpoint: str, tmp_path: Path) -> None:

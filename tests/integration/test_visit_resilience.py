@@ -9,7 +9,8 @@ from pathlib import Path
 
 from stack.cluster import ClusterState
 from stack.workers import WorkerPool
-from tests.integration.visits import Visits, by_group, isolated_settings
+from streams.driver import Visits, by_group
+from tests.integration.settings import isolated_settings
 
 LSSTCAM = list(range(189))
 

@@ -17,8 +17,9 @@ import pytest
 from stack.cluster import ClusterState
 from stack.workers import WorkerPool
 from streams.clock import tai_now
+from streams.driver import Visits, by_group, exposure_id
 from streams.records import CcdResult, DeadLetter, Metric, RawImageAvailable, VisitSummary
-from tests.integration.visits import Visits, by_group, exposure_id, isolated_settings
+from tests.integration.settings import isolated_settings
 
 DETECTORS = list(range(9))
 GROUPS = {name: f"2026-11-25T02:{i:02d}:00.000" for i, name in enumerate(

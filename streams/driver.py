@@ -1,4 +1,9 @@
-"""Driving visits through a running topology, as the summit and the camera would."""
+"""Driving visits through a running topology, as the summit and the camera would.
+
+Used by `make demo`, the tests, and the command-line chores: it sends nextVisit, raws and
+cancellations like the observatory does, and reads results, summaries and dead letters back
+(committed records only, as an exactly-once reader must).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from stack.cluster import ClusterState, free_port
 from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
@@ -26,20 +29,6 @@ from streams.records import (
 from streams.registry import ConfluentRegistry
 from topology.keys import detector_partition
 from topology.topics import declare
-
-
-def isolated_settings(cluster: ClusterState, root: Path, **changes: object) -> Settings:
-    """Settings of their own (app id, topics, data) on the test cluster."""
-    tag = uuid.uuid4().hex[:8]
-    base = replace(
-        Settings.from_env({}), app_id=f"test-{tag}", bootstrap=cluster.bootstrap,
-        registry_url=cluster.registry_url, topic_prefix=f"t{tag}.prompt",
-        next_visit_topic=f"t{tag}.lsst.sal.ScriptQueue.logevent_nextVisit",
-        next_visit_canceled_topic=f"t{tag}.lsst.sal.ScriptQueue.logevent_nextVisitCanceled",
-        data_dir=str(root / "data"), data_root=str(root / "repo"), web_port=free_port(), detector_partitions=4,
-        pipeline_processes=2, standin_preload_seconds=0.01, standin_run_seconds=0.01,
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def exposure_id(sequence: int) -> int:
