@@ -11,9 +11,10 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 
 from stack.workers import WorkerPool
 from streams.admin import ensure_topics
+from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
-from streams.records import DeadLetter, NextVisit
+from streams.records import DeadLetter, NextVisit, VisitSummary
 from streams.registry import ConfluentRegistry
 from streams.schemas import load_schema
 from tests.integration.kafka import consume, produce
@@ -61,15 +62,18 @@ def test_kcat_json_line_is_decoded_the_same_way(settings: Settings) -> None:
     assert codec.decode(message.value(), NextVisit, accept_json=spec.accepts_json).to_dict() == SUMMIT_VISIT
 
 
-def test_worker_decodes_next_visit_and_dead_letters_garbage(settings: Settings, workers: WorkerPool) -> None:
-    """A worker started with the faust CLI decodes nextVisit; garbage goes to the dead letters."""
-    worker = workers.start()
+def test_worker_takes_a_kcat_next_visit_and_dead_letters_garbage(settings: Settings, workers: WorkerPool) -> None:
+    """A worker started with the faust CLI acts on a JSON nextVisit typed into kcat; garbage is a dead letter."""
+    workers.start()
     topics = declare(settings)
+    visit = SUMMIT_VISIT | {"instrument": "LATISS", "survey": "BLOCK-T454", "private_sndStamp": tai_now()}
+    produce(settings, topics.next_visit.name, [b"\x07not avro"])
+    subprocess.run(["kcat", "-P", "-b", settings.bootstrap, "-t", topics.next_visit.name],
+                   input=json.dumps(visit).encode() + b"\n", check=True, timeout=30)
     codec = Codec(ConfluentRegistry(settings.registry_config()))
-    produce(settings, topics.next_visit.name, [b"\x07not avro", codec.encode(topics.next_visit.name,
-                                                                              NextVisit(**SUMMIT_VISIT))])
-    log = worker.wait_for("next_visit decoded")
-    assert "groupId='2026-11-25T03:14:15.926'" in log
+    [summary] = [codec.decode(m.value(), VisitSummary) for m in consume(settings, topics.visit_summary.name, 1)]
+    assert (summary.instrument, summary.group_id) == ("LATISS", SUMMIT_VISIT["groupId"])
+    assert summary.counts["ignored"] == 1, "LATISS has one detector; BLOCK-T454 has no pipeline"
     [message] = consume(settings, topics.dead_letter.name, 1)
     letter = codec.decode(message.value(), DeadLetter)
     assert letter.value == b"\x07not avro"
