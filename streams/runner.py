@@ -45,6 +45,7 @@ class PipelineRunner:
         self._preloads: dict[Key, asyncio.Future[dict[str, float]]] = {}
         self.inflight: dict[Key, asyncio.Task[None]] = {}
         self._finished: dict[Key, float] = {}
+        self._preloaded: dict[Key, float] = {}
 
     def _executor(self, detector: int) -> ProcessPoolExecutor:
         slot = detector % len(self._executors)
@@ -72,11 +73,14 @@ class PipelineRunner:
         key = _key(progress)
         if key not in self._preloads:
             loop = asyncio.get_running_loop()
-            self._preloads[key] = loop.run_in_executor(self._executor(progress.detector), execute.preload, progress)
+            future = loop.run_in_executor(self._executor(progress.detector), execute.preload, progress)
+            future.add_done_callback(lambda _f: self._preloaded.__setitem__(key, tai_now()))
+            self._preloads[key] = future
 
     def abandon(self, progress: DetectorProgress) -> None:
         """The visit was canceled or timed out: drop its preload (at once, if it has not started)."""
         future = self._preloads.pop(_key(progress), None)
+        self._preloaded.pop(_key(progress), None)
         if future is not None:
             future.cancel()
 
@@ -110,6 +114,7 @@ class PipelineRunner:
         except (Exception, asyncio.CancelledError) as error:
             log.warning("preload of %s failed: %r", key, error)
             timings = {}
+        preloaded = self._preloaded.pop(key, 0.0) or tai_now()
         try:
             result = await loop.run_in_executor(self._executor(progress.detector), execute.run, progress)
         except BrokenProcessPool as error:  # the process died (out of memory, killed): retry is safe
@@ -119,7 +124,8 @@ class PipelineRunner:
                                detector=progress.detector, status="failed", retriable=True,
                                error_class="PipelineProcessDied", error_message=str(error),
                                process_start_time=now, process_end_time=now)
-        await self._on_done(replace(result, metrics={**timings, **result.metrics}, worker=self._worker))
+        await self._on_done(replace(result, metrics={**timings, **result.metrics}, worker=self._worker,
+                                    preload_done_time=preloaded if timings else 0.0))
 
     def stop(self) -> None:
         """Stop every pipeline process (work in flight is recovered from the table on restart)."""

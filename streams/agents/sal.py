@@ -28,19 +28,27 @@ def register(app: faust.App, context: Context) -> None:
     visits = context.table(spec.name, spec.partitions)
     changelog = spec.changelog(context.settings.app_id)
 
+    def forget_old_visits(now: float) -> None:
+        """Cancellations only matter while a visit is in flight: drop rows past the retention time."""
+        for key, value in list(visits.items()):
+            if value is None or now - context.codec.decode(value, VisitExpected).fanout_time > context.policy.retention:
+                del visits[key]
+
     @app.agent(context.channel(topics.next_visit, topics.next_visit_canceled), name=NAME)
     async def sal(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             async with edge.guard(context, event, NAME):
                 if event.message.topic == topics.next_visit.name:
                     visit = context.decode(topics.next_visit, event.value, NextVisit)
-                    plan = plan_visit(visit, context.instruments, context.surveys, context.policy, tai_now())
+                    now = tai_now()
+                    plan = plan_visit(visit, context.instruments, context.surveys, context.policy, now)
                     for command in plan.commands:
                         await context.send(topics.detector_commands, detector_key(
                             command.instrument, command.group_id, command.detector), command)
                     expected = plan.expected
                     await context.send(topics.visit_expected, visit_key(expected.instrument, expected.group_id),
                                        expected)
+                    forget_old_visits(now)
                     visits[expected.group_id.encode()] = context.codec.encode(changelog, expected)
                     log.info("next_visit %s/%s survey %r: fanned out to %d detectors (pipelines %s)",
                              visit.instrument, visit.groupId, visit.survey, len(plan.commands),

@@ -10,6 +10,7 @@ import ctypes
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from functools import cache
 
 from streams.clock import tai_now
@@ -29,13 +30,16 @@ def init_process(config: PipelineConfig) -> None:
     ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+PIPELINES: dict[str, Callable[[PipelineConfig], Pipeline]] = {StandIn.name: StandIn}
+"""Every pipeline a survey can name, by name."""
+
+
 @cache
 def pipeline(name: str) -> Pipeline:
     """The pipeline of that name, built once per process."""
-    builders = {StandIn.name: StandIn}
-    if name not in builders:
-        raise PipelineUnavailable(f"no pipeline named {name!r} (known: {', '.join(sorted(builders))})")
-    return builders[name](_config)
+    if name not in PIPELINES:
+        raise PipelineUnavailable(f"no pipeline named {name!r} (known: {', '.join(sorted(PIPELINES))})")
+    return PIPELINES[name](_config)
 
 
 def preload(progress: DetectorProgress) -> dict[str, float]:

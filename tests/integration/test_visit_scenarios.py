@@ -153,6 +153,8 @@ def test_complete_visit(run: Run) -> None:
     results = by_group(run.results, GROUPS["complete"])
     assert statuses(run, "complete") == {"success": 9}
     assert all(r.exposure_ids == [exposure_id(1), exposure_id(2)] and r.snaps_processed == 2 for r in results)
+    assert all(r.fanout_time <= r.preload_done_time <= r.process_start_time <= r.process_end_time <= r.result_time
+               for r in results), "timings in causal order"
     summary = only_summary(run, "complete")
     assert summary.reason == "complete" and summary.counts["success"] == 9
     assert summary.raw_to_result_max < 30 and summary.metrics_sum["snapsProcessed"] == 18

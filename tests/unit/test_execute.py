@@ -1,0 +1,89 @@
+"""Running pipelines: the fallback list and how failures become results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from streams.errors import NonRetriableError, RetriableError
+from streams.pipelines import execute
+from streams.pipelines.base import Outcome, PipelineConfig, PipelineUnavailable
+from streams.records import DetectorProgress, HeldSnap
+
+
+class Scripted:
+    """A pipeline that does what it is told: succeed, be unavailable, or raise."""
+
+    def __init__(self, name: str, behaviour: BaseException | None) -> None:
+        self.name = name
+        self.behaviour = behaviour
+
+    def preload(self, progress: DetectorProgress) -> dict[str, float]:
+        return {"prep_butlerTotalTime": 0.5}
+
+    def run(self, progress: DetectorProgress) -> Outcome:
+        if self.behaviour is not None:
+            raise self.behaviour
+        return Outcome(metrics={"diaSourceCount": 3.0}, output_uris=["file:///out/diff.fits"])
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Pipelines named after what they do."""
+    behaviours: dict[str, BaseException | None] = {
+        "ap": PipelineUnavailable("no template"), "single-frame": None, "isr": None,
+        "flaky": RetriableError("butler timeout before any APDB write"),
+        "apdb": NonRetriableError("APDB may have changed"), "buggy": ZeroDivisionError("division by zero"),
+    }
+    for name, behaviour in behaviours.items():
+        monkeypatch.setitem(execute.PIPELINES, name, lambda _c, n=name, b=behaviour: Scripted(n, b))
+    execute.pipeline.cache_clear()
+    yield
+    execute.pipeline.cache_clear()
+
+
+def progress(*pipelines: str) -> DetectorProgress:
+    """A dispatched detector with one snap."""
+    return DetectorProgress(instrument="LSSTCam", group_id="g", detector=94, pipelines=list(pipelines),
+                            snaps=[HeldSnap(snap=0, exposure_id=7, uri="file:///raw/7.fits", arrival_time=1.0)])
+
+
+def test_falls_back_when_a_pipeline_cannot_run(scripted: None) -> None:
+    """No template for AP: single-frame runs instead and says so."""
+    result = execute.run(progress("ap", "single-frame", "isr"))
+    assert (result.status, result.pipeline) == ("success", "single-frame")
+    assert result.metrics == {"diaSourceCount": 3.0} and result.exposure_ids == [7]
+    assert result.process_end_time >= result.process_start_time > 0
+
+
+def test_retriable_and_non_retriable_failures(scripted: None) -> None:
+    """The error's type says whether running again is safe; its message says what happened."""
+    flaky, apdb = execute.run(progress("flaky")), execute.run(progress("apdb"))
+    assert (flaky.status, flaky.retriable, flaky.error_class) == ("failed", True, "RetriableError")
+    assert (apdb.status, apdb.retriable) == ("failed", False) and "APDB" in apdb.error_message
+
+
+def test_a_pipeline_bug_fails_the_ccd_not_the_worker(scripted: None) -> None:
+    """An unexpected exception is a failed, non-retriable result with the exception named."""
+    result = execute.run(progress("buggy"))
+    assert (result.status, result.retriable, result.error_class) == ("failed", False, "ZeroDivisionError")
+    assert "division by zero" in result.error_message
+
+
+def test_nothing_could_run(scripted: None) -> None:
+    """Every pipeline unavailable: failed, with each one's reason."""
+    result = execute.run(progress("ap", "unknown"))
+    assert result.status == "failed" and result.error_class == "NoPipelineCouldRun"
+    assert "no template" in result.error_message and "no pipeline named 'unknown'" in result.error_message
+
+
+def test_stand_in_costs_what_it_is_configured_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in's preload reports the real system's preload timings."""
+    execute.pipeline.cache_clear()
+    monkeypatch.setattr(execute, "_config", PipelineConfig(standin_preload_seconds=0.01, standin_run_seconds=0.01))
+    timings = execute.preload(progress("stand-in"))
+    assert set(timings) == {"prep_butlerTotalTime", "prep_butlerSearchTime", "prep_butlerTransferTime",
+                            "prep_butlerPreprocessTime"} and timings["prep_butlerTotalTime"] >= 0.01
+    assert execute.run(progress("stand-in")).status == "success"
+    execute.pipeline.cache_clear()
