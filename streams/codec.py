@@ -24,7 +24,7 @@ from streams.errors import (
     UnknownSchemaIdError,
     WireFormatError,
 )
-from streams.records import Record
+from streams.record import Record
 from streams.schemas import Schema, load_schema
 
 MAGIC = 0

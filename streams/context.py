@@ -21,7 +21,7 @@ from streams.config import Settings
 from streams.core.instruments import Instrument, parse_instruments
 from streams.core.policy import Policy
 from streams.core.surveys import SurveyTable, parse_surveys
-from streams.records import Record
+from streams.record import Record
 from streams.registry import ConfluentRegistry
 from topology.tables import Tables, declare_tables, gather_changelog
 from topology.topics import Topics, TopicSpec, declare

@@ -17,13 +17,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
+from streams.record import Record
 from streams.records import (
     CcdResult,
     DeadLetter,
     NextVisit,
     NextVisitCanceled,
     RawImageAvailable,
-    Record,
     VisitSummary,
 )
 from streams.registry import ConfluentRegistry

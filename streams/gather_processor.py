@@ -2,7 +2,7 @@
 
 It consumes the visit-keyed topics (VisitExpected and detector outcomes) with `read_committed`,
 applies `streams.core.gather`, and in one transaction produces the per-CCD results, the visit
-summaries, the metrics, its table's changelog records and the consumed offets
+summaries, the metrics, its table's changelog records and the consumed offsets
 (`send_offsets_to_transaction`). Either all of a batch's effects become visible or none do, so a
 crash, a restart or a rebalance can neither lose a result nor emit a summary twice. The local
 RocksDB copy of the table is written only after a commit (`streams.store`), and restored from the
@@ -35,7 +35,8 @@ from streams.codec import Codec
 from streams.config import Settings
 from streams.core import gather
 from streams.errors import DecodeError
-from streams.records import CcdResult, DeadLetter, Record, VisitExpected, VisitProgress
+from streams.record import Record
+from streams.records import CcdResult, DeadLetter, VisitExpected, VisitProgress
 from streams.registry import ConfluentRegistry
 from streams.store import PartitionStore
 from topology.keys import detector_key, visit_key

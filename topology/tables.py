@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from streams.config import Settings
-from streams.records import DetectorProgress, Record, VisitExpected, VisitProgress
+from streams.record import Record
+from streams.records import DetectorProgress, VisitExpected, VisitProgress
 from topology.topics import Partitioning, Role, TopicSpec
 
 

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from streams.config import Settings
+from streams.record import Record
 from streams.records import (
     CcdResult,
     DeadLetter,
@@ -19,7 +20,6 @@ from streams.records import (
     NextVisit,
     NextVisitCanceled,
     RawImageAvailable,
-    Record,
     VisitExpected,
     VisitSummary,
 )

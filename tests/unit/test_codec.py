@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from streams.codec import frame, from_json, parse, read_datum, unframe, write_datum
 from streams.errors import AvroDataError, SchemaMismatchError, WireFormatError
-from streams.records import RECORD_TYPES, NextVisit, Record
+from streams.record import Record
+from streams.records import RECORD_TYPES, NextVisit
 from streams.schemas import load_schema
 
 SAMPLES: dict[str, Record] = {

@@ -1,0 +1,42 @@
+"""The base of every generated record type: conversion from and to Avro datums."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, ClassVar, Self
+
+
+class Record:
+    """Base of every generated record: its schema's stem, and conversion from and to dicts."""
+
+    SCHEMA: ClassVar[str]
+    NESTED: ClassVar[dict[str, tuple[str, type[Record]]]] = {}
+    """Fields holding records: name -> ("one" | "array" | "map", record type)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build the record from a decoded Avro datum (unknown keys are ignored)."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}  # type: ignore[arg-type]
+        for name, (shape, nested) in cls.NESTED.items():
+            if name in values:
+                value = values[name]
+                if shape == "array":
+                    values[name] = [nested.from_dict(item) for item in value]
+                elif shape == "map":
+                    values[name] = {key: nested.from_dict(item) for key, item in value.items()}
+                else:
+                    values[name] = nested.from_dict(value)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as an Avro datum."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        for name, (shape, _nested) in self.NESTED.items():
+            value = data[name]
+            if shape == "array":
+                data[name] = [item.to_dict() for item in value]
+            elif shape == "map":
+                data[name] = {key: item.to_dict() for key, item in value.items()}
+            else:
+                data[name] = value.to_dict()
+        return data
