@@ -1,0 +1,90 @@
+"""One detector's observation with known truth: raws for each snap, the transients, a template tile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from streams.science.geometry import CcdShape, tan_wcs
+from streams.simulate.camera import Detector, expose, raw_hdus
+from streams.simulate.scene import Sources, render
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Observing conditions and what the sky holds per million pixels."""
+
+    sky_rate: float = 60.0
+    """Sky background [e-/s/pixel]."""
+    exposure_time: float = 15.0
+    """Per snap [s]."""
+    seeing_sigma: float = 1.7
+    """Science PSF sigma [pixels] (0.8 arcsec FWHM)."""
+    template_sigma: float = 1.0
+    """Template PSF sigma [pixels]."""
+    template_depth: float = 10.0
+    """Template variance is the science's divided by this."""
+    transients_per_mpix: float = 50.0
+    cosmic_rays_per_mpix: float = 30.0
+    snr_range: tuple[float, float] = (6.0, 40.0)
+    """Injected transients' PSF signal-to-noise in the combined snaps."""
+
+    def pixel_variance(self, snaps: int, read_noise: float = 6.0) -> float:
+        """Variance of a background pixel of the snaps' mean [e-^2]."""
+        return (self.sky_rate * self.exposure_time + read_noise ** 2) / snaps
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The injected transients: pixel and sky positions, flux [e- per snap], PSF S/N."""
+
+    x: np.ndarray
+    y: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    flux: np.ndarray
+    snr: np.ndarray
+
+
+def inject_transients(rng: np.random.Generator, wcs: WCS, shape: CcdShape, conditions: Conditions,
+                      snaps: int, margin: int = 40) -> Truth:
+    """Transients at random positions, fluxes drawn for S/N uniform in the configured range."""
+    count = max(1, int(conditions.transients_per_mpix * shape.height * shape.width / 1e6))
+    x = rng.uniform(margin, shape.width - margin, count)
+    y = rng.uniform(margin, shape.height - margin, count)
+    snr = rng.uniform(*conditions.snr_range, count)
+    noise = np.sqrt(conditions.pixel_variance(snaps) * 4 * np.pi * conditions.seeing_sigma ** 2)
+    ra, dec = wcs.all_pix2world(x, y, 0)
+    return Truth(x, y, np.asarray(ra), np.asarray(dec), snr * noise, snr)
+
+
+def observe(rng: np.random.Generator, detector: Detector, wcs: WCS, stars: Sources, truth: Truth,
+            conditions: Conditions, headers: list[fits.Header]) -> list[fits.HDUList]:
+    """The raw of each snap (one per header): stars, transients and sky through the camera."""
+    everything = Sources(np.concatenate([stars.ra, truth.ra]), np.concatenate([stars.dec, truth.dec]),
+                         np.concatenate([stars.flux, truth.flux]))
+    shape = detector.shape
+    scene = render((shape.height, shape.width), wcs, everything, conditions.seeing_sigma)
+    scene += np.float32(conditions.sky_rate * conditions.exposure_time)
+    cosmic_rays = int(conditions.cosmic_rays_per_mpix * shape.height * shape.width / 1e6)
+    raws = []
+    for header in headers:
+        amps = expose(rng, detector, scene, conditions.exposure_time, cosmic_rays)
+        full = header.copy()
+        full["EXPTIME"] = (conditions.exposure_time, "s")
+        full.update(wcs.to_header())
+        raws.append(raw_hdus(amps, shape, full, detector.gains, detector.read_noise))
+    return raws
+
+
+def template_tile(rng: np.random.Generator, stars: Sources, ra: float, dec: float, shape: tuple[int, int],
+                  conditions: Conditions, snaps: int = 2) -> tuple[np.ndarray, np.ndarray, WCS]:
+    """A deep, sky-subtracted template tile centred on (ra, dec): image, variance and WCS."""
+    wcs = tan_wcs(ra, dec, 0.0, (shape[1] / 2 + 0.5, shape[0] / 2 + 0.5))
+    variance = np.full(shape, conditions.pixel_variance(snaps) / conditions.template_depth, dtype=np.float32)
+    image = render(shape, wcs, stars, conditions.template_sigma)
+    image += rng.normal(0, np.sqrt(variance)).astype(np.float32)
+    return image, variance, wcs

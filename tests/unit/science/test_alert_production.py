@@ -1,0 +1,106 @@
+"""The built-in Alert Production against simulated truth: the quality bar, and each step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from streams.science import isr
+from streams.science.alert_production import NoTemplate, Template, Timer, calibrate, difference
+from streams.science.geometry import CcdShape, detector_wcs
+from streams.simulate.camera import make_detector
+from streams.simulate.observation import Conditions, Truth, inject_transients, observe, template_tile
+from streams.simulate.scene import random_stars
+
+SHAPE = CcdShape(1024, 1024)
+CONDITIONS = Conditions()
+
+
+def simulate(tmp_path: Path, seed: int, snaps: int = 2) -> tuple[list[isr.Raw], isr.Calibrations, Template, Truth]:
+    """One detector observed with injected transients, its raws written and read back as FITS."""
+    rng = np.random.default_rng(seed)
+    detector = make_detector(rng, SHAPE)
+    wcs = detector_wcs("LSSTCam", 94, 150.0 + seed, 2.0, 12.0 * seed, SHAPE)
+    ra, dec = (float(v) for v in wcs.all_pix2world(SHAPE.width / 2, SHAPE.height / 2, 0))
+    stars = random_stars(rng, ra, dec, 0.05, 400)
+    truth = inject_transients(rng, wcs, SHAPE, CONDITIONS, snaps)
+    raws = []
+    for snap, hdus in enumerate(observe(rng, detector, wcs, stars, truth, CONDITIONS,
+                                        [fits.Header({"CURINDEX": s + 1}) for s in range(snaps)])):
+        hdus.writeto(tmp_path / f"raw{seed}_{snap}.fits")
+        raws.append(isr.read_raw(tmp_path / f"raw{seed}_{snap}.fits"))
+    image, variance, tile_wcs = template_tile(rng, stars, ra + 0.002, dec - 0.001, (1400, 1400), CONDITIONS)
+    return raws, isr.Calibrations(detector.bias, detector.dark, detector.flat), \
+        Template(image, variance, tile_wcs, CONDITIONS.template_sigma), truth
+
+
+def test_transients_are_found_and_few_detections_are_spurious(tmp_path: Path) -> None:
+    """>= 95% of injected S/N >= 10 transients found within 1 pixel; <= 5% of detections spurious."""
+    found = bright = spurious = detections = 0
+    for seed in (1, 2, 3):
+        raws, calibs, template, truth = simulate(tmp_path, seed)
+        diff = difference(calibrate(raws, calibs, Timer()), [template], Timer())
+        sources = diff.sources
+        distance = np.hypot(sources["x"][:, None] - truth.x[None, :], sources["y"][:, None] - truth.y[None, :])
+        bright += int((truth.snr >= 10).sum())
+        found += int(((distance.min(axis=0) <= 1.0) & (truth.snr >= 10)).sum())
+        detections += len(sources)
+        spurious += int((distance.min(axis=1) > 2.0).sum())
+    assert bright >= 100, "enough transients to judge a 95% bar"
+    assert found >= 0.95 * bright, f"found {found} of {bright}"
+    assert spurious <= 0.05 * detections, f"{spurious} of {detections} detections are spurious"
+
+
+def test_measured_flux_and_sky_positions_match_the_truth(tmp_path: Path) -> None:
+    """PSF fluxes within a few sigma of the injected ones; RA/Dec from the WCS within 0.2 arcsec."""
+    raws, calibs, template, truth = simulate(tmp_path, 4)
+    sources = difference(calibrate(raws, calibs, Timer()), [template], Timer()).sources
+    distance = np.hypot(sources["x"][:, None] - truth.x[None, :], sources["y"][:, None] - truth.y[None, :])
+    match = distance.argmin(axis=1)
+    good = distance.min(axis=1) <= 1.0
+    pull = (sources["psf_flux"][good] - truth.flux[match[good]]) / sources["psf_flux_err"][good]
+    assert abs(np.median(pull)) < 1.0 and np.percentile(np.abs(pull), 90) < 4.0
+    offset = np.hypot((sources["ra"][good] - truth.ra[match[good]]) * np.cos(np.radians(truth.dec[match[good]])),
+                      sources["dec"][good] - truth.dec[match[good]]) * 3600
+    assert np.median(offset) < 0.2
+
+
+def test_isr_removes_bias_dark_and_flat(tmp_path: Path) -> None:
+    """After ISR an empty-sky snap is flat at the sky level, with no amplifier steps or gradients."""
+    raws, calibs, _, _ = simulate(tmp_path, 5, snaps=1)
+    image, variance = isr.remove_signature(raws[0], calibs)
+    sky = CONDITIONS.sky_rate * CONDITIONS.exposure_time
+    medians = [np.median(image[rows, columns]) for rows, columns in SHAPE.amp_slices()]
+    assert np.allclose(medians, sky, rtol=0.01), "every amplifier at the sky level: overscan and gain right"
+    quarter = SHAPE.height // 4
+    assert abs(np.median(image[:quarter]) - np.median(image[-quarter:])) < 0.005 * sky, "flat removed"
+    assert np.median(variance) == pytest.approx(sky + 36, rel=0.15)
+
+
+def test_without_calibrations_the_signature_remains(tmp_path: Path) -> None:
+    """A control: the amplifiers differ before the overscan and gain are applied."""
+    raws, _, _, _ = simulate(tmp_path, 6, snaps=1)
+    levels = [np.median(amp.pixels) for amp in raws[0].amplifiers]
+    assert np.ptp(levels) > 1000
+
+
+def test_two_snaps_reject_cosmic_rays(tmp_path: Path) -> None:
+    """A cosmic ray in one snap is replaced by the other snap's value."""
+    rng = np.random.default_rng(0)
+    clean = rng.normal(900, 30, (64, 64)).astype(np.float32)
+    hit = clean.copy()
+    hit[10, 10] += 5000
+    image, _, mask = isr.combine_snaps([(hit, np.full_like(clean, 900)), (clean, np.full_like(clean, 900))])
+    assert mask[10, 10] and mask.sum() == 1 and image[10, 10] == clean[10, 10]
+
+
+def test_no_template_is_reported(tmp_path: Path) -> None:
+    """A template elsewhere on the sky cannot be used: NoTemplate (the fallback's cue)."""
+    raws, calibs, template, _ = simulate(tmp_path, 7)
+    far = Template(template.image, template.variance, template.wcs.deepcopy(), 1.0)
+    far.wcs.wcs.crval = [far.wcs.wcs.crval[0] + 20, far.wcs.wcs.crval[1]]
+    with pytest.raises(NoTemplate):
+        difference(calibrate(raws, calibs, Timer()), [far], Timer())
