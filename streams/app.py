@@ -13,6 +13,7 @@ import ssl
 import faust
 
 from connectors import s3_notifications
+from streams import commands
 from streams.agents import detector, sal
 from streams.config import Settings
 from streams.context import Context
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> PromptStreamsApp:
     sal.register(app, app.context)
     app.runner = detector.register(app, app.context)
     s3_notifications.register(app, app.context)
+    commands.register(app)
     return app
 
 

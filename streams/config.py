@@ -71,6 +71,9 @@ class Settings:
     s3_access_key: str = _setting("", "S3 access key id (empty: boto3's usual sources).")
     s3_secret_key: str = _setting("", "S3 secret access key.", secret=True)
     sidecar_attempts: int = _setting(20, "Tries to read a raw's sidecar, 0.1 s apart (it may lag the raw).")
+    output_root: str = _setting(str(PROJECT_ROOT / ".local" / "outputs"),
+                                "Where pipelines write their outputs (one folder per instrument/group/detector).")
+    preload_cache_items: int = _setting(16, "Calibrations and template tiles kept per pipeline process.")
     message_expiration: float = _setting(3600.0, "nextVisit older than this is dropped [s].")
     image_timeout: float = _setting(120.0, "Wait for raws beyond 2 x duration (IMAGE_TIMEOUT) [s].")
     process_timeout: float = _setting(600.0, "After the image deadline, wait this long for results [s].")

@@ -41,6 +41,8 @@ class Visits:
     """Sends nextVisit, raws and cancellations; reads results, summaries and dead letters."""
 
     settings: Settings
+    survey: str = "BLOCK-365"
+    """Survey of the visits sent, unless a call names another."""
 
     def __post_init__(self) -> None:
         self.topics = declare(self.settings)
@@ -58,12 +60,12 @@ class Visits:
         assert self.producer.flush(30) == 0
 
     def next_visit(self, group: str, *, instrument: str = "LSSTComCam", nimages: int = 2, duration: float = 1.0,
-                   survey: str = "BLOCK-365", **fields: object) -> NextVisit:
+                   survey: str | None = None, **fields: object) -> NextVisit:
         """Announce a visit now."""
         now = tai_now()
         visit = NextVisit(salIndex=1, private_sndStamp=now, private_kafkaStamp=now, private_identity="ScriptQueue:1",
                           groupId=group, coordinateSystem=2, position=[10.0, -5.0], rotationSystem=2,
-                          duration=duration, nimages=nimages, instrument=instrument, survey=survey)
+                          duration=duration, nimages=nimages, instrument=instrument, survey=survey or self.survey)
         visit = replace(visit, **fields)  # type: ignore[arg-type]
         self._send(self.topics.next_visit.name, self.codec.encode(self.topics.next_visit.name, visit))
         self.flush()

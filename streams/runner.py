@@ -18,8 +18,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 
 from streams.clock import tai_now
+from streams.config import Settings
 from streams.pipelines import execute
-from streams.pipelines.base import PipelineConfig
 from streams.records import CcdResult, DetectorProgress
 from topology.keys import detector_key
 
@@ -36,9 +36,9 @@ def _key(progress: DetectorProgress) -> Key:
 class PipelineRunner:
     """Preloads and runs detectors' pipelines in a fixed set of processes."""
 
-    def __init__(self, processes: int, config: PipelineConfig, worker: str,
+    def __init__(self, processes: int, settings: Settings, worker: str,
                  on_done: Callable[[CcdResult], Awaitable[None]]) -> None:
-        self._config = config
+        self._settings = settings
         self._worker = worker
         self._on_done = on_done
         self._executors: list[ProcessPoolExecutor | None] = [None] * processes
@@ -52,7 +52,7 @@ class PipelineRunner:
         executor = self._executors[slot]
         if executor is None:
             executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=execute.init_process, initargs=(self._config,))
+                                           initializer=execute.init_process, initargs=(self._settings,))
             self._executors[slot] = executor
         return executor
 

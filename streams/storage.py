@@ -40,8 +40,8 @@ class Storage:
             aws_secret_access_key=self.settings.s3_secret_key or None, region_name="us-east-1",
         )
 
-    def read(self, uri: str) -> bytes:
-        """The object's bytes.
+    def read(self, uri: str, limit: int = MAX_OBJECT_BYTES) -> bytes:
+        """The object's bytes (at most `limit` of them).
 
         Raises:
             InvalidEventError: a URI outside the data root, a symbolic link out of it, or too large.
@@ -50,7 +50,7 @@ class Storage:
         check_uri(uri, self.settings.data_root)
         parts = urlsplit(uri)
         if parts.scheme == "file":
-            return self._read_file(Path(unquote(parts.path)))
+            return self._read_file(Path(unquote(parts.path)), limit)
         try:
             response = self._s3.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
         except ClientError as error:
@@ -59,12 +59,12 @@ class Storage:
             raise RetriableError(f"cannot read {uri}: {error}") from error
         except BotoCoreError as error:
             raise RetriableError(f"cannot read {uri}: {error}") from error
-        if response.get("ContentLength", 0) > MAX_OBJECT_BYTES:
-            raise InvalidEventError(f"{uri} is larger than {MAX_OBJECT_BYTES} bytes")
-        data: bytes = response["Body"].read(MAX_OBJECT_BYTES + 1)
+        if response.get("ContentLength", 0) > limit:
+            raise InvalidEventError(f"{uri} is larger than {limit} bytes")
+        data: bytes = response["Body"].read(limit + 1)
         return data
 
-    def _read_file(self, path: Path) -> bytes:
+    def _read_file(self, path: Path, limit: int) -> bytes:
         root = Path(self.settings.data_root).resolve()
         try:
             real = path.resolve(strict=True)
@@ -72,6 +72,6 @@ class Storage:
             raise ObjectMissing(f"{path} does not exist") from error
         if not real.is_relative_to(root):
             raise InvalidEventError(f"{path} leads outside the data root {root} (symbolic link)")
-        if real.stat().st_size > MAX_OBJECT_BYTES:
-            raise InvalidEventError(f"{path} is larger than {MAX_OBJECT_BYTES} bytes")
+        if real.stat().st_size > limit:
+            raise InvalidEventError(f"{path} is larger than {limit} bytes")
         return real.read_bytes()

@@ -20,7 +20,6 @@ from streams.context import Context
 from streams.core import detector
 from streams.core.arrivals import check_raw
 from streams.core.detector import Phase
-from streams.pipelines.base import PipelineConfig
 from streams.records import CcdResult, DetectorCommand, DetectorProgress, RawImageAvailable
 from streams.runner import PipelineRunner
 from topology.keys import detector_key, detector_partition, visit_key
@@ -72,9 +71,7 @@ def register(app: faust.App, context: Context) -> PipelineRunner:
                            result)
 
     runner = PipelineRunner(
-        settings.pipeline_processes,
-        PipelineConfig(settings.standin_preload_seconds, settings.standin_run_seconds),
-        settings.worker_name, pipeline_done,
+        settings.pipeline_processes, settings, settings.worker_name, pipeline_done,
     )
 
     def load(key: bytes) -> DetectorProgress | None:

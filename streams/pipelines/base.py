@@ -14,14 +14,6 @@ class PipelineUnavailable(PromptStreamsError):  # noqa: N818 (a signal to fall b
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
-    """What pipeline processes are configured with (picklable: it crosses into each process)."""
-
-    standin_preload_seconds: float = 0.05
-    standin_run_seconds: float = 0.2
-
-
-@dataclass(frozen=True)
 class Outcome:
     """What a pipeline run produced."""
 

@@ -14,23 +14,27 @@ from collections.abc import Callable
 from functools import cache
 
 from streams.clock import tai_now
+from streams.config import Settings
 from streams.errors import NonRetriableError, RetriableError
-from streams.pipelines.base import Pipeline, PipelineConfig, PipelineUnavailable
+from streams.pipelines.base import Pipeline, PipelineUnavailable
+from streams.pipelines.science import AlertProduction, IsrOnly, SingleFrame
 from streams.pipelines.standin import StandIn
 from streams.records import CcdResult, DetectorProgress
 
 PR_SET_PDEATHSIG = 1
-_config = PipelineConfig()
+_settings = Settings()
 
 
-def init_process(config: PipelineConfig) -> None:
-    """Executor initializer: remember the configuration, and die with the worker (no orphans)."""
-    global _config
-    _config = config
+def init_process(settings: Settings) -> None:
+    """Executor initializer: remember the settings, and die with the worker (no orphans)."""
+    global _settings
+    _settings = settings
     ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-PIPELINES: dict[str, Callable[[PipelineConfig], Pipeline]] = {StandIn.name: StandIn}
+PIPELINES: dict[str, Callable[[Settings], Pipeline]] = {
+    pipeline.name: pipeline for pipeline in (AlertProduction, SingleFrame, IsrOnly, StandIn)
+}
 """Every pipeline a survey can name, by name."""
 
 
@@ -39,7 +43,7 @@ def pipeline(name: str) -> Pipeline:
     """The pipeline of that name, built once per process."""
     if name not in PIPELINES:
         raise PipelineUnavailable(f"no pipeline named {name!r} (known: {', '.join(sorted(PIPELINES))})")
-    return PIPELINES[name](_config)
+    return PIPELINES[name](_settings)
 
 
 def preload(progress: DetectorProgress) -> dict[str, float]:

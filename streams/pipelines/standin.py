@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 
-from streams.pipelines.base import Outcome, PipelineConfig
+from streams.config import Settings
+from streams.pipelines.base import Outcome
 from streams.records import DetectorProgress
 
 
@@ -17,13 +18,13 @@ class StandIn:
 
     name = "stand-in"
 
-    def __init__(self, config: PipelineConfig) -> None:
-        self.config = config
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
     def preload(self, progress: DetectorProgress) -> dict[str, float]:
         """Sleep for the configured preload time, reported as the real system's preload timings."""
         started = time.perf_counter()
-        time.sleep(self.config.standin_preload_seconds)
+        time.sleep(self.settings.standin_preload_seconds)
         total = time.perf_counter() - started
         return {"prep_butlerTotalTime": total, "prep_butlerSearchTime": 0.2 * total,
                 "prep_butlerTransferTime": 0.7 * total, "prep_butlerPreprocessTime": 0.1 * total}
@@ -31,7 +32,7 @@ class StandIn:
     def run(self, progress: DetectorProgress) -> Outcome:
         """Keep one core busy for the configured time."""
         started = time.process_time()
-        deadline = time.perf_counter() + self.config.standin_run_seconds
+        deadline = time.perf_counter() + self.settings.standin_run_seconds
         spins = 0
         while time.perf_counter() < deadline:
             spins += 1

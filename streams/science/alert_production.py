@@ -66,6 +66,8 @@ class Difference:
     variance: np.ndarray
     sources: Table
     template_coverage: float
+    kernel_stars: int
+    """Star stamps the matching kernel was fitted on (below diffim.MIN_STAMPS: analytic kernel)."""
 
 
 def calibrate(raws: list[isr.Raw], calibs: isr.Calibrations, timer: Timer) -> Calibrated:
@@ -110,4 +112,4 @@ def difference(calexp: Calibrated, templates: list[Template], timer: Timer) -> D
         reach = kernel.shape[0]
         inner = minimum_filter(covered.astype(np.uint8), size=2 * reach + 1, mode="constant") > 0
         sources = detection.detect(image, variance, inner, calexp.psf_sigma, calexp.wcs)
-    return Difference(image, variance, sources, float(covered.mean()))
+    return Difference(image, variance, sources, float(covered.mean()), len(stars))

@@ -15,6 +15,8 @@ from scipy.ndimage import affine_transform, map_coordinates
 from scipy.signal import oaconvolve
 
 GRID_STEP = 128
+MIN_STAMPS = 3
+"""Fewer usable star stamps than this: the matching kernel is the Gaussian of the PSFs' width difference."""
 NONLINEAR_TOLERANCE = 0.01
 """Pixels: below this, the WCS mapping is treated as affine."""
 
@@ -82,8 +84,8 @@ def fit_kernel(science: np.ndarray, template: np.ndarray, stars: np.ndarray, sci
         columns = [oaconvolve(wide, b, mode="valid").ravel() for b in basis]
         rows.append(np.column_stack([*columns, np.ones(columns[0].size)]))
         targets.append(science[y - radius:y + radius + 1, x - radius:x + radius + 1].ravel())
-    if len(rows) < 3:
-        raise ValueError(f"only {len(rows)} usable stars to fit the PSF-matching kernel")
+    if len(rows) < MIN_STAMPS:  # a sparse field: match the PSFs' measured widths analytically
+        return gaussian(np.sqrt(max(science_sigma ** 2 - template_sigma ** 2, 0.09)), half).astype(np.float32), 0.0
     design, target = np.vstack(rows), np.concatenate(targets)
     keep = np.ones(len(rows), dtype=bool)
     per_stamp = rows[0].shape[0]

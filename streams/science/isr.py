@@ -8,6 +8,7 @@ own, so ISR splits cleanly across cores.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,14 +67,15 @@ def _section(text: str) -> tuple[slice, slice]:
     return slice(y1 - 1, y2), slice(x1 - 1, x2)
 
 
-def read_raw(path: Path) -> Raw:
-    """Read a raw file.
+def read_raw(source: Path | bytes) -> Raw:
+    """Read a raw, from a file or from its bytes.
 
     Raises:
         RawFormatError: missing keywords or extensions.
     """
+    path = source if isinstance(source, Path) else "raw bytes"
     try:
-        with fits.open(path, memmap=False) as hdus:
+        with fits.open(source if isinstance(source, Path) else io.BytesIO(source), memmap=False) as hdus:
             header = hdus[0].header.copy()
             amplifiers = []
             for hdu in hdus[1:]:

@@ -20,5 +20,6 @@ def isolated_settings(cluster: ClusterState, root: Path, **changes: object) -> S
         next_visit_canceled_topic=f"t{tag}.lsst.sal.ScriptQueue.logevent_nextVisitCanceled",
         data_dir=str(root / "data"), data_root=str(root / "repo"), web_port=free_port(), detector_partitions=4,
         pipeline_processes=2, standin_preload_seconds=0.01, standin_run_seconds=0.01,
+        surveys_file=str(Path(__file__).with_name("surveys.toml")), output_root=str(root / "outputs"),
     )
     return replace(base, **changes)  # type: ignore[arg-type]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
+from streams.config import Settings
 from streams.errors import NonRetriableError, RetriableError
 from streams.pipelines import execute
-from streams.pipelines.base import Outcome, PipelineConfig, PipelineUnavailable
+from streams.pipelines.base import Outcome, PipelineUnavailable
 from streams.records import DetectorProgress, HeldSnap
 
 
@@ -81,7 +83,8 @@ def test_nothing_could_run(scripted: None) -> None:
 def test_stand_in_costs_what_it_is_configured_to(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stand-in's preload reports the real system's preload timings."""
     execute.pipeline.cache_clear()
-    monkeypatch.setattr(execute, "_config", PipelineConfig(standin_preload_seconds=0.01, standin_run_seconds=0.01))
+    monkeypatch.setattr(execute, "_settings", replace(Settings(), standin_preload_seconds=0.01,
+                                                      standin_run_seconds=0.01))
     timings = execute.preload(progress("stand-in"))
     assert set(timings) == {"prep_butlerTotalTime", "prep_butlerSearchTime", "prep_butlerTransferTime",
                             "prep_butlerPreprocessTime"} and timings["prep_butlerTotalTime"] >= 0.01

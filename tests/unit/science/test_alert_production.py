@@ -104,3 +104,14 @@ def test_no_template_is_reported(tmp_path: Path) -> None:
     far.wcs.wcs.crval = [far.wcs.wcs.crval[0] + 20, far.wcs.wcs.crval[1]]
     with pytest.raises(NoTemplate):
         difference(calibrate(raws, calibs, Timer()), [far], Timer())
+
+
+def test_sparse_field_uses_the_analytic_matching_kernel() -> None:
+    """Too few stars to fit: the kernel is the Gaussian of the PSF width difference, unit sum."""
+    from streams.science.diffim import fit_kernel
+
+    science = np.zeros((100, 100), dtype=np.float32)
+    kernel, background = fit_kernel(science, science, np.empty((0, 2), dtype=int), 1.7, 1.0)
+    assert kernel.sum() == pytest.approx(1.0, rel=1e-5) and background == 0.0
+    yy, xx = np.mgrid[-10:11, -10:11]
+    assert np.sqrt((kernel * (xx ** 2 + yy ** 2)).sum() / 2) == pytest.approx(np.sqrt(1.7 ** 2 - 1.0), rel=0.02)

@@ -1,0 +1,249 @@
+"""The built-in science pipelines: `ap` (Alert Production), `single-frame`, `isr`, in fallback order.
+
+All three share one bounded cache per pipeline process, filled by the preload: the master
+calibrations valid at the visit time for the detector and filter, and the template tiles that
+overlap the detector's predicted footprint. `ap` raises PipelineUnavailable when no template
+covers the detector, so `single-frame` runs instead, as in the real system.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from streams import repository
+from streams.config import Settings
+from streams.errors import NonRetriableError
+from streams.pipelines.base import Outcome, PipelineUnavailable
+from streams.records import DetectorProgress
+from streams.science import isr
+from streams.science.alert_production import Calibrated, NoTemplate, Template, Timer, calibrate, difference
+from streams.science.background import FWHM_PER_SIGMA
+from streams.science.geometry import PIXEL_ARCSEC, CcdShape, detector_wcs, footprint
+from streams.storage import Storage
+
+RAW_LIMIT = 512 << 20
+"""A raw larger than this (512 MiB) is refused as absurd."""
+
+
+class BoundedCache:
+    """A least-recently-used cache of at most `size` items."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: Any, load: Any) -> Any:
+        """The cached value of `key`, loading (and caching) it with `load()` if needed."""
+        if key in self._items:
+            self.hits += 1
+            self._items.move_to_end(key)
+            return self._items[key]
+        self.misses += 1
+        value = self._items[key] = load()
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return value
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a detector's run needs besides its raws."""
+
+    calibrations: isr.Calibrations
+    templates: list[Template]
+
+
+class Science:
+    """Shared by the science pipelines of one process: settings, storage, the preload cache."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = Path(settings.data_root)
+        self.storage = Storage(settings)
+        self.cache = BoundedCache(settings.preload_cache_items)
+
+    def inputs(self, progress: DetectorProgress, filter_name: str, timings: dict[str, float] | None = None) -> Inputs:
+        """Calibrations and templates for this detector's visit, from the cache when preloaded."""
+        timings = {} if timings is None else timings
+        started = time.perf_counter()
+        found = {kind: repository.find_calibration(self.root, progress.instrument, kind, progress.detector,
+                                                   filter_name, progress.next_visit_time)
+                 for kind in repository.CALIB_TYPES}
+        searched = time.perf_counter()
+        calibs = {kind: self.cache.get(("calib", f.path), lambda f=f: repository.read_calibration(f.path))
+                  for kind, f in found.items()}
+        read_calibs = time.perf_counter()
+        height, width = calibs["bias"].shape
+        wcs = detector_wcs(progress.instrument, progress.detector, progress.position[0], progress.position[1],
+                           progress.camera_angle, CcdShape(height, width))
+        ra, dec = footprint(wcs, CcdShape(height, width))
+        tiles = repository.find_templates(self.root, progress.instrument, filter_name, ra, dec)
+        searched_templates = time.perf_counter()
+        templates = [self.cache.get(("template", t), lambda t=t: repository.read_template(t)) for t in tiles]
+        done = time.perf_counter()
+        search = (searched - started) + (searched_templates - read_calibs)
+        timings |= {"prep_butlerSearchTime": search, "prep_butlerTransferTime": done - started - search,
+                    "prep_butlerPreprocessTime": 0.0, "prep_butlerTotalTime": done - started}
+        return Inputs(isr.Calibrations(calibs["bias"], calibs["dark"], calibs["flat"]), templates)
+
+    def preload(self, progress: DetectorProgress) -> dict[str, float]:
+        """Fetch the inputs ahead of the raws; report the real system's preload timings."""
+        timings: dict[str, float] = {}
+        try:
+            self.inputs(progress, progress.filters.split(",")[0], timings)
+        except repository.MissingCalibration:
+            return {}  # the run will say so
+        return timings
+
+    def raws(self, progress: DetectorProgress) -> list[isr.Raw]:
+        """The held snaps, read and checked against what the events said.
+
+        Raises:
+            NonRetriableError: a raw whose header names another detector or group.
+        """
+        raws = [isr.read_raw(self.storage.read(snap.uri, RAW_LIMIT)) for snap in progress.snaps]
+        for raw, snap in zip(raws, progress.snaps, strict=True):
+            header = raw.header
+            said = (int(header.get("DETECTOR", progress.detector)), str(header.get("GROUPID", progress.group_id)))
+            if said != (progress.detector, progress.group_id):
+                raise NonRetriableError(f"{snap.uri}: its header says detector {said[0]} group {said[1]}, the event "
+                                        f"said detector {progress.detector} group {progress.group_id}")
+        return raws
+
+    def output_folder(self, progress: DetectorProgress) -> Path:
+        """Where this detector's outputs go (its parts were validated on arrival)."""
+        folder = Path(self.settings.output_root) / progress.instrument / progress.group_id / str(progress.detector)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def calibrate(self, progress: DetectorProgress, timer: Timer) -> tuple[Calibrated, Inputs, list[isr.Raw]]:
+        """Raws read, inputs found (preloaded or not), ISR and calibration done.
+
+        Raises:
+            NonRetriableError: no valid calibration, or raws that contradict the events.
+        """
+        with timer.step("readRaws"):
+            raws = self.raws(progress)
+        filter_name = str(raws[0].header.get("FILTER", progress.filters.split(",")[0]))
+        try:
+            inputs = self.inputs(progress, filter_name)
+        except repository.MissingCalibration as missing:
+            raise NonRetriableError(str(missing)) from missing
+        return calibrate(raws, inputs.calibrations, timer), inputs, raws
+
+    def write_image(self, folder: Path, name: str, image: np.ndarray, variance: np.ndarray,
+                    header: fits.Header) -> str:
+        """Write an image with its variance; return its URI."""
+        path = folder / f"{name}.fits"
+        fits.HDUList([fits.PrimaryHDU(image, header=header), fits.ImageHDU(variance, name="VARIANCE")]).writeto(
+            path, overwrite=True)
+        return path.as_uri()
+
+
+def calexp_metrics(calexp: Calibrated, timer: Timer) -> dict[str, float]:
+    """Metrics every science pipeline reports."""
+    return {"backgroundLevel": calexp.background, "psfFwhm": calexp.psf_sigma * FWHM_PER_SIGMA * PIXEL_ARCSEC,
+            "cosmicRayCount": float(calexp.cosmic_rays), **{f"{step}Time": t for step, t in timer.steps.items()}}
+
+
+_science: Science | None = None
+
+
+def science(settings: Settings) -> Science:
+    """The process's one Science (and so one cache)."""
+    global _science
+    if _science is None or _science.settings is not settings:
+        _science = Science(settings)
+    return _science
+
+
+class AlertProduction:
+    """ISR, calibration, difference imaging against the template, DIA source detection."""
+
+    name = "ap"
+
+    def __init__(self, settings: Settings) -> None:
+        self.science = science(settings)
+
+    def preload(self, progress: DetectorProgress) -> dict[str, float]:
+        """Calibrations and templates into the cache."""
+        return self.science.preload(progress)
+
+    def run(self, progress: DetectorProgress) -> Outcome:
+        """The full chain; PipelineUnavailable if no template covers the detector."""
+        timer = Timer()
+        calexp, inputs, raws = self.science.calibrate(progress, timer)
+        try:
+            diff = difference(calexp, inputs.templates, timer)
+        except NoTemplate as missing:
+            raise PipelineUnavailable(str(missing)) from missing
+        with timer.step("writeOutputs"):
+            folder = self.science.output_folder(progress)
+            header = raws[0].header.copy()
+            uris = [self.science.write_image(folder, "calexp", calexp.image, calexp.variance, header),
+                    self.science.write_image(folder, "difference", diff.image, diff.variance, header)]
+            catalog = folder / "dia_sources.fits"
+            diff.sources.write(catalog, overwrite=True)
+            uris.append(catalog.as_uri())
+        metrics = calexp_metrics(calexp, timer) | {"diaSourceCount": float(len(diff.sources)),
+                                                   "templateCoverage": diff.template_coverage,
+                                                   "kernelStarCount": float(diff.kernel_stars)}
+        return Outcome(metrics=metrics, output_uris=uris)
+
+
+class SingleFrame:
+    """ISR and calibration only: for when no template exists."""
+
+    name = "single-frame"
+
+    def __init__(self, settings: Settings) -> None:
+        self.science = science(settings)
+
+    def preload(self, progress: DetectorProgress) -> dict[str, float]:
+        """Calibrations (and templates, for a later AP) into the cache."""
+        return self.science.preload(progress)
+
+    def run(self, progress: DetectorProgress) -> Outcome:
+        """Calibrate and write the calibrated exposure."""
+        timer = Timer()
+        calexp, _, raws = self.science.calibrate(progress, timer)
+        folder = self.science.output_folder(progress)
+        uri = self.science.write_image(folder, "calexp", calexp.image, calexp.variance, raws[0].header.copy())
+        return Outcome(metrics=calexp_metrics(calexp, timer), output_uris=[uri])
+
+
+class IsrOnly:
+    """Instrument signature removal only, snaps combined: the daytime checkout's pipeline."""
+
+    name = "isr"
+
+    def __init__(self, settings: Settings) -> None:
+        self.science = science(settings)
+
+    def preload(self, progress: DetectorProgress) -> dict[str, float]:
+        """Calibrations into the cache."""
+        return self.science.preload(progress)
+
+    def run(self, progress: DetectorProgress) -> Outcome:
+        """ISR each snap, combine them, write the result."""
+        timer = Timer()
+        with timer.step("readRaws"):
+            raws = self.science.raws(progress)
+        try:
+            inputs = self.science.inputs(progress, str(raws[0].header.get("FILTER", "")))
+        except repository.MissingCalibration as missing:
+            raise NonRetriableError(str(missing)) from missing
+        with timer.step("isr"):
+            image, variance, hits = isr.combine_snaps([isr.remove_signature(r, inputs.calibrations) for r in raws])
+        uri = self.science.write_image(self.science.output_folder(progress), "postisr", image, variance,
+                                       raws[0].header.copy())
+        return Outcome(metrics={"cosmicRayCount": float(hits.sum()), "isrMedian": float(np.median(image)),
+                                **{f"{k}Time": v for k, v in timer.steps.items()}}, output_uris=[uri])

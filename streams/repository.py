@@ -1,0 +1,124 @@
+"""The data repository under the data root: calibrations valid over time ranges, template tiles.
+
+    <root>/calib/<instrument>/<type>/<detector>/<type>_<filter>_<valid start>_<valid end>.fits
+    <root>/templates/<instrument>/<filter>/index.json      (tile paths and sky bounding boxes)
+    <root>/templates/<instrument>/<filter>/<tile>.fits      (image, VARIANCE extension, WCS, PSFSIGMA)
+
+Validity times are TAI Unix seconds (as private_sndStamp); the filter is `any` for bias and dark.
+Calibration lookups list one small folder; template lookups read one index; both are cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from streams.science.alert_production import Template
+
+CALIB_TYPES = ("bias", "dark", "flat")
+ANY_FILTER = "any"
+
+
+class MissingCalibration(LookupError):  # noqa: N818 (a condition the pipeline reports)
+    """No calibration of this type is valid for the detector, filter and time."""
+
+
+@dataclass(frozen=True)
+class CalibrationFile:
+    """One certified master calibration."""
+
+    path: Path
+    calib_type: str
+    detector: int
+    filter: str
+    valid_start: float
+    valid_end: float
+
+
+def calibration_path(root: Path, instrument: str, calib_type: str, detector: int, filter_name: str,
+                     valid_start: float, valid_end: float) -> Path:
+    """Where a master calibration is stored."""
+    name = f"{calib_type}_{filter_name}_{valid_start:.0f}_{valid_end:.0f}.fits"
+    return root / "calib" / instrument / calib_type / str(detector) / name
+
+
+def write_calibration(path: Path, data: np.ndarray, calib_type: str, detector: int, filter_name: str,
+                      valid_start: float, valid_end: float, inputs: int = 0) -> None:
+    """Write a master calibration with its validity range in the header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = fits.Header({"CALIBTYP": calib_type, "DETECTOR": detector, "FILTER": filter_name,
+                          "VALIDSTA": valid_start, "VALIDEND": valid_end, "NINPUTS": inputs})
+    fits.PrimaryHDU(data.astype(np.float32), header=header).writeto(path, overwrite=True)
+
+
+def find_calibration(root: Path, instrument: str, calib_type: str, detector: int, filter_name: str,
+                     when: float) -> CalibrationFile:
+    """The calibration valid at `when`; of several, the one whose validity began last.
+
+    Raises:
+        MissingCalibration: none is valid then.
+    """
+    wanted = ANY_FILTER if calib_type in ("bias", "dark") else filter_name
+    folder = root / "calib" / instrument / calib_type / str(detector)
+    candidates = []
+    for path in folder.glob(f"{calib_type}_*.fits") if folder.is_dir() else ():
+        rest, start, end = path.stem.rsplit("_", 2)  # filter names may hold underscores (r_57)
+        filt = rest.removeprefix(f"{calib_type}_")
+        if filt == wanted and float(start) <= when < float(end):
+            candidates.append(CalibrationFile(path, calib_type, detector, filt, float(start), float(end)))
+    if not candidates:
+        raise MissingCalibration(f"no {calib_type} for {instrument} detector {detector} filter {wanted} "
+                                 f"valid at {when:.0f}")
+    return max(candidates, key=lambda c: c.valid_start)
+
+
+def read_calibration(path: Path) -> np.ndarray:
+    """A master calibration's pixels."""
+    with fits.open(path, memmap=False) as hdus:
+        return np.asarray(hdus[0].data, dtype=np.float32)
+
+
+def template_folder(root: Path, instrument: str, filter_name: str) -> Path:
+    """Where one filter's template tiles live."""
+    return root / "templates" / instrument / filter_name
+
+
+def write_template(root: Path, instrument: str, filter_name: str, name: str, image: np.ndarray,
+                   variance: np.ndarray, wcs: WCS, psf_sigma: float) -> None:
+    """Write a template tile and add it to its filter's index."""
+    folder = template_folder(root, instrument, filter_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    header = wcs.to_header()
+    header["PSFSIGMA"] = (psf_sigma, "pixels")
+    hdus = fits.HDUList([fits.PrimaryHDU(image.astype(np.float32), header=header),
+                         fits.ImageHDU(variance.astype(np.float32), name="VARIANCE")])
+    hdus.writeto(folder / f"{name}.fits", overwrite=True)
+    height, width = image.shape
+    ra, dec = wcs.all_pix2world([0, width, width, 0], [0, 0, height, height], 0)
+    index_path = folder / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    index[name] = {"ra": [float(min(ra)), float(max(ra))], "dec": [float(min(dec)), float(max(dec))]}
+    index_path.write_text(json.dumps(index, indent=1))
+
+
+def find_templates(root: Path, instrument: str, filter_name: str, ra: np.ndarray, dec: np.ndarray) -> list[Path]:
+    """Template tiles whose sky box overlaps the box of the given corners (a detector's footprint)."""
+    index_path = template_folder(root, instrument, filter_name) / "index.json"
+    if not index_path.exists():
+        return []
+    low_ra, high_ra, low_dec, high_dec = ra.min(), ra.max(), dec.min(), dec.max()
+    return [index_path.parent / f"{name}.fits" for name, box in json.loads(index_path.read_text()).items()
+            if box["ra"][0] <= high_ra and low_ra <= box["ra"][1] and box["dec"][0] <= high_dec
+            and low_dec <= box["dec"][1]]
+
+
+def read_template(path: Path) -> Template:
+    """A template tile."""
+    with fits.open(path, memmap=False) as hdus:
+        return Template(np.asarray(hdus[0].data, dtype=np.float32), np.asarray(hdus["VARIANCE"].data, dtype=np.float32),
+                        WCS(hdus[0].header), float(hdus[0].header["PSFSIGMA"]))

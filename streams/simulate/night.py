@@ -1,0 +1,180 @@
+"""A simulated night: a data repository, raws with known transients, replayed as events.
+
+`write_night` writes what the night needs under the data root (per-detector master calibrations,
+template tiles around each detector's footprint, and the raws and sidecars of every visit, snap
+and detector, with the injected transients as truth); `replay` then sends each visit's nextVisit,
+waits the lead time, and sends the raw arrivals snap by snap at the chosen cadence.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from streams import repository
+from streams.clock import tai_now
+from streams.core.focal_plane import detector_name
+from streams.driver import Visits
+from streams.records import RawImageAvailable
+from streams.science.geometry import CcdShape, detector_wcs
+from streams.simulate.camera import Detector, make_detector
+from streams.simulate.observation import Conditions, inject_transients, observe, template_tile
+from streams.simulate.scene import Sources, random_stars
+
+DAY_OBS = 20261125
+FILTER = "r_57"
+
+
+@dataclass(frozen=True)
+class PlannedVisit:
+    """One visit of the night."""
+
+    index: int
+    group_id: str
+    ra: float
+    dec: float
+    camera_angle: float
+    exposure_ids: tuple[int, ...]
+    has_template: bool = True
+
+
+@dataclass(frozen=True)
+class Night:
+    """What the night observes."""
+
+    instrument: str
+    detectors: tuple[int, ...]
+    shape: CcdShape
+    visits: tuple[PlannedVisit, ...]
+    conditions: Conditions = field(default_factory=Conditions)
+    seed: int = 2026
+    snaps: int = 2
+
+
+def plan_night(visits: int, detectors: tuple[int, ...], shape: CcdShape, *, instrument: str = "LSSTCam",
+               seed: int = 2026, without_template: tuple[int, ...] = ()) -> Night:
+    """A night of `visits` pointings along a strip of sky, each with two snaps."""
+    rng = np.random.default_rng(seed)
+    planned = tuple(
+        PlannedVisit(index=i, group_id=f"2026-11-25T{3 + i // 60:02d}:{i % 60:02d}:00.000", ra=150.0 + 4.0 * i,
+                     dec=float(rng.uniform(-30, 10)), camera_angle=float(rng.uniform(0, 90)),
+                     exposure_ids=(DAY_OBS * 100_000 + 2 * i + 1, DAY_OBS * 100_000 + 2 * i + 2),
+                     has_template=i not in without_template)
+        for i in range(visits))
+    return Night(instrument, detectors, shape, planned, seed=seed)
+
+
+def _detector(night: Night, detector: int) -> Detector:
+    """The same CCD electronics every visit (seeded by detector), so the calibrations stay valid."""
+    return make_detector(np.random.default_rng([night.seed, detector]), night.shape)
+
+
+def _stars(night: Night, visit: PlannedVisit, detector: int) -> tuple[Sources, float, float]:
+    """The stars around one detector's footprint in one visit (the same for science and template)."""
+    wcs = detector_wcs(night.instrument, detector, visit.ra, visit.dec, visit.camera_angle, night.shape)
+    ra, dec = (float(v) for v in wcs.all_pix2world(night.shape.width / 2, night.shape.height / 2, 0))
+    radius = 0.75 * max(night.shape.width, night.shape.height) * 0.2 / 3600
+    density = 1.5e5  # stars per square degree, down to the faintest flux: ~400 on a 1k x 1k CCD
+    count = max(40, int(density * np.pi * radius ** 2))
+    return random_stars(np.random.default_rng([night.seed, visit.index, detector, 1]), ra, dec, radius, count), ra, dec
+
+
+def raw_key(night: Night, visit: PlannedVisit, snap: int, detector: int) -> str:
+    """The object key of a raw, as the camera names it."""
+    sequence = visit.exposure_ids[snap] % 100_000
+    obs_id = f"MC_O_{DAY_OBS}_{sequence:06d}"
+    return f"{night.instrument}/{DAY_OBS}/{obs_id}/{obs_id}_{detector_name(night.instrument, detector)}.fits"
+
+
+def write_calibrations(root: Path, night: Night, start: float) -> None:
+    """Master bias, dark and flat of every detector, valid from a day before the night for a month."""
+    for detector in night.detectors:
+        truth = _detector(night, detector)
+        for kind, data, filt in (("bias", truth.bias, repository.ANY_FILTER),
+                                 ("dark", truth.dark, repository.ANY_FILTER), ("flat", truth.flat, FILTER)):
+            path = repository.calibration_path(root, night.instrument, kind, detector, filt, start - 86400,
+                                               start + 30 * 86400)
+            repository.write_calibration(path, data, kind, detector, filt, start - 86400, start + 30 * 86400)
+
+
+def write_visit(root: Path, night: Night, visit: PlannedVisit) -> list[list[RawImageAvailable]]:
+    """A visit's raws, sidecars, templates and truth; the raw arrivals, snap by snap."""
+    arrivals: list[list[RawImageAvailable]] = [[] for _ in range(night.snaps)]
+    truth_rows = []
+    for detector in night.detectors:
+        rng = np.random.default_rng([night.seed, visit.index, detector, 2])
+        stars, ra, dec = _stars(night, visit, detector)
+        wcs = detector_wcs(night.instrument, detector, visit.ra, visit.dec, visit.camera_angle, night.shape)
+        truth = inject_transients(rng, wcs, night.shape, night.conditions, night.snaps)
+        headers = [fits.Header({
+            "INSTRUME": night.instrument, "GROUPID": visit.group_id, "EXPID": visit.exposure_ids[snap],
+            "DETECTOR": detector, "DETNAME": detector_name(night.instrument, detector), "FILTER": FILTER,
+            "DATE-OBS": f"2026-11-25T{3 + visit.index // 60:02d}:{visit.index % 60:02d}:{15 * snap:02d}",
+            "CURINDEX": snap + 1}) for snap in range(night.snaps)]
+        for snap, hdus in enumerate(observe(rng, _detector(night, detector), wcs, stars, truth, night.conditions,
+                                            headers)):
+            key = raw_key(night, visit, snap, detector)
+            path = root / "raw" / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            hdus.writeto(path, overwrite=True)
+            path.with_suffix(".json").write_text(
+                f'{{"GROUPID": "{visit.group_id}", "CURINDEX": {snap + 1}, "DETECTOR": {detector}}}')
+            arrivals[snap].append(RawImageAvailable(
+                instrument=night.instrument, group_id=visit.group_id, detector=detector, snap=snap,
+                exposure_id=visit.exposure_ids[snap], uri=path.as_uri(), size_bytes=path.stat().st_size))
+        if visit.has_template:
+            size = int(1.6 * max(night.shape.width, night.shape.height))
+            image, variance, tile_wcs = template_tile(rng, stars, ra, dec, (size, size), night.conditions)
+            repository.write_template(root, night.instrument, FILTER, f"v{visit.index}_d{detector}", image,
+                                      variance, tile_wcs, night.conditions.template_sigma)
+        truth_rows += [(detector, x, y, r, d, f, s) for x, y, r, d, f, s in
+                       zip(truth.x, truth.y, truth.ra, truth.dec, truth.flux, truth.snr, strict=True)]
+    table = Table(rows=truth_rows, names=("detector", "x", "y", "ra", "dec", "flux", "snr"))
+    truth_path = root / "truth" / f"{visit.group_id}.fits"
+    truth_path.parent.mkdir(parents=True, exist_ok=True)
+    table.write(truth_path, overwrite=True)
+    return arrivals
+
+
+def progress_bar(label: str, done: int, total: int, width: int = 30) -> None:
+    """A one-line progress bar on standard error."""
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def write_night(root: Path, night: Night) -> list[list[list[RawImageAvailable]]]:
+    """Everything the night needs, under `root`; the arrivals of every visit."""
+    write_calibrations(root, night, tai_now())
+    arrivals = []
+    for visit in night.visits:
+        arrivals.append(write_visit(root, night, visit))
+        progress_bar("writing the night", visit.index + 1, len(night.visits))
+    return arrivals
+
+
+def replay(visits: Visits, night: Night, arrivals: list[list[list[RawImageAvailable]]], *, lead_time: float,
+           snap_interval: float, visit_interval: float, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Send each visit: nextVisit, the lead time, then its raws snap by snap."""
+    for visit, snaps in zip(night.visits, arrivals, strict=True):
+        visits.next_visit(visit.group_id, instrument=night.instrument, nimages=night.snaps,
+                          duration=night.snaps * (night.conditions.exposure_time + 2.0), filters=FILTER,
+                          position=[visit.ra, visit.dec], cameraAngle=visit.camera_angle)
+        sleep(lead_time)
+        for snap, raws in enumerate(snaps):
+            now = tai_now()
+            visits.raws([RawImageAvailable.from_dict(raw.to_dict() | {"arrival_time": now}) for raw in raws])
+            if snap + 1 < len(snaps):
+                sleep(snap_interval)
+        progress_bar("replaying visits", visit.index + 1, len(night.visits))
+        if visit.index + 1 < len(night.visits):
+            sleep(visit_interval)
