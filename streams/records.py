@@ -59,6 +59,8 @@ class CcdResult(Record):
     """Metrics the pipeline measured, by name (units in the name's documentation)."""
     output_uris: list[str] = field(default_factory=lambda: [])
     """URIs of the outputs written (images, catalogs)."""
+    output_log: str = ''
+    """The end of what an external (shell) pipeline printed, truncated; empty for built-in ones."""
     worker: str = ''
     """Host and process that produced the result."""
 

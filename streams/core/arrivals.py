@@ -16,8 +16,20 @@ from streams.core.policy import Policy
 from streams.errors import InvalidEventError
 from streams.records import RawImageAvailable
 
+GROUP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")
+"""Group ids are timestamps like 2026-11-25T03:14:15.926: they become path parts and arguments."""
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 MAX_URI = 4096
+
+
+def check_group(group_id: str) -> None:
+    """Refuse a group id that is not a plain identifier.
+
+    Raises:
+        InvalidEventError: with the reason.
+    """
+    if not GROUP_ID.match(group_id):
+        raise InvalidEventError(f"group id {group_id!r} is not a plain identifier (letters, digits, ._:+-)")
 
 
 def check_uri(uri: str, data_root: str) -> None:
@@ -57,8 +69,7 @@ def check_raw(raw: RawImageAvailable, instruments: dict[str, Instrument], policy
         raise InvalidEventError(f"raw for unknown instrument {raw.instrument!r}")
     if raw.detector not in instrument.detectors:
         raise InvalidEventError(f"{raw.instrument} has no detector {raw.detector}")
-    if not raw.group_id.strip():
-        raise InvalidEventError("raw with a blank group id")
+    check_group(raw.group_id)
     if not 0 <= raw.snap < policy.max_nimages:
         raise InvalidEventError(f"snap {raw.snap} is outside 0..{policy.max_nimages - 1}")
     if raw.exposure_id < 0 or raw.size_bytes < 0:

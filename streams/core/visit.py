@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 
+from streams.core.arrivals import check_group
 from streams.core.instruments import Instrument
 from streams.core.policy import Policy
 from streams.core.surveys import SurveyTable
@@ -72,6 +73,7 @@ def validate(visit: NextVisit, instruments: dict[str, Instrument], policy: Polic
                                 f"expected one of {', '.join(sorted(instruments))}")
     if not visit.groupId.strip():
         raise InvalidEventError("blank groupId: a visit needs a group id")
+    check_group(visit.groupId)
     if visit.coordinateSystem not in SUPPORTED_COORDS:
         raise InvalidEventError(f"unsupported coordinateSystem {_enum_name(CoordSys, visit.coordinateSystem)}: "
                                 "only ICRS (2) or NONE (1)")

@@ -19,6 +19,8 @@ class Outcome:
 
     metrics: dict[str, float] = field(default_factory=dict)
     output_uris: list[str] = field(default_factory=list)
+    log: str = ""
+    """What an external pipeline printed (its end)."""
 
 
 class Pipeline(Protocol):

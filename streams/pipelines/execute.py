@@ -12,12 +12,14 @@ import time
 import traceback
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 from streams.clock import tai_now
 from streams.config import Settings
 from streams.errors import NonRetriableError, RetriableError
 from streams.pipelines.base import Pipeline, PipelineUnavailable
 from streams.pipelines.science import AlertProduction, IsrOnly, SingleFrame
+from streams.pipelines.shell import ShellPipeline, parse_shell_pipelines
 from streams.pipelines.standin import StandIn
 from streams.records import CcdResult, DetectorProgress
 
@@ -40,10 +42,15 @@ PIPELINES: dict[str, Callable[[Settings], Pipeline]] = {
 
 @cache
 def pipeline(name: str) -> Pipeline:
-    """The pipeline of that name, built once per process."""
-    if name not in PIPELINES:
-        raise PipelineUnavailable(f"no pipeline named {name!r} (known: {', '.join(sorted(PIPELINES))})")
-    return PIPELINES[name](_settings)
+    """The pipeline of that name, built once per process: built-in, or a shell pipeline configured
+    in the surveys file."""
+    if name in PIPELINES:
+        return PIPELINES[name](_settings)
+    shells = parse_shell_pipelines(Path(_settings.surveys_file).read_text())
+    if name not in shells:
+        known = sorted([*PIPELINES, *shells])
+        raise PipelineUnavailable(f"no pipeline named {name!r} (known: {', '.join(known)})")
+    return ShellPipeline(shells[name], _settings)
 
 
 def preload(progress: DetectorProgress) -> dict[str, float]:
@@ -76,7 +83,7 @@ def run(progress: DetectorProgress) -> CcdResult:
                            detail="".join(traceback.format_exception_only(error)).strip())
         return CcdResult.from_dict(base.to_dict() | {
             "status": "success", "pipeline": name, "process_start_time": started, "process_end_time": tai_now(),
-            "metrics": outcome.metrics, "output_uris": outcome.output_uris,
+            "metrics": outcome.metrics, "output_uris": outcome.output_uris, "output_log": outcome.log,
         })
     return CcdResult.from_dict(base.to_dict() | {
         "error_class": "NoPipelineCouldRun", "process_end_time": tai_now(),

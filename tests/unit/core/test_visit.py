@@ -47,6 +47,9 @@ def test_blank_or_expired_is_ignored(changes: dict[str, object], reason: str) ->
 @pytest.mark.parametrize(("changes", "reason"), [
     ({"instrument": "HSC"}, "unknown instrument 'HSC'"),
     ({"groupId": " "}, "blank groupId"),
+    ({"groupId": "x; rm -rf /"}, "not a plain identifier"),
+    ({"groupId": "../../etc"}, "not a plain identifier"),
+    ({"groupId": "-rf"}, "not a plain identifier"),
     ({"coordinateSystem": 3}, r"OBSERVED \(3\)"),
     ({"coordinateSystem": 0}, "not a CoordSys"),
     ({"rotationSystem": 4}, r"rotationSystem MOUNT \(4\)"),
