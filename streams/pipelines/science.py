@@ -23,7 +23,7 @@ from streams.errors import NonRetriableError
 from streams.pipelines.base import Outcome, PipelineUnavailable
 from streams.records import DetectorProgress
 from streams.science import isr
-from streams.science.alert_production import Calibrated, NoTemplate, Template, Timer, calibrate, difference
+from streams.science.alert_production import Calibrated, NoPsf, NoTemplate, Template, Timer, calibrate, difference
 from streams.science.background import FWHM_PER_SIGMA
 from streams.science.geometry import PIXEL_ARCSEC, CcdShape, detector_wcs, footprint
 from streams.storage import Storage
@@ -135,9 +135,9 @@ class Science:
         filter_name = str(raws[0].header.get("FILTER", progress.filters.split(",")[0]))
         try:
             inputs = self.inputs(progress, filter_name)
-        except repository.MissingCalibration as missing:
-            raise NonRetriableError(str(missing)) from missing
-        return calibrate(raws, inputs.calibrations, timer), inputs, raws
+            return calibrate(raws, inputs.calibrations, timer), inputs, raws
+        except (repository.MissingCalibration, NoPsf) as cannot:
+            raise NonRetriableError(str(cannot)) from cannot
 
     def write_image(self, folder: Path, name: str, image: np.ndarray, variance: np.ndarray,
                     header: fits.Header) -> str:
@@ -195,7 +195,8 @@ class AlertProduction:
             uris.append(catalog.as_uri())
         metrics = calexp_metrics(calexp, timer) | {"diaSourceCount": float(len(diff.sources)),
                                                    "templateCoverage": diff.template_coverage,
-                                                   "kernelStarCount": float(diff.kernel_stars)}
+                                                   "kernelStarCount": float(diff.kernel_stars),
+                                                   "residualRejectedCount": float(diff.sources.meta["residuals"])}
         return Outcome(metrics=metrics, output_uris=uris)
 
 

@@ -16,6 +16,10 @@ from scipy.ndimage import minimum_filter
 from streams.science import background, detection, diffim, isr
 
 
+class NoPsf(ValueError):  # noqa: N818 (a condition of the data)
+    """No star stands out enough to measure the PSF: the image cannot be calibrated."""
+
+
 class NoTemplate(ValueError):  # noqa: N818 (a condition a fallback pipeline handles)
     """No template covers the detector: difference imaging cannot run."""
 
@@ -80,6 +84,8 @@ def calibrate(raws: list[isr.Raw], calibs: isr.Calibrations, timer: Timer) -> Ca
         image, level = background.subtract_background(image)
     with timer.step("psf"):
         sigma = background.psf_sigma(image, variance)
+    if not np.isfinite(sigma):
+        raise NoPsf(f"no star above {background.STAR_THRESHOLDS[-1]:.0f} sigma to measure the PSF")
     return Calibrated(image, variance, raws[0].wcs, level, sigma, int(hits.sum()))
 
 
@@ -108,8 +114,9 @@ def difference(calexp: Calibrated, templates: list[Template], timer: Timer) -> D
         template_sigma = float(np.median([t.psf_sigma for t in templates]))
         kernel, offset = diffim.fit_kernel(calexp.image, warped, stars, calexp.psf_sigma, template_sigma)
         image, variance = diffim.subtract(calexp.image, calexp.variance, warped, warped_variance, kernel, offset)
+        matched = calexp.image - image
     with timer.step("detectAndMeasureDiaSource"):
         reach = kernel.shape[0]
         inner = minimum_filter(covered.astype(np.uint8), size=2 * reach + 1, mode="constant") > 0
-        sources = detection.detect(image, variance, inner, calexp.psf_sigma, calexp.wcs)
+        sources = detection.detect(image, variance, inner, calexp.psf_sigma, calexp.wcs, matched)
     return Difference(image, variance, sources, float(covered.mean()), len(stars))

@@ -28,18 +28,47 @@ def find_stars(image: np.ndarray, variance: np.ndarray, threshold: float = 30.0,
     return np.column_stack([ys[order], xs[order]])
 
 
-def psf_sigma(image: np.ndarray, variance: np.ndarray, stars: np.ndarray | None = None, radius: int = 8) -> float:
-    """The PSF's Gaussian sigma [pixels]: the median second moment of bright stars' stamps."""
-    stars = find_stars(image, variance) if stars is None else stars
-    sigmas = []
+STAR_THRESHOLDS = (30.0, 15.0, 8.0)
+"""Significances tried in turn to find stars for the PSF (sparse fields have few bright ones)."""
+
+
+def psf_sigma(image: np.ndarray, variance: np.ndarray, radius: int = 8) -> float:
+    """The PSF's Gaussian sigma [pixels]: the median adaptive-moment width of the brightest stars;
+    NaN when no star stands out even at the lowest threshold."""
+    for threshold in STAR_THRESHOLDS:
+        stars = find_stars(image, variance, threshold)
+        if len(stars) >= 3:
+            break
+    sigmas = [adaptive_sigma(image, int(y), int(x), radius) for y, x in stars[:PSF_STARS]]
+    finite = [value for value in sigmas if np.isfinite(value)]
+    return float(np.median(finite)) if finite else float("nan")
+
+
+PSF_STARS = 25
+"""The brightest stars the PSF size is measured on."""
+
+
+def adaptive_sigma(image: np.ndarray, y: int, x: int, radius: int, iterations: int = 20) -> float:
+    """A star's Gaussian sigma from adaptive moments (weights matched to the star, robust to noise).
+
+    For a Gaussian star, moments weighted by a Gaussian of the same width are half its variance, so
+    iterating width = sqrt(2 x weighted moment) converges to the star's sigma.
+    """
+    stamp = image[y - radius:y + radius + 1, x - radius:x + radius + 1]
+    if stamp.shape != (2 * radius + 1, 2 * radius + 1):
+        return float("nan")
     yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
-    for y, x in stars:
-        stamp = image[y - radius:y + radius + 1, x - radius:x + radius + 1]
-        if stamp.shape != yy.shape or stamp.sum() <= 0:
-            continue
-        weight = stamp / stamp.sum()
-        cy, cx = (weight * yy).sum(), (weight * xx).sum()
-        second = (weight * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum() / 2.0
-        if second > 0:
-            sigmas.append(np.sqrt(second))
-    return float(np.median(sigmas)) if sigmas else float("nan")
+    sigma, cy, cx = 2.0, 0.0, 0.0
+    for _ in range(iterations):
+        weighted = stamp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
+        total = weighted.sum()
+        if total <= 0:
+            return float("nan")
+        cy, cx = (weighted * yy).sum() / total, (weighted * xx).sum() / total
+        moment = (weighted * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum() / total / 2
+        if moment <= 0 or not 0.3 < (new := float(np.sqrt(2 * moment))) < radius:
+            return float("nan")
+        if abs(new - sigma) < 1e-4:
+            return new
+        sigma = new
+    return sigma

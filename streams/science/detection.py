@@ -11,14 +11,19 @@ from scipy.signal import oaconvolve
 from streams.science.diffim import gaussian
 
 THRESHOLD = 5.0
+RESIDUAL_FRACTION = 0.05
+"""A detection whose flux is below this fraction of the template's flux there is a subtraction residual
+of a star (a 1% PSF mismatch on a bright star exceeds 5 sigma), not a transient: it is dropped."""
 
 
 def detect(difference: np.ndarray, variance: np.ndarray, valid: np.ndarray, psf_sigma: float, wcs: WCS,
-           threshold: float = THRESHOLD) -> Table:
+           template: np.ndarray | None = None, threshold: float = THRESHOLD) -> Table:
     """DIA sources: position (pixel and sky), PSF flux, its error and signal-to-noise.
 
     The PSF-weighted sum over the PSF is the optimal flux estimate; the S/N map it gives is
     thresholded at `threshold` for brightenings and fadings alike, keeping one peak per source.
+    With the matched template, star subtraction residuals are dropped (see RESIDUAL_FRACTION);
+    the table's meta says how many.
     """
     half = int(np.ceil(4 * psf_sigma))
     psf = gaussian(psf_sigma, half)
@@ -30,6 +35,12 @@ def detect(difference: np.ndarray, variance: np.ndarray, valid: np.ndarray, psf_
     strength = np.abs(snr)
     peaks = (strength == maximum_filter(strength, size=2 * half + 1)) & (strength > threshold) & usable
     ys, xs = np.nonzero(peaks)
+    residuals = 0
+    if template is not None and len(ys):
+        template_flux = oaconvolve(template, psf, mode="same")[ys, xs]
+        real = np.abs(filtered[ys, xs]) >= RESIDUAL_FRACTION * np.abs(template_flux)
+        residuals = int((~real).sum())
+        ys, xs = ys[real], xs[real]
     dy, dx = _subpixel(snr, ys, xs)
     flux = filtered[ys, xs] / (psf ** 2).sum()
     flux_err = np.sqrt(filtered_variance[ys, xs]) / (psf ** 2).sum()
@@ -37,7 +48,7 @@ def detect(difference: np.ndarray, variance: np.ndarray, valid: np.ndarray, psf_
     ra, dec = wcs.all_pix2world(x, y, 0) if len(x) else (np.array([]), np.array([]))
     return Table({"x": x, "y": y, "ra": ra, "dec": dec, "psf_flux": flux, "psf_flux_err": flux_err,
                   "snr": snr[ys, xs], "is_negative": snr[ys, xs] < 0},
-                 meta={"threshold": threshold, "psf_sigma": psf_sigma})
+                 meta={"threshold": threshold, "psf_sigma": psf_sigma, "residuals": residuals})
 
 
 def _subpixel(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
