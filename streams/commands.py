@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import faust
@@ -29,14 +30,17 @@ def register(app: faust.App) -> None:
         option("--seed", type=int, default=2026, help="Random seed: the same seed writes the same night."),
         option("--survey", default="BLOCK-365", help="Survey of every visit (it selects the pipelines)."),
         option("--without-template", default="", help="Visits (from 0) left without templates, e.g. 1,3."),
+        option("--start", default="", help="UTC start of the night, e.g. 2026-11-25T03:00:00 (default: now). "
+                                            "With the seed, it fixes the night: its groups and exposures."),
     )
     async def simulate_night(self: faust.cli.AppCommand, visits: int, instrument: str, detectors: str, size: int,
                              lead_time: float, snap_interval: float, visit_interval: float, seed: int,
-                             survey: str, without_template: str) -> None:
+                             survey: str, without_template: str, start: str) -> None:
         """Write a simulated night under the data root and replay it as events."""
         shape = CcdShape(size, size if size != 4000 else 4072)
         night = plan_night(visits, tuple(sorted(parse_detectors(detectors))), shape, instrument=instrument,
-                           seed=seed, without_template=tuple(parse_detectors(without_template)))
+                           seed=seed, without_template=tuple(parse_detectors(without_template)),
+                           start=datetime.fromisoformat(start).replace(tzinfo=UTC) if start else None)
         root = Path(settings.data_root)
         self.say(f"writing {visits} visits x {len(night.detectors)} detectors x 2 snaps ({size} px) under {root}")
         arrivals = write_night(root, night)

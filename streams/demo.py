@@ -40,7 +40,7 @@ def show(summary: VisitSummary) -> str:
         f"{seconds(summary.next_visit_to_summary)}",
         f"  DIA sources {summary.metrics_sum.get('diaSourceCount', 0):.0f}; PSF FWHM "
         f"{summary.metrics_mean.get('psfFwhm', math.nan):.2f} arcsec; preload "
-        f"{seconds(summary.metrics_mean.get('prep_butlerTotalTime', math.nan))} per CCD",
+        f"{1000 * summary.metrics_mean.get('prep_butlerTotalTime', math.nan):.0f} ms per CCD",
     ])
 
 
@@ -49,7 +49,7 @@ def main() -> int:
     state = Cluster("main").up()
     print(f"stack: Kafka at {state.bootstrap}, schema registry at {state.registry_url}")
     settings = replace(Settings.from_env(), bootstrap=state.bootstrap, registry_url=state.registry_url)
-    night = plan_night(VISITS, tuple(range(189)), CcdShape(SIZE, SIZE), seed=int(time.time()))
+    night = plan_night(VISITS, tuple(range(189)), CcdShape(SIZE, SIZE), seed=int(time.time()))  # ids from now
     print(f"writing a night of {VISITS} visits x 189 detectors x 2 snaps ({SIZE} x {SIZE} pixels) "
           f"under {settings.data_root}")
     arrivals = write_night(Path(settings.data_root), night)
@@ -58,7 +58,7 @@ def main() -> int:
         worker = pool.start("demo-worker")
         print(f"worker: `faust -A streams.app worker` is ready (log: {worker.log})")
         visits = Visits(settings)
-        replay(visits, night, arrivals, lead_time=3.0, snap_interval=2.0, visit_interval=10.0)
+        replay(visits, night, arrivals, lead_time=3.0, snap_interval=2.0, visit_interval=25.0)
         groups = [v.group_id for v in night.visits]
         results = [r for r in visits.results(189 * VISITS, timeout=900, settle=2.0) if r.group_id in groups]
         summaries = [s for s in visits.summaries(VISITS, timeout=120, settle=1.0) if s.group_id in groups]

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,6 @@ from streams.simulate.camera import Detector, make_detector
 from streams.simulate.observation import Conditions, inject_transients, observe, template_tile
 from streams.simulate.scene import Sources, random_stars
 
-DAY_OBS = 20261125
 FILTER = "r_57"
 
 
@@ -59,16 +59,26 @@ class Night:
 
 
 def plan_night(visits: int, detectors: tuple[int, ...], shape: CcdShape, *, instrument: str = "LSSTCam",
-               seed: int = 2026, without_template: tuple[int, ...] = ()) -> Night:
-    """A night of `visits` pointings along a strip of sky, each with two snaps."""
+               seed: int = 2026, without_template: tuple[int, ...] = (), start: datetime | None = None) -> Night:
+    """A night of `visits` pointings along a strip of sky, each with two snaps, from `start` (now).
+
+    Group ids are the visits' start times and exposure ids count the night's seconds, so two nights
+    never share a group or an exposure (Prompt Streams would rightly take them for duplicates).
+    """
     rng = np.random.default_rng(seed)
-    planned = tuple(
-        PlannedVisit(index=i, group_id=f"2026-11-25T{3 + i // 60:02d}:{i % 60:02d}:00.000", ra=150.0 + 4.0 * i,
-                     dec=float(rng.uniform(-30, 10)), camera_angle=float(rng.uniform(0, 90)),
-                     exposure_ids=(DAY_OBS * 100_000 + 2 * i + 1, DAY_OBS * 100_000 + 2 * i + 2),
-                     has_template=i not in without_template)
-        for i in range(visits))
-    return Night(instrument, detectors, shape, planned, seed=seed)
+    start = start or datetime.now(UTC)
+    day_obs = int(start.strftime("%Y%m%d"))
+    second = start.hour * 3600 + start.minute * 60 + start.second
+    planned = []
+    for i in range(visits):
+        when = start + timedelta(seconds=32 * i)
+        sequence = (second + 32 * i) % 50_000 * 2
+        planned.append(PlannedVisit(
+            index=i, group_id=when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}",
+            ra=150.0 + 4.0 * i, dec=float(rng.uniform(-30, 10)), camera_angle=float(rng.uniform(0, 90)),
+            exposure_ids=(day_obs * 100_000 + sequence, day_obs * 100_000 + sequence + 1),
+            has_template=i not in without_template))
+    return Night(instrument, detectors, shape, tuple(planned), seed=seed)
 
 
 def _detector(night: Night, detector: int) -> Detector:
@@ -88,9 +98,9 @@ def _stars(night: Night, visit: PlannedVisit, detector: int) -> tuple[Sources, f
 
 def raw_key(night: Night, visit: PlannedVisit, snap: int, detector: int) -> str:
     """The object key of a raw, as the camera names it."""
-    sequence = visit.exposure_ids[snap] % 100_000
-    obs_id = f"MC_O_{DAY_OBS}_{sequence:06d}"
-    return f"{night.instrument}/{DAY_OBS}/{obs_id}/{obs_id}_{detector_name(night.instrument, detector)}.fits"
+    day_obs, sequence = divmod(visit.exposure_ids[snap], 100_000)
+    obs_id = f"MC_O_{day_obs}_{sequence:06d}"
+    return f"{night.instrument}/{day_obs}/{obs_id}/{obs_id}_{detector_name(night.instrument, detector)}.fits"
 
 
 def write_calibrations(root: Path, night: Night, start: float) -> None:
@@ -116,7 +126,7 @@ def write_visit(root: Path, night: Night, visit: PlannedVisit) -> list[list[RawI
         headers = [fits.Header({
             "INSTRUME": night.instrument, "GROUPID": visit.group_id, "EXPID": visit.exposure_ids[snap],
             "DETECTOR": detector, "DETNAME": detector_name(night.instrument, detector), "FILTER": FILTER,
-            "DATE-OBS": f"2026-11-25T{3 + visit.index // 60:02d}:{visit.index % 60:02d}:{15 * snap:02d}",
+            "DATE-OBS": visit.group_id,
             "CURINDEX": snap + 1}) for snap in range(night.snaps)]
         for snap, hdus in enumerate(observe(rng, _detector(night, detector), wcs, stars, truth, night.conditions,
                                             headers)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ def test_simulated_night_runs_alert_production_with_fallback(cluster: ClusterSta
         pool.start("w1")
         command = [str(FAUST), "-A", "streams.app", "simulate-night", "--visits", "2", "--detectors", "0,94,188",
                    "--size", "512", "--lead-time", "1", "--snap-interval", "0.5", "--visit-interval", "0.5",
-                   "--survey", "BLOCK-AP365", "--without-template", "1"]
+                   "--survey", "BLOCK-AP365", "--without-template", "1", "--start", "2026-11-25T03:00:00"]
         done = subprocess.run(command, env=os.environ | settings.to_env(), capture_output=True, text=True,
                               timeout=300, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -38,7 +39,7 @@ def test_simulated_night_runs_alert_production_with_fallback(cluster: ClusterSta
         summaries = visits.summaries(2)
     finally:
         pool.stop_all()
-    night = plan_night(2, DETECTORS, CcdShape(512, 512))
+    night = plan_night(2, DETECTORS, CcdShape(512, 512), start=datetime(2026, 11, 25, 3, tzinfo=UTC))
     first, second = (by_group(results, v.group_id) for v in night.visits)
     assert {(r.status, r.pipeline) for r in first} == {("success", "ap")}, [r.error_message for r in first]
     assert {(r.status, r.pipeline) for r in second} == {("success", "single-frame")}
