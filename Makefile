@@ -6,7 +6,7 @@ VENV := .local/venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test unit integration lint demo up down status records clean
+.PHONY: setup test unit integration lint demo up down status records clean bench-pipeline
 
 setup: $(VENV)/.installed .local/.jars .local/.kcat
 
@@ -36,7 +36,7 @@ integration: setup
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check streams topology connectors stack tests
+	$(VENV)/bin/ruff check streams topology connectors stack tests bench
 	$(VENV)/bin/mypy
 
 demo: setup
@@ -50,6 +50,9 @@ down:
 
 status:
 	$(PY) -m stack status
+
+bench-pipeline: setup
+	$(PY) -m bench.pipeline
 
 records: $(VENV)/.installed
 	$(PY) -m streams.schemagen

@@ -1,0 +1,1 @@
+"""Benchmarks: measurements for the README's tables, never assertions in `make test`."""

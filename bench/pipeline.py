@@ -1,0 +1,88 @@
+"""The built-in Alert Production's time per full-size LSSTCam CCD (4072 x 4000), per stage.
+
+    .local/venv/bin/python -m bench.pipeline [--repeat 3]     (or: make bench-pipeline)
+
+Simulates one CCD (two snaps, stars, transients, cosmic rays, a template tile), runs the pipeline
+`--repeat` times and writes a markdown table to bench/results/pipeline.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from streams.science import isr
+from streams.science.alert_production import Template, Timer, calibrate, difference
+from streams.science.geometry import CcdShape, detector_wcs
+from streams.simulate.camera import make_detector
+from streams.simulate.observation import Conditions, inject_transients, observe, template_tile
+from streams.simulate.scene import random_stars
+
+RESULTS = Path(__file__).parent / "results" / "pipeline.md"
+
+
+def machine() -> str:
+    """What the figures were measured on."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def main() -> int:
+    """Simulate, run, report."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    shape, conditions = CcdShape(4000, 4072), Conditions()
+    rng = np.random.default_rng(1)
+    detector = make_detector(rng, shape)
+    wcs = detector_wcs("LSSTCam", 94, 150.0, 2.0, 12.0, shape)
+    ra, dec = (float(v) for v in wcs.all_pix2world(shape.width / 2, shape.height / 2, 0))
+    stars = random_stars(rng, ra, dec, 0.2, 6000)
+    truth = inject_transients(rng, wcs, shape, conditions, 2)
+    print(f"simulating a {shape.width} x {shape.height} CCD ...", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for snap, hdus in enumerate(observe(rng, detector, wcs, stars, truth, conditions,
+                                            [fits.Header({"CURINDEX": 1}), fits.Header({"CURINDEX": 2})])):
+            paths.append(Path(folder) / f"raw{snap}.fits")
+            hdus.writeto(paths[-1])
+        image, variance, tile_wcs = template_tile(rng, stars, ra + 0.01, dec - 0.01, (5200, 5200), conditions)
+        template = Template(image, variance, tile_wcs, conditions.template_sigma)
+        calibs = isr.Calibrations(detector.bias, detector.dark, detector.flat)
+        runs = []
+        for attempt in range(args.repeat):
+            timer = Timer()
+            started = time.perf_counter()
+            with timer.step("readRaws"):
+                raws = [isr.read_raw(path) for path in paths]
+            calexp = calibrate(raws, calibs, timer)
+            sources = difference(calexp, [template], timer).sources
+            runs.append((time.perf_counter() - started, timer.steps, len(sources)))
+            print(f"run {attempt + 1}: {runs[-1][0]:.1f} s, {len(sources)} DIA sources", flush=True)
+    steps = list(runs[0][1])
+    lines = [
+        "# Built-in Alert Production: time per full-size CCD", "",
+        f"One LSSTCam CCD ({shape.width} x {shape.height} pixels, 16 amplifiers, 2 snaps), "
+        f"median of {args.repeat} runs, one core. Machine: {machine()}.", "",
+        "| stage | seconds |", "|---|---|",
+        *(f"| {step} | {statistics.median(run[1][step] for run in runs):.2f} |" for step in steps),
+        f"| **total** | **{statistics.median(run[0] for run in runs):.2f}** |", "",
+        f"{runs[0][2]} DIA sources from {len(truth.x)} injected transients. Budget: alerts within 60 s of shutter close.",
+    ]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
