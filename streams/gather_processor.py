@@ -228,6 +228,9 @@ class GatherProcessor:
                 log.info("visit summary %s: %s (%s)", key, output.summary.counts, output.summary.reason)
             elif isinstance(output, gather.EmitMetric):
                 batch.records.append((topics.metrics, key.encode(), output.metric))
+            elif isinstance(output, gather.EmitCalibration):
+                batch.records.append((topics.calibration_products, key.encode(), output.product))
+                log.info("calibration product %s: %s", key, output.product.uri)
 
     # -- commit ----------------------------------------------------------------------------------
     def _commit(self, batch: Batch) -> None:

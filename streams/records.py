@@ -12,6 +12,34 @@ from streams.record import Record
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CalibrationProduct(Record):
+    """A master calibration made from a calibration sequence, certified into the calibration repository: later visits preload it. Keyed by instrument/group."""
+
+    SCHEMA: ClassVar[str] = "calibration_product"
+
+    instrument: str
+    """Instrument name."""
+    group_id: str
+    """Group id of the calibration sequence that made it."""
+    detector: int
+    """Detector id."""
+    calib_type: str
+    """bias, dark or flat."""
+    filter: str = 'any'
+    """Physical filter of a flat; any for bias and dark."""
+    valid_start: float
+    """Start of validity (TAI, Unix seconds) [second]."""
+    valid_end: float
+    """End of validity (TAI, Unix seconds) [second]."""
+    inputs: int = 0
+    """Exposures combined."""
+    uri: str
+    """Where the master is."""
+    announce_time: float = 0.0
+    """When it was announced (TAI, Unix seconds) [second]."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CcdResult(Record):
     """The outcome of one detector of one visit: exactly one per expected detector. Keyed by (instrument, group, detector)."""
 
@@ -452,6 +480,7 @@ class VisitSummary(Record):
 
 
 RECORD_TYPES: dict[str, type[Record]] = {
+    "calibration_product": CalibrationProduct,
     "ccd_result": CcdResult,
     "dead_letter": DeadLetter,
     "detector_command": DetectorCommand,

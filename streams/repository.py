@@ -18,6 +18,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from streams.core.calibrations import calibration_name, parse_calibration_name
 from streams.science.alert_production import Template
 
 CALIB_TYPES = ("bias", "dark", "flat")
@@ -43,7 +44,7 @@ class CalibrationFile:
 def calibration_path(root: Path, instrument: str, calib_type: str, detector: int, filter_name: str,
                      valid_start: float, valid_end: float) -> Path:
     """Where a master calibration is stored."""
-    name = f"{calib_type}_{filter_name}_{valid_start:.0f}_{valid_end:.0f}.fits"
+    name = calibration_name(calib_type, filter_name, valid_start, valid_end)
     return root / "calib" / instrument / calib_type / str(detector) / name
 
 
@@ -56,6 +57,13 @@ def write_calibration(path: Path, data: np.ndarray, calib_type: str, detector: i
     fits.PrimaryHDU(data.astype(np.float32), header=header).writeto(path, overwrite=True)
 
 
+def describe_calibration(path: Path) -> CalibrationFile:
+    """What a master calibration's path says: type, detector, filter (may hold underscores), validity."""
+    calib_type = path.parent.parent.name
+    filter_name, start, end = parse_calibration_name(path.name, calib_type)
+    return CalibrationFile(path, calib_type, int(path.parent.name), filter_name, start, end)
+
+
 def find_calibration(root: Path, instrument: str, calib_type: str, detector: int, filter_name: str,
                      when: float) -> CalibrationFile:
     """The calibration valid at `when`; of several, the one whose validity began last.
@@ -65,12 +73,8 @@ def find_calibration(root: Path, instrument: str, calib_type: str, detector: int
     """
     wanted = ANY_FILTER if calib_type in ("bias", "dark") else filter_name
     folder = root / "calib" / instrument / calib_type / str(detector)
-    candidates = []
-    for path in folder.glob(f"{calib_type}_*.fits") if folder.is_dir() else ():
-        rest, start, end = path.stem.rsplit("_", 2)  # filter names may hold underscores (r_57)
-        filt = rest.removeprefix(f"{calib_type}_")
-        if filt == wanted and float(start) <= when < float(end):
-            candidates.append(CalibrationFile(path, calib_type, detector, filt, float(start), float(end)))
+    files = [describe_calibration(path) for path in folder.glob(f"{calib_type}_*.fits")] if folder.is_dir() else []
+    candidates = [f for f in files if f.filter == wanted and f.valid_start <= when < f.valid_end]
     if not candidates:
         raise MissingCalibration(f"no {calib_type} for {instrument} detector {detector} filter {wanted} "
                                  f"valid at {when:.0f}")

@@ -13,6 +13,7 @@ from typing import Any
 from streams.config import Settings
 from streams.record import Record
 from streams.records import (
+    CalibrationProduct,
     CcdResult,
     DeadLetter,
     DetectorCommand,
@@ -93,6 +94,7 @@ class Topics:
     ccd_result: TopicSpec
     visit_summary: TopicSpec
     metrics: TopicSpec
+    calibration_products: TopicSpec
     dead_letter: TopicSpec
 
     def all(self) -> list[TopicSpec]:
@@ -131,6 +133,9 @@ def declare(settings: Settings) -> Topics:
                                 out, "Exactly one summary per visit (transactional).", KEEP_LONG),
         metrics=TopicSpec("metrics", t("metrics"), Metric, n, visit, "instrument/group", out,
                           "Per-CCD and per-visit metrics, for the Chile bridge (transactional).", KEEP_LONG),
+        calibration_products=TopicSpec("calibration_products", t("calibration-products"), CalibrationProduct, n,
+                                       visit, "instrument/group", out,
+                                       "Master calibrations certified by calibration sequences.", KEEP_LONG),
         dead_letter=TopicSpec("dead_letter", t("dead-letter"), DeadLetter, 1, single, "original key", out,
                               "Inputs that could not be used, with the reason.", KEEP_LONG),
     )

@@ -13,8 +13,17 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, replace
 
+from streams.core.calibrations import announcement
 from streams.core.metrics import result_metrics, summary_metrics
-from streams.records import CcdResult, DetectorOutcome, Metric, VisitExpected, VisitProgress, VisitSummary
+from streams.records import (
+    CalibrationProduct,
+    CcdResult,
+    DetectorOutcome,
+    Metric,
+    VisitExpected,
+    VisitProgress,
+    VisitSummary,
+)
 
 STATUSES = ("success", "failed", "timeout", "canceled", "ignored")
 ORPHAN_GRACE = 600.0
@@ -43,11 +52,18 @@ class EmitMetric:
 
 
 @dataclass(frozen=True)
+class EmitCalibration:
+    """Announce a master calibration the visit (a calibration sequence) certified."""
+
+    product: CalibrationProduct
+
+
+@dataclass(frozen=True)
 class Forget:
     """The state is past its retention: delete it."""
 
 
-Output = EmitResult | EmitSummary | EmitMetric | Forget
+Output = EmitResult | EmitSummary | EmitMetric | EmitCalibration | Forget
 Step = tuple[VisitProgress | None, list[Output]]
 
 
@@ -62,6 +78,8 @@ def _record(progress: VisitProgress, result: CcdResult) -> tuple[VisitProgress, 
     outcomes = sorted([*progress.outcomes, kept], key=lambda o: o.detector)
     outputs: list[Output] = [EmitResult(result)]
     outputs += [EmitMetric(metric) for metric in result_metrics(result)]
+    if (product := announcement(result, result.result_time)) is not None:
+        outputs.append(EmitCalibration(product))
     return replace(progress, outcomes=outcomes), outputs
 
 

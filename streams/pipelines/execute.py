@@ -11,13 +11,14 @@ import signal
 import time
 import traceback
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 from streams.clock import tai_now
 from streams.config import Settings
 from streams.errors import NonRetriableError, RetriableError
 from streams.pipelines.base import Pipeline, PipelineUnavailable
+from streams.pipelines.calibration import CalibrationPipeline
 from streams.pipelines.science import AlertProduction, IsrOnly, SingleFrame
 from streams.pipelines.shell import ShellPipeline, parse_shell_pipelines
 from streams.pipelines.standin import StandIn
@@ -35,7 +36,8 @@ def init_process(settings: Settings) -> None:
 
 
 PIPELINES: dict[str, Callable[[Settings], Pipeline]] = {
-    pipeline.name: pipeline for pipeline in (AlertProduction, SingleFrame, IsrOnly, StandIn)
+    **{pipeline.name: pipeline for pipeline in (AlertProduction, SingleFrame, IsrOnly, StandIn)},
+    **{f"calib-{kind}": partial(CalibrationPipeline, kind) for kind in ("bias", "dark", "flat")},
 }
 """Every pipeline a survey can name, by name."""
 

@@ -59,6 +59,8 @@ class Inputs:
 
     calibrations: isr.Calibrations
     templates: list[Template]
+    files: dict[str, str]
+    """The calibration files used, by type (they go into the outputs' headers)."""
 
 
 class Science:
@@ -92,7 +94,8 @@ class Science:
         search = (searched - started) + (searched_templates - read_calibs)
         timings |= {"prep_butlerSearchTime": search, "prep_butlerTransferTime": done - started - search,
                     "prep_butlerPreprocessTime": 0.0, "prep_butlerTotalTime": done - started}
-        return Inputs(isr.Calibrations(calibs["bias"], calibs["dark"], calibs["flat"]), templates)
+        return Inputs(isr.Calibrations(calibs["bias"], calibs["dark"], calibs["flat"]), templates,
+                      {kind: f.path.name for kind, f in found.items()})
 
     def preload(self, progress: DetectorProgress) -> dict[str, float]:
         """Fetch the inputs ahead of the raws; report the real system's preload timings."""
@@ -140,8 +143,11 @@ class Science:
             raise NonRetriableError(str(cannot)) from cannot
 
     def write_image(self, folder: Path, name: str, image: np.ndarray, variance: np.ndarray,
-                    header: fits.Header) -> str:
-        """Write an image with its variance; return its URI."""
+                    header: fits.Header, inputs: Inputs) -> str:
+        """Write an image with its variance and the calibrations it used; return its URI."""
+        header = header.copy()
+        for kind, file in inputs.files.items():
+            header[f"{kind.upper()}FILE"] = file
         path = folder / f"{name}.fits"
         fits.HDUList([fits.PrimaryHDU(image, header=header), fits.ImageHDU(variance, name="VARIANCE")]).writeto(
             path, overwrite=True)
@@ -188,8 +194,8 @@ class AlertProduction:
         with timer.step("writeOutputs"):
             folder = self.science.output_folder(progress)
             header = raws[0].header.copy()
-            uris = [self.science.write_image(folder, "calexp", calexp.image, calexp.variance, header),
-                    self.science.write_image(folder, "difference", diff.image, diff.variance, header)]
+            uris = [self.science.write_image(folder, "calexp", calexp.image, calexp.variance, header, inputs),
+                    self.science.write_image(folder, "difference", diff.image, diff.variance, header, inputs)]
             catalog = folder / "dia_sources.fits"
             diff.sources.write(catalog, overwrite=True)
             uris.append(catalog.as_uri())
@@ -215,9 +221,9 @@ class SingleFrame:
     def run(self, progress: DetectorProgress) -> Outcome:
         """Calibrate and write the calibrated exposure."""
         timer = Timer()
-        calexp, _, raws = self.science.calibrate(progress, timer)
+        calexp, inputs, raws = self.science.calibrate(progress, timer)
         folder = self.science.output_folder(progress)
-        uri = self.science.write_image(folder, "calexp", calexp.image, calexp.variance, raws[0].header.copy())
+        uri = self.science.write_image(folder, "calexp", calexp.image, calexp.variance, raws[0].header, inputs)
         return Outcome(metrics=calexp_metrics(calexp, timer), output_uris=[uri])
 
 
@@ -245,6 +251,6 @@ class IsrOnly:
         with timer.step("isr"):
             image, variance, hits = isr.combine_snaps([isr.remove_signature(r, inputs.calibrations) for r in raws])
         uri = self.science.write_image(self.science.output_folder(progress), "postisr", image, variance,
-                                       raws[0].header.copy())
+                                       raws[0].header, inputs)
         return Outcome(metrics={"cosmicRayCount": float(hits.sum()), "isrMedian": float(np.median(image)),
                                 **{f"{k}Time": v for k, v in timer.steps.items()}}, output_uris=[uri])

@@ -25,7 +25,7 @@ from streams.core.focal_plane import detector_name
 from streams.driver import Visits
 from streams.records import RawImageAvailable
 from streams.science.geometry import CcdShape, detector_wcs
-from streams.simulate.camera import Detector, make_detector
+from streams.simulate.camera import Detector, expose, make_detector, raw_hdus
 from streams.simulate.observation import Conditions, inject_transients, observe, template_tile
 from streams.simulate.scene import Sources, random_stars
 
@@ -151,6 +151,42 @@ def write_visit(root: Path, night: Night, visit: PlannedVisit) -> list[list[RawI
     truth_path.parent.mkdir(parents=True, exist_ok=True)
     table.write(truth_path, overwrite=True)
     return arrivals
+
+
+def write_bias_sequence(root: Path, night: Night, group_id: str, exposures: int,
+                        first_exposure_id: int) -> list[list[RawImageAvailable]]:
+    """A bias sequence: `exposures` zero-second exposures of every detector, one group."""
+    arrivals: list[list[RawImageAvailable]] = [[] for _ in range(exposures)]
+    sky = np.zeros((night.shape.height, night.shape.width), dtype=np.float32)
+    for detector in night.detectors:
+        rng = np.random.default_rng([night.seed, detector, 3])
+        electronics = _detector(night, detector)
+        for index in range(exposures):
+            exposure_id = first_exposure_id + index
+            day_obs, sequence = divmod(exposure_id, 100_000)
+            obs_id = f"MC_C_{day_obs}_{sequence:06d}"
+            path = root / "raw" / night.instrument / str(day_obs) / obs_id / \
+                f"{obs_id}_{detector_name(night.instrument, detector)}.fits"
+            header = fits.Header({"INSTRUME": night.instrument, "GROUPID": group_id, "EXPID": exposure_id,
+                                  "DETECTOR": detector, "IMGTYPE": "BIAS", "FILTER": FILTER, "EXPTIME": 0.0,
+                                  "CURINDEX": index + 1})
+            amps = expose(rng, electronics, sky, 0.0)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            raw_hdus(amps, night.shape, header, electronics.gains, electronics.read_noise).writeto(path, overwrite=True)
+            arrivals[index].append(RawImageAvailable(
+                instrument=night.instrument, group_id=group_id, detector=detector, snap=index,
+                exposure_id=exposure_id, uri=path.as_uri(), size_bytes=path.stat().st_size))
+    return arrivals
+
+
+def read_noise(night: Night, detector: int) -> np.ndarray:
+    """The true read noise [e-] of each amplifier of a detector (to judge a master bias)."""
+    return _detector(night, detector).read_noise
+
+
+def true_bias(night: Night, detector: int) -> np.ndarray:
+    """The true residual bias structure [e-] of a detector."""
+    return _detector(night, detector).bias
 
 
 def progress_bar(label: str, done: int, total: int, width: int = 30) -> None:
