@@ -73,6 +73,8 @@ class Settings:
     sidecar_attempts: int = _setting(20, "Tries to read a raw's sidecar, 0.1 s apart (it may lag the raw).")
     output_root: str = _setting(str(PROJECT_ROOT / ".local" / "outputs"),
                                 "Where pipelines write their outputs (one folder per instrument/group/detector).")
+    ccd_threads: int = _setting(1, "Threads one CCD's pipeline may use (ISR per amplifier, detection per band); "
+                                "worth raising when cores outnumber the CCDs in flight.")
     preload_cache_items: int = _setting(16, "Calibrations and template tiles kept per pipeline process.")
     message_expiration: float = _setting(3600.0, "nextVisit older than this is dropped [s].")
     image_timeout: float = _setting(120.0, "Wait for raws beyond 2 x duration (IMAGE_TIMEOUT) [s].")

@@ -138,7 +138,7 @@ class Science:
         filter_name = str(raws[0].header.get("FILTER", progress.filters.split(",")[0]))
         try:
             inputs = self.inputs(progress, filter_name)
-            return calibrate(raws, inputs.calibrations, timer), inputs, raws
+            return calibrate(raws, inputs.calibrations, timer, self.settings.ccd_threads), inputs, raws
         except (repository.MissingCalibration, NoPsf) as cannot:
             raise NonRetriableError(str(cannot)) from cannot
 
@@ -188,7 +188,7 @@ class AlertProduction:
         timer = Timer()
         calexp, inputs, raws = self.science.calibrate(progress, timer)
         try:
-            diff = difference(calexp, inputs.templates, timer)
+            diff = difference(calexp, inputs.templates, timer, self.science.settings.ccd_threads)
         except NoTemplate as missing:
             raise PipelineUnavailable(str(missing)) from missing
         with timer.step("writeOutputs"):

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.fft
 from astropy.table import Table
 from astropy.wcs import WCS
 from scipy.ndimage import minimum_filter
@@ -74,10 +75,13 @@ class Difference:
     """Star stamps the matching kernel was fitted on (below diffim.MIN_STAMPS: analytic kernel)."""
 
 
-def calibrate(raws: list[isr.Raw], calibs: isr.Calibrations, timer: Timer) -> Calibrated:
-    """ISR per snap, the snaps combined with cosmic-ray rejection, background removed, PSF measured."""
+def calibrate(raws: list[isr.Raw], calibs: isr.Calibrations, timer: Timer, threads: int = 1) -> Calibrated:
+    """ISR per snap, the snaps combined with cosmic-ray rejection, background removed, PSF measured.
+
+    With `threads` > 1, the amplifiers are corrected in parallel.
+    """
     with timer.step("isr"):
-        snaps = [isr.remove_signature(raw, calibs) for raw in raws]
+        snaps = [isr.remove_signature(raw, calibs, threads) for raw in raws]
     with timer.step("snapCombine"):
         image, variance, hits = isr.combine_snaps(snaps)
     with timer.step("background"):
@@ -89,8 +93,10 @@ def calibrate(raws: list[isr.Raw], calibs: isr.Calibrations, timer: Timer) -> Ca
     return Calibrated(image, variance, raws[0].wcs, level, sigma, int(hits.sum()))
 
 
-def difference(calexp: Calibrated, templates: list[Template], timer: Timer) -> Difference:
+def difference(calexp: Calibrated, templates: list[Template], timer: Timer, threads: int = 1) -> Difference:
     """Template resampled and PSF-matched, subtracted; DIA sources detected above 5 sigma.
+
+    With `threads` > 1, the convolutions use that many FFT workers and detection runs in bands.
 
     Raises:
         NoTemplate: no template tile covers any of the detector.
@@ -101,8 +107,8 @@ def difference(calexp: Calibrated, templates: list[Template], timer: Timer) -> D
         warped_variance = np.zeros(shape, dtype=np.float32)
         covered = np.zeros(shape, dtype=bool)
         for tile in templates:
-            data, valid = diffim.resample(tile.image, tile.wcs, calexp.wcs, shape)
-            var, _ = diffim.resample(tile.variance, tile.wcs, calexp.wcs, shape)
+            data, valid = diffim.resample(tile.image, tile.wcs, calexp.wcs, shape, threads)
+            var, _ = diffim.resample(tile.variance, tile.wcs, calexp.wcs, shape, threads)
             fresh = valid & ~covered
             warped[fresh], warped_variance[fresh] = data[fresh], var[fresh]
             covered |= valid
@@ -113,10 +119,11 @@ def difference(calexp: Calibrated, templates: list[Template], timer: Timer) -> D
         stars = stars[covered[stars[:, 0], stars[:, 1]]] if len(stars) else stars
         template_sigma = float(np.median([t.psf_sigma for t in templates]))
         kernel, offset = diffim.fit_kernel(calexp.image, warped, stars, calexp.psf_sigma, template_sigma)
-        image, variance = diffim.subtract(calexp.image, calexp.variance, warped, warped_variance, kernel, offset)
+        with scipy.fft.set_workers(threads):
+            image, variance = diffim.subtract(calexp.image, calexp.variance, warped, warped_variance, kernel, offset)
         matched = calexp.image - image
     with timer.step("detectAndMeasureDiaSource"):
         reach = kernel.shape[0]
         inner = minimum_filter(covered.astype(np.uint8), size=2 * reach + 1, mode="constant") > 0
-        sources = detection.detect(image, variance, inner, calexp.psf_sigma, calexp.wcs, matched)
+        sources = detection.detect(image, variance, inner, calexp.psf_sigma, calexp.wcs, matched, threads=threads)
     return Difference(image, variance, sources, float(covered.mean()), len(stars))

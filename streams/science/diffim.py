@@ -9,9 +9,11 @@ Gaussians times polynomials, fitted by least squares on stamps around bright sta
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from astropy.wcs import WCS
-from scipy.ndimage import affine_transform, map_coordinates
+from scipy.ndimage import affine_transform, map_coordinates, spline_filter
 from scipy.signal import oaconvolve
 
 GRID_STEP = 128
@@ -22,8 +24,12 @@ NONLINEAR_TOLERANCE = 0.01
 
 
 def resample(template: np.ndarray, template_wcs: WCS, science_wcs: WCS,
-             shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(template on the science pixel grid, where it is valid), cubic interpolation."""
+             shape: tuple[int, int], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(template on the science pixel grid, where it is valid), cubic interpolation.
+
+    With `threads` > 1 the output is computed in bands, in parallel, from spline coefficients
+    prepared once.
+    """
     height, width = shape
     gy = np.arange(0, height + GRID_STEP, GRID_STEP, dtype=float)
     gx = np.arange(0, width + GRID_STEP, GRID_STEP, dtype=float)
@@ -40,7 +46,18 @@ def resample(template: np.ndarray, template_wcs: WCS, science_wcs: WCS,
         # output (y, x) -> input (ty, tx) = matrix @ (y, x) + offset
         matrix = np.array([[fit_y[2], fit_y[1]], [fit_x[2], fit_x[1]]])
         offset = np.array([fit_y[0], fit_x[0]])
-        out = affine_transform(source, matrix, offset, output_shape=shape, order=3, mode="constant", cval=np.nan)
+        coefficients = spline_filter(source, order=3, mode="constant")
+        step = -(-height // threads)
+
+        def band(start: int) -> np.ndarray:
+            stop = min(start + step, height)
+            part: np.ndarray = affine_transform(
+                coefficients, matrix, offset + matrix @ np.array([start, 0.0]), output_shape=(stop - start, width),
+                order=3, mode="constant", cval=np.nan, prefilter=False)
+            return part
+
+        with ThreadPoolExecutor(threads) as pool:
+            out = np.concatenate(list(pool.map(band, range(0, height, step))))
     else:
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
         coarse = [yy / GRID_STEP, xx / GRID_STEP]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +102,16 @@ def correct_amplifier(amp: Amplifier) -> np.ndarray:
     return corrected
 
 
-def assemble(raw: Raw, correct: Callable[[Amplifier], np.ndarray] = correct_amplifier) -> np.ndarray:
-    """The CCD image in electrons, each amplifier corrected and put in its place."""
+def assemble(raw: Raw, threads: int = 1) -> np.ndarray:
+    """The CCD image in electrons, each amplifier corrected (in parallel with `threads` > 1) and put in place."""
     image = np.empty(raw.shape, dtype=np.float32)
-    for amp in raw.amplifiers:
-        image[amp.rows, amp.columns] = correct(amp)
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            corrected = list(pool.map(correct_amplifier, raw.amplifiers))
+    else:
+        corrected = [correct_amplifier(amp) for amp in raw.amplifiers]
+    for amp, pixels in zip(raw.amplifiers, corrected, strict=True):
+        image[amp.rows, amp.columns] = pixels
     return image
 
 
@@ -127,9 +132,9 @@ class Calibrations:
     flat: np.ndarray
 
 
-def remove_signature(raw: Raw, calibs: Calibrations) -> tuple[np.ndarray, np.ndarray]:
+def remove_signature(raw: Raw, calibs: Calibrations, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(image, variance) in electrons: overscan, gain, bias, dark x EXPTIME, flat."""
-    image = assemble(raw)
+    image = assemble(raw, threads)
     image -= calibs.bias
     image -= calibs.dark * np.float32(raw.exposure_time)
     variance = np.clip(image, 0, None) + read_noise_map(raw) ** 2

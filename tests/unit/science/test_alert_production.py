@@ -115,3 +115,12 @@ def test_sparse_field_uses_the_analytic_matching_kernel() -> None:
     assert kernel.sum() == pytest.approx(1.0, rel=1e-5) and background == 0.0
     yy, xx = np.mgrid[-10:11, -10:11]
     assert np.sqrt((kernel * (xx ** 2 + yy ** 2)).sum() / 2) == pytest.approx(np.sqrt(1.7 ** 2 - 1.0), rel=0.02)
+
+
+def test_several_threads_per_ccd_give_the_same_result(tmp_path: Path) -> None:
+    """ISR per amplifier and detection per band in parallel find exactly what one thread finds."""
+    raws, calibs, template, _ = simulate(tmp_path, 8)
+    one = difference(calibrate(raws, calibs, Timer()), [template], Timer()).sources
+    two = difference(calibrate(raws, calibs, Timer(), threads=2), [template], Timer(), threads=2).sources
+    assert len(one) == len(two) > 0
+    assert np.allclose(one["x"], two["x"]) and np.allclose(one["psf_flux"], two["psf_flux"], rtol=1e-4)
