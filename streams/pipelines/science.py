@@ -171,17 +171,23 @@ def science(settings: Settings) -> Science:
     return _science
 
 
-class AlertProduction:
-    """ISR, calibration, difference imaging against the template, DIA source detection."""
+class SciencePipeline:
+    """What the built-in science pipelines share: the process's Science and its preload."""
 
-    name = "ap"
+    name: str
 
     def __init__(self, settings: Settings) -> None:
         self.science = science(settings)
 
     def preload(self, progress: DetectorProgress) -> dict[str, float]:
-        """Calibrations and templates into the cache."""
+        """Calibrations and templates into the process's cache (any of the pipelines may use them)."""
         return self.science.preload(progress)
+
+
+class AlertProduction(SciencePipeline):
+    """ISR, calibration, difference imaging against the template, DIA source detection."""
+
+    name = "ap"
 
     def run(self, progress: DetectorProgress) -> Outcome:
         """The full chain; PipelineUnavailable if no template covers the detector."""
@@ -206,17 +212,10 @@ class AlertProduction:
         return Outcome(metrics=metrics, output_uris=uris)
 
 
-class SingleFrame:
+class SingleFrame(SciencePipeline):
     """ISR and calibration only: for when no template exists."""
 
     name = "single-frame"
-
-    def __init__(self, settings: Settings) -> None:
-        self.science = science(settings)
-
-    def preload(self, progress: DetectorProgress) -> dict[str, float]:
-        """Calibrations (and templates, for a later AP) into the cache."""
-        return self.science.preload(progress)
 
     def run(self, progress: DetectorProgress) -> Outcome:
         """Calibrate and write the calibrated exposure."""
@@ -227,17 +226,10 @@ class SingleFrame:
         return Outcome(metrics=calexp_metrics(calexp, timer), output_uris=[uri])
 
 
-class IsrOnly:
+class IsrOnly(SciencePipeline):
     """Instrument signature removal only, snaps combined: the daytime checkout's pipeline."""
 
     name = "isr"
-
-    def __init__(self, settings: Settings) -> None:
-        self.science = science(settings)
-
-    def preload(self, progress: DetectorProgress) -> dict[str, float]:
-        """Calibrations into the cache."""
-        return self.science.preload(progress)
 
     def run(self, progress: DetectorProgress) -> Outcome:
         """ISR each snap, combine them, write the result."""
