@@ -4,6 +4,8 @@
     python -m stack up --name chile --broker-port 9192 --controller-port 9193 --registry-port 8181
     eval "$(python -m stack env)"            # point Prompt Streams at the running main cluster
     python -m stack down --name chile
+    python -m stack up --name secure --secure --broker-port 9292 --controller-port 9293 --registry-port 8281
+    eval "$(python -m stack env --name secure)"   # SASL_SSL settings, with the generated credentials
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stack.cluster import Cluster, Ports, StackError, settings_env
+from stack.cluster import LOCAL_DIR, Cluster, Ports, StackError, credentials_env, settings_env, stored_security
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,8 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-port", type=int, default=9092)
     parser.add_argument("--controller-port", type=int, default=9093)
     parser.add_argument("--registry-port", type=int, default=8081)
+    parser.add_argument("--secure", action="store_true",
+                        help="clients only on SASL_SSL with SCRAM-SHA-512 (a throwaway CA and generated passwords)")
     args = parser.parse_args(argv)
-    cluster = Cluster(args.name, Ports(args.broker_port, args.controller_port, args.registry_port))
+    root = LOCAL_DIR / "stacks" / args.name
+    cluster = Cluster(args.name, Ports(args.broker_port, args.controller_port, args.registry_port), root,
+                      security=stored_security(root) if args.secure else None)
     try:
         if args.action == "up":
             state = cluster.up()
@@ -38,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.name}: not running", file=sys.stderr)
                 return 1
             if args.action == "env":
-                print("\n".join(f"export {k}={v}" for k, v in settings_env(running).items()))
+                env = settings_env(running) | credentials_env(root)
+                print("\n".join(f"export {k}={v}" for k, v in env.items()))
             else:
                 print(f"{running.name}: Kafka at {running.bootstrap} (pid {running.broker_pid}), "
                       f"schema registry at {running.registry_url} (pid {running.registry_pid})")

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stack.java import find_java
+from stack.tls import make_tls
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = PROJECT_ROOT / ".local"
@@ -53,6 +55,17 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class Security:
+    """SASL_SSL with SCRAM-SHA-512: the broker's own user and the client users to create."""
+
+    admin_password: str
+    users: tuple[tuple[str, str], ...] = ()
+    """(user, password) pairs clients log in with."""
+
+    admin: str = "admin"
+
+
+@dataclass(frozen=True)
 class ClusterState:
     """What `state.json` records about a running cluster."""
 
@@ -62,6 +75,9 @@ class ClusterState:
     ports: Ports
     broker_pid: int
     registry_pid: int
+    security_protocol: str = "PLAINTEXT"
+    ca_file: str = ""
+    """For SASL_SSL: the CA clients must trust."""
 
 
 def free_port() -> int:
@@ -142,11 +158,12 @@ class Cluster:
     """
 
     def __init__(self, name: str = "main", ports: Ports | None = None, root: Path | None = None,
-                 *, bound_to_parent: bool = False) -> None:
+                 *, bound_to_parent: bool = False, security: Security | None = None) -> None:
         self.name = name
         self.ports = ports or Ports()
         self.root = (root or LOCAL_DIR / "stacks" / name).resolve()
         self.bound_to_parent = bound_to_parent
+        self.security = security
         self._state_file = self.root / "state.json"
 
     # -- queries -------------------------------------------------------------------------------
@@ -173,6 +190,7 @@ class Cluster:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         properties = self._write_server_properties(ports)
         self._format_storage(properties)
+        ca_file = str(make_tls(self.root / "tls").ca) if self.security else ""
         broker = self._start_broker(properties, ports, timeout)
         try:
             registry = self._start_registry(ports, timeout)
@@ -186,6 +204,8 @@ class Cluster:
             ports=ports,
             broker_pid=broker.pid,
             registry_pid=registry.pid,
+            security_protocol="SASL_SSL" if self.security else "PLAINTEXT",
+            ca_file=ca_file,
         )
         self._state_file.write_text(json.dumps(asdict(state), indent=2))
         return state
@@ -224,9 +244,34 @@ class Cluster:
             "num.network.threads": "2",
             "num.io.threads": "4",
         }
+        if self.security:
+            settings |= self._sasl_ssl(ports)
         path = self.root / "server.properties"
         path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        path.chmod(0o600)  # it holds the broker's own SCRAM password
         return path
+
+    def _sasl_ssl(self, ports: Ports) -> dict[str, str]:
+        """Clients on SASL_SSL with SCRAM-SHA-512 only; the controller listener stays on loopback."""
+        assert self.security is not None
+        tls = make_tls(self.root / "tls")
+        keystore = self.root / "tls" / "broker-keystore.pem"
+        keystore.write_bytes(tls.key.read_bytes() + tls.certificate.read_bytes())
+        keystore.chmod(0o600)
+        jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{self.security.admin}" '
+                f'password="{self.security.admin_password}";')
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{ports.broker},CONTROLLER://127.0.0.1:{ports.controller}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{ports.broker}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PEM", "ssl.keystore.location": str(keystore),
+            "ssl.truststore.type": "PEM", "ssl.truststore.location": str(tls.ca),
+            "ssl.endpoint.identification.algorithm": "https",
+        }
 
     def _format_storage(self, properties: Path) -> None:
         """Format KRaft storage once; later starts reuse the data (and its cluster id)."""
@@ -235,7 +280,11 @@ class Cluster:
         tool = [str(find_java(17)), f"-Dlog4j2.configurationFile={STACK_DIR / 'log4j2-tools.properties'}",
                 "-cp", f"{KAFKA_LIB}/*", "kafka.tools.StorageTool"]
         cluster_id = self._run([*tool, "random-uuid"]).strip()
-        self._run([*tool, "format", "-t", cluster_id, "-c", str(properties), "--ignore-formatted"])
+        scram = []
+        if self.security:  # SCRAM credentials go into the metadata log at format time
+            for user, password in ((self.security.admin, self.security.admin_password), *self.security.users):
+                scram += ["--add-scram", f'SCRAM-SHA-512=[name="{user}",password="{password}"]']
+        self._run([*tool, "format", "-t", cluster_id, "-c", str(properties), "--ignore-formatted", *scram])
 
     @staticmethod
     def _run(command: list[str]) -> str:
@@ -305,7 +354,34 @@ class Cluster:
 
 
 def settings_env(state: ClusterState) -> dict[str, str]:
-    """The environment variables that point Prompt Streams at this cluster."""
-    return {"PROMPT_STREAMS_BOOTSTRAP": state.bootstrap, "PROMPT_STREAMS_REGISTRY_URL": state.registry_url}
+    """The environment variables that point Prompt Streams at this cluster (credentials aside)."""
+    env = {"PROMPT_STREAMS_BOOTSTRAP": state.bootstrap, "PROMPT_STREAMS_REGISTRY_URL": state.registry_url}
+    if state.security_protocol != "PLAINTEXT":
+        env |= {"PROMPT_STREAMS_SECURITY_PROTOCOL": state.security_protocol,
+                "PROMPT_STREAMS_SASL_MECHANISM": "SCRAM-SHA-512", "PROMPT_STREAMS_SSL_CAFILE": state.ca_file}
+    return env
 
 
+
+
+CLIENT_USER = "prompt"
+
+
+def stored_security(root: Path) -> Security:
+    """The cluster's SCRAM credentials: generated once, kept in `credentials.json` (mode 0600)."""
+    path = root / "credentials.json"
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"admin": secrets.token_urlsafe(24), CLIENT_USER: secrets.token_urlsafe(24)}))
+        path.chmod(0o600)
+    stored = json.loads(path.read_text())
+    return Security(stored["admin"], ((CLIENT_USER, stored[CLIENT_USER]),))
+
+
+def credentials_env(root: Path) -> dict[str, str]:
+    """The client user's credentials as settings, if the cluster has any."""
+    path = root / "credentials.json"
+    if not path.exists():
+        return {}
+    return {"PROMPT_STREAMS_SASL_USERNAME": CLIENT_USER,
+            "PROMPT_STREAMS_SASL_PASSWORD": json.loads(path.read_text())[CLIENT_USER]}
