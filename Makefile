@@ -6,7 +6,7 @@ VENV := .local/venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test unit integration lint demo up down status records clean bench-pipeline
+.PHONY: setup test unit integration lint demo up down status records clean bench-pipeline chaos
 
 setup: $(VENV)/.installed .local/.jars .local/.kcat
 
@@ -50,6 +50,10 @@ down:
 
 status:
 	$(PY) -m stack status
+
+# The long exactly-once run (about 20 minutes): prints ALL-RESULTS-DELIVERED-ONCE or what went wrong.
+chaos: setup
+	$(PY) -m tests.chaos.run --visits 1000 --kill-every 20
 
 bench-pipeline: setup
 	$(PY) -m bench.pipeline

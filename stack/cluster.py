@@ -210,6 +210,22 @@ class Cluster:
         self._state_file.write_text(json.dumps(asdict(state), indent=2))
         return state
 
+    def bounce_broker(self, pause: float = 2.0, timeout: float = 120.0) -> ClusterState:
+        """Stop the broker (SIGTERM), wait `pause` seconds, start it again on the same ports and data.
+
+        Raises:
+            StackError: the cluster is not running, or the broker does not come back.
+        """
+        state = self.status()
+        if state is None:
+            raise StackError(f"{self.name} is not running")
+        self._terminate([state.broker_pid])
+        time.sleep(pause)
+        broker = self._start_broker(self.root / "server.properties", state.ports, timeout)
+        state = ClusterState(**{**asdict(state), "ports": state.ports, "broker_pid": broker.pid})
+        self._state_file.write_text(json.dumps(asdict(state), indent=2))
+        return state
+
     def down(self, timeout: float = 30.0) -> None:
         """Stop both JVMs (SIGTERM, then SIGKILL) and any other JVM still running from the folder."""
         pids = set(_jvms_from(self.root))

@@ -1,0 +1,157 @@
+"""The exactly-once verifier: reads what went in and what came out, and judges, independently.
+
+It shares no code with the topology (only the instruments file and the topic names): inputs and
+outputs are read with `read_committed` and decoded with confluent-kafka's own Avro deserializer
+against the schema registry; the expectations are recomputed here from the inputs alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """Where to read: the cluster, the registry and the topic names of one deployment."""
+
+    kafka: dict[str, Any]
+    registry_url: str
+    next_visit: str
+    next_visit_canceled: str
+    raws: str
+    results: str
+    summaries: str
+    gather_changelog: str
+    instruments_file: Path
+
+
+@dataclass
+class Verdict:
+    """What the verifier found."""
+
+    visits: int = 0
+    results: int = 0
+    summaries: int = 0
+    lost: list[tuple[str, int]] = field(default_factory=list)
+    duplicated_results: list[tuple[str, int]] = field(default_factory=list)
+    unexpected_results: list[tuple[str, int]] = field(default_factory=list)
+    wrong_status: list[tuple[str, int, str]] = field(default_factory=list)
+    missing_summaries: list[str] = field(default_factory=list)
+    duplicated_summaries: list[str] = field(default_factory=list)
+    wrong_counts: list[str] = field(default_factory=list)
+    table_mismatches: list[str] = field(default_factory=list)
+    deadline_timeouts: int = 0
+    """Detectors whose raws came but whose result did not before the visit deadline (legitimate after a
+    long outage: the gather times them out; counted, not failed)."""
+
+    @property
+    def ok(self) -> bool:
+        """No loss, no duplicate, nothing unexpected."""
+        return not any((self.lost, self.duplicated_results, self.unexpected_results, self.wrong_status,
+                        self.missing_summaries, self.duplicated_summaries, self.wrong_counts,
+                        self.table_mismatches))
+
+    def line(self) -> str:
+        """The one-line verdict."""
+        counts = (f"{self.visits} visits, {self.results} results, {self.summaries} summaries; lost {len(self.lost)}, "
+                  f"duplicated results {len(self.duplicated_results)}, unexpected {len(self.unexpected_results)}, "
+                  f"wrong status {len(self.wrong_status)}, missing summaries {len(self.missing_summaries)}, "
+                  f"duplicated summaries {len(self.duplicated_summaries)}, wrong counts {len(self.wrong_counts)}, "
+                  f"table mismatches {len(self.table_mismatches)}; deadline timeouts {self.deadline_timeouts}")
+        return f"ALL-RESULTS-DELIVERED-ONCE ({counts})" if self.ok else f"FAILED ({counts})"
+
+
+def read_topic(wiring: Wiring, topic: str, *, latest_per_key: bool = False) -> list[tuple[bytes | None, Any]]:
+    """Every committed (key, decoded value) of a topic, up to its current end."""
+    registry = SchemaRegistryClient({"url": wiring.registry_url})
+    deserializer = AvroDeserializer(registry)
+    consumer = Consumer(wiring.kafka | {"group.id": f"verifier-{uuid.uuid4().hex}", "enable.auto.commit": False,
+                                        "isolation.level": "read_committed", "enable.partition.eof": True})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        pending, records = set(partitions), []
+        deadline = time.monotonic() + 120
+        while pending and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error():
+                pending.discard(message.partition())
+                continue
+            value = message.value()
+            if value is not None and value[:1] == b"{":
+                decoded: Any = json.loads(value)
+            elif value is not None:
+                decoded = deserializer(value, SerializationContext(topic, MessageField.VALUE))
+            else:
+                decoded = None
+            records.append((message.key(), decoded))
+        if latest_per_key:
+            latest = {key: value for key, value in records}
+            return list(latest.items())
+        return records
+    finally:
+        consumer.close()
+
+
+def verify(wiring: Wiring) -> Verdict:
+    """Recompute the expected results from the inputs and compare with the outputs and the table."""
+    instruments = tomllib.loads(wiring.instruments_file.read_text())
+
+    def active(instrument: str) -> set[int]:
+        spec = instruments[instrument]
+        low, _, high = str(spec["detectors"]).partition("-")
+        return set(range(int(low), int(high or low) + 1)) - set(spec.get("disabled", []))
+
+    visits = {(v["instrument"], v["groupId"]) for _, v in read_topic(wiring, wiring.next_visit)}
+    canceled = {v["groupId"] for _, v in read_topic(wiring, wiring.next_visit_canceled)}
+    raws: dict[tuple[str, str, int], set[int]] = defaultdict(set)
+    for _, raw in read_topic(wiring, wiring.raws):
+        raws[(raw["instrument"], raw["group_id"], raw["detector"])].add(raw["snap"])
+    expected = {(instrument, group, d) for instrument, group in visits for d in active(instrument)}
+    results = [value for _, value in read_topic(wiring, wiring.results)]
+    summaries = [value for _, value in read_topic(wiring, wiring.summaries)]
+    verdict = Verdict(visits=len(visits), results=len(results), summaries=len(summaries))
+    seen = Counter((r["instrument"], r["group_id"], r["detector"]) for r in results)
+    verdict.lost = sorted((g, d) for i, g, d in expected - set(seen))
+    verdict.duplicated_results = sorted((g, d) for (i, g, d), n in seen.items() if n > 1)
+    verdict.unexpected_results = sorted((g, d) for i, g, d in set(seen) - expected)
+    for r in results:
+        key = (r["instrument"], r["group_id"], r["detector"])
+        allowed = {"success"} if raws.get(key) else {"timeout"}
+        if r["group_id"] in canceled:
+            allowed |= {"canceled"}
+        if r["status"] == "timeout" and r["error_class"] == "VisitDeadline" and "timeout" not in allowed:
+            verdict.deadline_timeouts += 1
+        elif r["status"] not in allowed:
+            verdict.wrong_status.append((r["group_id"], r["detector"], r["status"]))
+    per_visit = Counter((s["instrument"], s["group_id"]) for s in summaries)
+    verdict.missing_summaries = sorted(g for i, g in visits - set(per_visit))
+    verdict.duplicated_summaries = sorted(g for (i, g), n in per_visit.items() if n > 1)
+    statuses: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for r in results:
+        statuses[(r["instrument"], r["group_id"])][r["status"]] += 1
+    for s in summaries:
+        if {k: v for k, v in s["counts"].items() if v} != dict(statuses[(s["instrument"], s["group_id"])]):
+            verdict.wrong_counts.append(s["group_id"])
+    table = {key.decode(): value for key, value in read_topic(wiring, wiring.gather_changelog, latest_per_key=True)
+             if key is not None and value is not None}
+    for instrument, group in visits:
+        row = table.get(f"{instrument}/{group}")
+        reported = {o["detector"] for o in row["outcomes"]} if row else set()
+        if row is None or not row["summary_time"] or reported != active(instrument):
+            verdict.table_mismatches.append(group)
+    return verdict
