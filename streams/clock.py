@@ -24,7 +24,3 @@ def tai_now() -> float:
     """Now, in TAI Unix seconds (what SAL puts in private_sndStamp)."""
     return time.time() + tai_minus_utc()
 
-
-def utc_from_tai(tai: float) -> float:
-    """UTC Unix seconds for a TAI Unix time (what SAL puts in private_efdStamp)."""
-    return tai - tai_minus_utc()

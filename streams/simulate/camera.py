@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from streams.science.geometry import CcdShape
 
@@ -88,7 +87,3 @@ def raw_hdus(amps: list[np.ndarray], shape: CcdShape, header: fits.Header, gains
         hdus.append(hdu)
     return hdus
 
-
-def wcs_header(wcs: WCS) -> fits.Header:
-    """The WCS keywords for a raw's primary header."""
-    return wcs.to_header()
