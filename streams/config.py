@@ -93,8 +93,6 @@ class Settings:
                                 f"expected one of {', '.join(SASL_MECHANISMS)}")
         if self.detector_partitions < 1 or self.replication_factor < 1 or self.pipeline_processes < 1:
             raise SettingsError("partition counts, replication factors and process counts must be at least 1")
-        if not self.worker_name:
-            object.__setattr__(self, "worker_name", f"{socket.gethostname()}-{self.web_port}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +155,11 @@ class Settings:
     def topic(self, name: str) -> str:
         """The full name of one of the project's own topics."""
         return f"{self.topic_prefix}.{name}"
+
+    @property
+    def worker(self) -> str:
+        """This worker's name: the configured one, or host name and web port (stable across restarts)."""
+        return self.worker_name or f"{socket.gethostname()}-{self.web_port}"
 
     def policy(self) -> Policy:
         """The timing rules of the core."""

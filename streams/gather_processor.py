@@ -89,7 +89,7 @@ class GatherProcessor:
             "max.poll.interval.ms": 120_000,
         })
         producer = Producer(base | {
-            "transactional.id": f"{self.settings.app_id}-gather-{self.settings.worker_name}",
+            "transactional.id": f"{self.settings.app_id}-gather-{self.settings.worker}",
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "linger.ms": 2,
         })
         return consumer, producer

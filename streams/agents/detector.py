@@ -71,7 +71,7 @@ def register(app: faust.App, context: Context) -> PipelineRunner:
                            result)
 
     runner = PipelineRunner(
-        settings.pipeline_processes, settings, settings.worker_name, pipeline_done,
+        settings.pipeline_processes, settings, settings.worker, pipeline_done,
     )
 
     def load(key: bytes) -> DetectorProgress | None:

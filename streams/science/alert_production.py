@@ -61,6 +61,8 @@ class Calibrated:
     background: float
     psf_sigma: float
     cosmic_rays: int
+    stars: np.ndarray
+    """(y, x) of the bright stars (above 30 sigma): for the PSF and the matching kernel."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,11 @@ def calibrate(raws: list[isr.Raw], calibs: isr.Calibrations, timer: Timer, threa
     with timer.step("background"):
         image, level = background.subtract_background(image)
     with timer.step("psf"):
-        sigma = background.psf_sigma(image, variance)
+        stars = background.find_stars(image, variance, background.STAR_THRESHOLDS[0])
+        sigma = background.psf_sigma(image, variance, stars)
     if not np.isfinite(sigma):
         raise NoPsf(f"no star above {background.STAR_THRESHOLDS[-1]:.0f} sigma to measure the PSF")
-    return Calibrated(image, variance, raws[0].wcs, level, sigma, int(hits.sum()))
+    return Calibrated(image, variance, raws[0].wcs, level, sigma, int(hits.sum()), stars)
 
 
 def difference(calexp: Calibrated, templates: list[Template], timer: Timer, threads: int = 1) -> Difference:
@@ -115,7 +118,7 @@ def difference(calexp: Calibrated, templates: list[Template], timer: Timer, thre
     if not covered.any():
         raise NoTemplate("no template overlaps the detector")
     with timer.step("subtractImages"):
-        stars = background.find_stars(calexp.image, calexp.variance)
+        stars = calexp.stars
         stars = stars[covered[stars[:, 0], stars[:, 1]]] if len(stars) else stars
         template_sigma = float(np.median([t.psf_sigma for t in templates]))
         kernel, offset = diffim.fit_kernel(calexp.image, warped, stars, calexp.psf_sigma, template_sigma)

@@ -32,13 +32,18 @@ STAR_THRESHOLDS = (30.0, 15.0, 8.0)
 """Significances tried in turn to find stars for the PSF (sparse fields have few bright ones)."""
 
 
-def psf_sigma(image: np.ndarray, variance: np.ndarray, radius: int = 8) -> float:
+def psf_sigma(image: np.ndarray, variance: np.ndarray, bright: np.ndarray, radius: int = 8) -> float:
     """The PSF's Gaussian sigma [pixels]: the median adaptive-moment width of the brightest stars;
-    NaN when no star stands out even at the lowest threshold."""
-    for threshold in STAR_THRESHOLDS:
-        stars = find_stars(image, variance, threshold)
+    NaN when no star stands out even at the lowest threshold.
+
+    `bright` are the stars already found at the first (highest) threshold; lower thresholds are
+    searched only when fewer than three stand out there.
+    """
+    stars = bright
+    for threshold in STAR_THRESHOLDS[1:]:
         if len(stars) >= 3:
             break
+        stars = find_stars(image, variance, threshold)
     sigmas = [adaptive_sigma(image, int(y), int(x), radius) for y, x in stars[:PSF_STARS]]
     finite = [value for value in sigmas if np.isfinite(value)]
     return float(np.median(finite)) if finite else float("nan")

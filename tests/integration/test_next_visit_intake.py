@@ -14,10 +14,10 @@ from streams.admin import ensure_topics
 from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
-from streams.records import DeadLetter, NextVisit, VisitSummary
+from streams.driver import Visits
+from streams.records import NextVisit
 from streams.registry import ConfluentRegistry
 from streams.schemas import load_schema
-from tests.integration.kafka import consume, produce
 from topology.topics import declare
 
 SUMMIT_VISIT = {
@@ -46,8 +46,8 @@ def test_sal_framed_next_visit_is_decoded_unchanged(settings: Settings) -> None:
     producer.produce(spec.name, key='{"name":"ScriptQueue","index":1,"topic":"logevent_nextVisit"}',
                      value=SUMMIT_VISIT)
     assert producer.flush(30) == 0
-    [message] = consume(settings, spec.name, 1)
-    visit = Codec(ConfluentRegistry(settings.registry_config())).decode(message.value(), NextVisit)
+    [value] = Visits(settings).read(spec.name, 1)
+    visit = Codec(ConfluentRegistry(settings.registry_config())).decode(value, NextVisit)
     assert visit.to_dict() == SUMMIT_VISIT
 
 
@@ -57,9 +57,9 @@ def test_kcat_json_line_is_decoded_the_same_way(settings: Settings) -> None:
     ensure_topics(settings, [spec])
     subprocess.run(["kcat", "-P", "-b", settings.bootstrap, "-t", spec.name],
                    input=json.dumps(SUMMIT_VISIT).encode() + b"\n", check=True, timeout=30)
-    [message] = consume(settings, spec.name, 1)
+    [value] = Visits(settings).read(spec.name, 1)
     codec = Codec(ConfluentRegistry(settings.registry_config()))
-    assert codec.decode(message.value(), NextVisit, accept_json=spec.accepts_json).to_dict() == SUMMIT_VISIT
+    assert codec.decode(value, NextVisit, accept_json=spec.accepts_json).to_dict() == SUMMIT_VISIT
 
 
 def test_worker_takes_a_kcat_next_visit_and_dead_letters_garbage(settings: Settings, workers: WorkerPool) -> None:
@@ -67,15 +67,14 @@ def test_worker_takes_a_kcat_next_visit_and_dead_letters_garbage(settings: Setti
     workers.start()
     topics = declare(settings)
     visit = SUMMIT_VISIT | {"instrument": "LATISS", "survey": "BLOCK-T454", "private_sndStamp": tai_now()}
-    produce(settings, topics.next_visit.name, [b"\x07not avro"])
+    visits = Visits(settings)
+    visits.send_bytes(topics.next_visit.name, [b"\x07not avro"])
     subprocess.run(["kcat", "-P", "-b", settings.bootstrap, "-t", topics.next_visit.name],
                    input=json.dumps(visit).encode() + b"\n", check=True, timeout=30)
-    codec = Codec(ConfluentRegistry(settings.registry_config()))
-    [summary] = [codec.decode(m.value(), VisitSummary) for m in consume(settings, topics.visit_summary.name, 1)]
+    [summary] = visits.summaries(1)
     assert (summary.instrument, summary.group_id) == ("LATISS", SUMMIT_VISIT["groupId"])
     assert summary.counts["ignored"] == 1, "LATISS has one detector; BLOCK-T454 has no pipeline"
-    [message] = consume(settings, topics.dead_letter.name, 1)
-    letter = codec.decode(message.value(), DeadLetter)
+    [letter] = visits.dead_letters(1)
     assert letter.value == b"\x07not avro"
     assert (letter.topic, letter.partition, letter.offset) == (topics.next_visit.name, 0, 0)
     assert letter.error_class == "WireFormatError" and "magic byte" in letter.reason
