@@ -52,6 +52,8 @@ class Settings:
                              "Worker state: RocksDB tables (one folder per worker).")
     store: str = _setting("rocksdb://", "Faust table store: rocksdb:// (default) or memory://.")
     web_port: int = _setting(6066, "Port of the worker's web server (views, health).")
+    web_token: str = _setting("", "Bearer token the web endpoints that change anything require "
+                              "(empty: such endpoints refuse every request).", secret=True)
     topic_prefix: str = _setting("prompt", "Prefix of the project's own topics: <prefix>.<name>.")
     next_visit_topic: str = _setting("lsst.sal.ScriptQueue.logevent_nextVisit",
                                      "SAL nextVisit topic, consumed unchanged.")
