@@ -62,7 +62,7 @@ def parse_notification(payload: bytes | None) -> list[tuple[str, str, int]]:
         created = [r for r in records if str(r.get("eventName", "")).startswith("ObjectCreated:")]
         return [(r["s3"]["bucket"]["name"], unquote_plus(r["s3"]["object"]["key"]),
                  int(r["s3"]["object"].get("size", 0))) for r in created]
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as error:
         raise WireFormatError(f"not an S3 event notification: {error!r}") from error
 
 
