@@ -188,13 +188,16 @@ class Chain:
     now: float
 
     def outcome(self, topic_kind: str, data: bytes) -> str:
-        """`dead-letter`, `ignored` or `accepted`, as the agent's edge would decide; anything else raises."""
+        """`dead-letter`, `ignored` or `accepted` as the agent's edge would decide (or, for a notification
+        naming a raw, `needs storage`); anything else raises."""
         try:
             self._handle(topic_kind, data)
         except (DecodeError, InvalidEventError):
             result = "dead-letter"
         except IgnorableEvent:
             result = "ignored"
+        except NeedsStorage:
+            result = "needs storage"
         else:
             result = "accepted"
         TRIED[result] += 1
@@ -210,8 +213,13 @@ class Chain:
             check_raw(self.codec.decode(data, RawImageAvailable, accept_json=True), self.instruments, self.policy,
                       self.data_root)
         else:
-            for bucket, key, size in parse_notification(data):
-                raw_object(bucket, key, size)
+            objects = [raw_object(bucket, key, size) for bucket, key, size in parse_notification(data)]
+            if any(found is not None for found in objects):
+                raise NeedsStorage("names a raw: what becomes of it depends on its sidecar in storage")
+
+
+class NeedsStorage(Exception):  # noqa: N818 (an outcome)
+    """A notification naming a raw: the rest of its fate is decided by reading its sidecar."""
 
 
 def draw_corpus(strategy: st.SearchStrategy[Hostile], count: int) -> list[Hostile]:
