@@ -117,7 +117,7 @@ def run(visits_count: int, kill_every: float, interval: float, root: Path) -> Ve
             supervisor.start(name)
         pool.started[0].wait_for("[^Worker]: Ready", 120)
         threading.Thread(target=supervisor.watch, daemon=True).start()
-        visits = Visits(settings)
+        visits = Visits(settings, patience=600.0)  # the broker bounce must not stop the generator
         sender = threading.Thread(target=send_visits, args=(visits, visits_count, interval, rng), daemon=True)
         sender.start()
         started, actions = time.monotonic(), 0
