@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from pathlib import Path
 
 import faust
 
 from connectors import s3_notifications
-from streams import commands
+from streams import commands, local_state
 from streams.agents import detector, sal
 from streams.config import Settings
 from streams.context import Context
@@ -31,7 +32,14 @@ class PromptStreamsApp(faust.App):
         """Create topics and register schemas before the consumer subscribes."""
         self.context.settings.worker_dir().mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.context.prepare)
+        await asyncio.to_thread(self._check_local_tables)
         await super().on_first_start()
+
+    def _check_local_tables(self) -> None:
+        """Discard local table partitions their changelogs cannot continue (see `streams.local_state`)."""
+        settings, tables = self.context.settings, self.context.tables
+        changelogs = {spec.name: spec.changelog(settings.app_id) for spec in (tables.visits, tables.detectors)}
+        local_state.discard_invalid(settings, local_state.faust_partitions(Path(self.conf.tabledir), changelogs))
 
     async def on_started(self) -> None:
         """Start the pipeline processes and the gather processor once the worker runs."""
