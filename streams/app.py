@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> PromptStreamsApp:
         web_host="127.0.0.1",
         topic_partitions=settings.detector_partitions,
         topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=1,
         broker_commit_interval=0.5,
