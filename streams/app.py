@@ -14,11 +14,12 @@ import faust
 
 from connectors import s3_notifications
 from streams import commands
-from streams.agents import detector, sal
+from streams.agents import detector, ocps, sal
 from streams.config import Settings
 from streams.context import Context
 from streams.gather_processor import GatherService
 from streams.runner import PipelineRunner
+from streams.web import uws
 
 
 class PromptStreamsApp(faust.App):
@@ -87,6 +88,8 @@ def create_app(settings: Settings) -> PromptStreamsApp:
     sal.register(app, app.context)
     app.runner = detector.register(app, app.context)
     s3_notifications.register(app, app.context)
+    ocps.register(app, app.context)
+    uws.register(app, app.context)
     commands.register(app)
     return app
 
