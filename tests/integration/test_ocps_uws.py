@@ -104,7 +104,7 @@ def service(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> 
     write_raws(Path(settings.data_root), EXPOSURES + SEQUENCE)
     pool = WorkerPool(settings, root / "logs")
     try:
-        first, second = pool.start("w1"), pool.start("w2")
+        first, second = pool.start("w1"), pool.start("w2")  # one after the other: no rebalance left to settle
         yield Service((f"http://127.0.0.1:{first.web_port}", f"http://127.0.0.1:{second.web_port}"),
                       Visits(settings, survey="BLOCK-1"), settings)
     finally:
