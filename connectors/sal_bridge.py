@@ -242,6 +242,7 @@ class SalBridge:
 def main() -> int:
     """Run the bridge until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request otherwise
     settings = Settings.from_env()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -31,7 +31,7 @@ def test_visit_summary_items_fill_every_field_with_sal_types() -> None:
     items = visit_summary_items(SUMMARY)
     assert (items["successCount"], items["failedCount"], items["timeoutCount"]) == (2, 1, 0)
     assert items["failedDetectors"] == "7" and items["exposureIds"] == "2026112500367,2026112500368"
-    checkpoint, [message] = step(SalBridgeCheckpoint(), SUMMARY, NOW, CONFIG)
+    _, [message] = step(SalBridgeCheckpoint(), SUMMARY, NOW, CONFIG)
     schema = parse(avro_schema(VISIT_SUMMARY))
     assert read_datum(write_datum(schema, message.datum), schema, schema)["groupId"] == SUMMARY.group_id
     assert set(message.datum) == {f["name"] for f in avro_schema(VISIT_SUMMARY)["fields"]}
