@@ -17,6 +17,7 @@ from streams.records import (
     CcdResult,
     DeadLetter,
     DetectorCommand,
+    LogMessage,
     Metric,
     NextVisit,
     NextVisitCanceled,
@@ -99,6 +100,7 @@ class Topics:
     calibration_products: TopicSpec
     ocps_job_events: TopicSpec
     ocps_jobs: TopicSpec
+    log_messages: TopicSpec
     dead_letter: TopicSpec
 
     def all(self) -> list[TopicSpec]:
@@ -146,6 +148,9 @@ def declare(settings: Settings) -> Topics:
         ocps_jobs=TopicSpec("ocps_jobs", t("ocps-jobs"), OcpsJob, 1, single, "job id", out,
                             "Each OCPS job's latest state, as the UWS API shows it (compacted).",
                             {"cleanup.policy": "compact"}),
+        log_messages=TopicSpec("log_messages", t("log-messages"), LogMessage, 1, single, "worker", out,
+                               "Worker log records at WARNING and above (rate-limited), for the Chile bridge.",
+                               KEEP),
         dead_letter=TopicSpec("dead_letter", t("dead-letter"), DeadLetter, 1, single, "original key", out,
                               "Inputs that could not be used, with the reason.", KEEP_LONG),
     )
