@@ -20,6 +20,7 @@ PREFIX = "PROMPT_STREAMS_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -85,6 +86,8 @@ class Settings:
     pipeline_processes: int = _setting(os.cpu_count() or 1, "Processes running pipelines in this worker.")
     standin_preload_seconds: float = _setting(0.05, "Cost of the stand-in pipeline's preload [s].")
     standin_run_seconds: float = _setting(0.2, "CPU cost of the stand-in pipeline's run [s].")
+    log_format: str = _setting("text", "Worker log lines: text (for people) or json (one object per line, "
+                               "labelled with instrument, group, detector and visit, for a log store).")
 
     def __post_init__(self) -> None:
         if self.security_protocol not in SECURITY_PROTOCOLS:
@@ -93,6 +96,8 @@ class Settings:
         if self.sasl_mechanism not in SASL_MECHANISMS:
             raise SettingsError(f"{PREFIX}SASL_MECHANISM={self.sasl_mechanism!r}: "
                                 f"expected one of {', '.join(SASL_MECHANISMS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"{PREFIX}LOG_FORMAT={self.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         if self.detector_partitions < 1 or self.replication_factor < 1 or self.pipeline_processes < 1:
             raise SettingsError("partition counts, replication factors and process counts must be at least 1")
 
@@ -125,6 +130,10 @@ class Settings:
                 value = "***"
             rows.append((PREFIX + item.name.upper(), value, item.metadata["doc"]))
         return rows
+
+    def secrets(self) -> list[str]:
+        """The values of the secret settings that are set (the logs mask them wherever they appear)."""
+        return [value for item in fields(self) if item.metadata["secret"] and (value := getattr(self, item.name))]
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, to start a worker or tool with them."""
