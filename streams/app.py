@@ -15,7 +15,7 @@ import faust
 from faust.types import TableT
 
 from connectors import s3_notifications
-from streams import commands, logs
+from streams import commands, log_forwarding, logs
 from streams.agents import detector, sal
 from streams.config import Settings
 from streams.context import Context
@@ -30,6 +30,7 @@ class PromptStreamsApp(faust.App):
     context: Context
     runner: PipelineRunner
     gather: GatherService | None = None
+    log_forwarder: log_forwarding.LogForwarder | None = None
 
     async def on_first_start(self) -> None:
         """Create topics and register schemas before the consumer subscribes."""
@@ -38,8 +39,10 @@ class PromptStreamsApp(faust.App):
         await super().on_first_start()
 
     async def on_started(self) -> None:
-        """Start the pipeline processes and the gather processor once the worker runs."""
+        """Start log forwarding, the pipeline processes and the gather processor once the worker runs."""
         await super().on_started()
+        self.log_forwarder = log_forwarding.install(self.context.settings, self.context.topics.log_messages,
+                                                    self.context.codec)
         await self.runner.start()
         self.gather = GatherService(self.context.settings, self._gather_crashed, loop=self.loop, beacon=self.beacon)
         await self.add_runtime_dependency(self.gather)
@@ -48,8 +51,10 @@ class PromptStreamsApp(faust.App):
         self.add_future(self.crash(error))
 
     async def on_stop(self) -> None:
-        """Stop the pipeline processes."""
+        """Stop the pipeline processes and log forwarding."""
         self.runner.stop()
+        if self.log_forwarder is not None:
+            log_forwarding.uninstall(self.log_forwarder)
         await super().on_stop()
 
 
