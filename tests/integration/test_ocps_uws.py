@@ -105,7 +105,7 @@ def service(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> 
     pool = WorkerPool(settings, root / "logs")
     try:
         first, second = pool.start("w1"), pool.start("w2")  # one after the other: no rebalance left to settle
-        yield Service((f"http://127.0.0.1:{first.web_port}", f"http://127.0.0.1:{second.web_port}"),
+        yield Service((first.url, second.url),
                       Visits(settings, survey="BLOCK-1"), settings)
     finally:
         pool.stop_all()
