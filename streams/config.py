@@ -53,6 +53,10 @@ class Settings:
                              "Worker state: RocksDB tables (one folder per worker).")
     store: str = _setting("rocksdb://", "Faust table store: rocksdb:// (default) or memory://.")
     web_port: int = _setting(6066, "Port of the worker's web server (views, health).")
+    web_bind: str = _setting("127.0.0.1", "Address the worker's web server listens on (0.0.0.0: every interface, "
+                             "when workers on other hosts or Prometheus must reach it).")
+    web_host: str = _setting("127.0.0.1", "Host name or address other workers reach this one at (its URL in "
+                             "faust's routing: views forwarded to the worker that owns the data).")
     web_token: str = _setting("", "Bearer token the web endpoints that change anything require "
                               "(empty: such endpoints refuse every request).", secret=True)
     topic_prefix: str = _setting("prompt", "Prefix of the project's own topics: <prefix>.<name>.")

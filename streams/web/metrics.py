@@ -88,7 +88,18 @@ def faust_lags(app: faust.App) -> dict[tuple[str, str, int], int]:
     return lags
 
 
+class Shared(Collector):
+    """The process's own counters and histograms (REGISTRY), inside an app's registry."""
+
+    def collect(self) -> Iterable[Metric]:
+        """Everything in REGISTRY."""
+        yield from REGISTRY.collect()
+
+
 def register(app: faust.App, in_flight: Callable[[], int], gather_lags: Lags) -> None:
-    """Serve `/metrics`: Faust's sensor and the project's metrics, in one registry."""
-    setup_prometheus_sensors(app, registry=REGISTRY, name_prefix="prompt_streams_faust")
-    REGISTRY.register(StateCollector(in_flight, [lambda: faust_lags(app), gather_lags]))
+    """Serve `/metrics`: Faust's sensor, the project's counters and the state gauges, in the app's registry
+    (one per app, so building a second app in a process, as tests do, registers nothing twice)."""
+    registry = CollectorRegistry()
+    setup_prometheus_sensors(app, registry=registry, name_prefix="prompt_streams_faust")
+    registry.register(Shared())
+    registry.register(StateCollector(in_flight, [lambda: faust_lags(app), gather_lags]))
