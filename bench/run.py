@@ -7,7 +7,7 @@ Starts a throwaway Kafka + registry on free ports (stopped at the end), runs
 1. the framework overhead under an LSSTCam burst with 1 and 2 workers (and their memory, case 5),
 2.-3. the gather throughput of Prompt Streams, Kafka Streams, Quix Streams and the client ceiling,
 4. the built-in Alert Production per full-size CCD (bench/pipeline.py),
-and writes the report (bench/report.py) with the machine it ran on.
+and writes the report (bench/report.py) with the machine it ran on; the README quotes its tables.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ def main() -> int:
     text = report.render(results, args)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(text)
+    if args.report == RESULTS:
+        report.quote_in_readme(text)
     print(text)
     return 0
 

@@ -44,7 +44,7 @@ from streams.config import PROJECT_ROOT, Settings
 from streams.driver import Received, Visits, exposure_id
 from streams.records import CcdResult, VisitExpected
 from topology.keys import visit_key
-from topology.tables import gather_changelog
+from topology.tables import changelogs
 
 log = logging.getLogger(__name__)
 KSTREAMS_LIB = PROJECT_ROOT / ".local" / "bench" / "kstreams" / "lib"
@@ -81,7 +81,7 @@ def fill(settings: Settings, visits: int) -> Visits:
     driver = Visits(settings, survey=SURVEY)
     topics = driver.topics
     summary = replace(topics.visit_summary, config={**topics.visit_summary.config, **LOG_APPEND_TIME})
-    specs = [*(summary if spec.name == summary.name else spec for spec in topics.all()), gather_changelog(settings)]
+    specs = [*(summary if spec.name == summary.name else spec for spec in topics.all()), *changelogs(settings)]
     admin.ensure_topics(settings, specs)
     admin.register_schemas(driver.codec, specs)
     now = tai_now()
