@@ -28,6 +28,8 @@ class Worker:
     log: Path
     offset: int = 0
     """Where this process's lines start in the log (a restarted worker appends to its name's log)."""
+    url: str = ""
+    """Its web server (views, dashboard, metrics)."""
 
     def text(self) -> str:
         """Everything this process logged so far."""
@@ -79,7 +81,7 @@ class WorkerPool:
                 env=os.environ | own.to_env() | {"PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        worker = Worker(process, log, offset)
+        worker = Worker(process, log, offset, f"http://127.0.0.1:{own.web_port}")
         self.started.append(worker)
         if wait:
             worker.wait_for(READY)

@@ -225,6 +225,36 @@ class DetectorProgress(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LogMessage(Record):
+    """A worker's log record at WARNING or above, on its way to Chile as the SAL logMessage event. Rate-limited at the worker."""
+
+    SCHEMA: ClassVar[str] = "log_message"
+
+    name: str
+    """Logger name, e.g. streams.agents.detector."""
+    level: int
+    """Python logging level: warning=30, error=40, critical=50."""
+    message: str
+    """The formatted log message."""
+    traceback: str = ''
+    """Exception traceback; empty if the record carries no exception."""
+    file_path: str = ''
+    """Source file that logged."""
+    function_name: str = ''
+    """Function that logged."""
+    line_number: int = 0
+    """Line in file_path."""
+    process: int = 0
+    """Process id of the worker."""
+    timestamp: float
+    """When the record was made (TAI, Unix seconds) [second]."""
+    worker: str = ''
+    """Worker that logged it."""
+    suppressed: int = 0
+    """Records the worker's rate limit dropped since the previous one it sent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Metric(Record):
     """One measurement for the Chile bridge and Sasquatch: a per-CCD timing or pipeline metric (detector >= 0) or a per-visit one (detector = -1)."""
 
@@ -335,6 +365,121 @@ class NextVisitCanceled(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OcpsJobResult(Record):
+    """The result of one detector of the job's synthetic visit."""
+
+    SCHEMA: ClassVar[str] = "ocps_job"
+
+    detector: int
+    """Detector id."""
+    status: str
+    """success, failed, timeout, canceled or ignored."""
+    pipeline: str = ''
+    """The pipeline that produced it."""
+    error_message: str = ''
+    """Why it failed."""
+    output_uris: list[str] = field(default_factory=lambda: [])
+    """The outputs written."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OcpsJob(Record):
+    """An OCPS job as the UWS API shows it: its phase, parameters, results and error. The latest state of each job, on a compacted topic keyed by job id; written only by the job agent."""
+
+    SCHEMA: ClassVar[str] = "ocps_job"
+    NESTED: ClassVar[dict[str, tuple[str, type[Record]]]] = {"results": ("array", OcpsJobResult)}
+
+    job_id: str
+    """Job id."""
+    phase: str = 'PENDING'
+    """UWS phase: PENDING, QUEUED, EXECUTING, COMPLETED, ERROR or ABORTED."""
+    pipeline: str = ''
+    """The named pipeline the job runs."""
+    instrument: str = ''
+    """Instrument of the inputs."""
+    group_id: str = ''
+    """Group id of the job's synthetic visit (ocps-<job id>)."""
+    detectors: list[int] = field(default_factory=lambda: [])
+    """Detectors processed."""
+    exposures: list[int] = field(default_factory=lambda: [])
+    """Exposure ids of the inputs."""
+    parameters: dict[str, str] = field(default_factory=lambda: {})
+    """The parameters as the client sent them (lower-case names)."""
+    run_id: str = ''
+    """The client's label (UWS RUNID)."""
+    owner: str = ''
+    """Who asked: the API's caller or a trigger's name."""
+    reference_time: float = 0.0
+    """The time the inputs stand for (a master calibration is valid from it); 0 until the job runs (TAI, Unix seconds) [second]."""
+    creation_time: float = 0.0
+    """When the job was created (TAI, Unix seconds) [second]."""
+    start_time: float = 0.0
+    """When it started executing, 0 if not yet (TAI, Unix seconds) [second]."""
+    end_time: float = 0.0
+    """When it reached COMPLETED, ERROR or ABORTED, 0 if not yet (TAI, Unix seconds) [second]."""
+    error_summary: str = ''
+    """Why the job is in ERROR (or what was aborted), empty otherwise."""
+    results: list[OcpsJobResult] = field(default_factory=lambda: [])
+    """Per-detector results so far, sorted by detector."""
+    summary_reason: str = ''
+    """Why the synthetic visit's summary was emitted (complete, deadline, canceled); empty until it is."""
+    counts: dict[str, int] = field(default_factory=lambda: {})
+    """Detectors by result status, from the summary."""
+    detectors_expected: int = 0
+    """Detectors of the synthetic visit, from the summary (0 until it comes)."""
+    updated_time: float = 0.0
+    """Last change (TAI, Unix seconds) [second]."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OcpsJobEvent(Record):
+    """Something that happens to an OCPS job, in order, on the single-partition job-events topic: a request from the UWS API (create, run, abort), a trigger's create, or the outcome of the job's synthetic visit (ccd-result, visit-summary) forwarded from the topology's outputs. Keyed by job id."""
+
+    SCHEMA: ClassVar[str] = "ocps_job_event"
+
+    action: str
+    """create, run, abort, ccd-result or visit-summary."""
+    job_id: str
+    """Job id (also names the synthetic visit's group: ocps-<job id>)."""
+    event_time: float = 0.0
+    """When the event was made (TAI, Unix seconds) [second]."""
+    pipeline: str = ''
+    """create: the named pipeline to run."""
+    instrument: str = ''
+    """create: instrument of the input exposures."""
+    detectors: list[int] = field(default_factory=lambda: [])
+    """create: detectors to process."""
+    exposures: list[int] = field(default_factory=lambda: [])
+    """create: exposure ids of the inputs, one snap each in this order."""
+    parameters: dict[str, str] = field(default_factory=lambda: {})
+    """create: the parameters as the client sent them (lower-case names)."""
+    run_id: str = ''
+    """create: the client's label for the job (UWS RUNID)."""
+    owner: str = ''
+    """create: who asked (a trigger's name for triggered jobs)."""
+    start: bool = False
+    """create: run at once (PHASE=RUN in the creating request)."""
+    reference_time: float = 0.0
+    """create: the time the inputs stand for, e.g. a calibration sequence's start (0: when the job runs) (TAI, Unix seconds) [second]."""
+    detector: int = -1
+    """ccd-result: the detector."""
+    status: str = ''
+    """ccd-result: success, failed, timeout, canceled or ignored."""
+    ran_pipeline: str = ''
+    """ccd-result: the pipeline that produced the result."""
+    error_message: str = ''
+    """ccd-result: why it failed."""
+    output_uris: list[str] = field(default_factory=lambda: [])
+    """ccd-result: the outputs written."""
+    reason: str = ''
+    """visit-summary: complete, deadline or canceled."""
+    counts: dict[str, int] = field(default_factory=lambda: {})
+    """visit-summary: detectors by result status."""
+    detectors_expected: int = 0
+    """visit-summary: detectors the synthetic visit fanned out to."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawImageAvailable(Record):
     """One raw image (one snap of one detector) has landed in storage. Keyed by (instrument, group, detector, snap)."""
 
@@ -358,6 +503,26 @@ class RawImageAvailable(Record):
     """Checksum as algorithm:hexdigest (e.g. md5:...), empty if unknown."""
     arrival_time: float = 0.0
     """When the raw was announced (TAI, Unix seconds) [second]."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SalBridgeCheckpoint(Record):
+    """Where the SAL bridge stands, written in the same Chile-side transaction as the SAL messages it covers: the source positions to resume from and the per-topic SAL writer state. Keyed by the bridge's id on a compacted topic."""
+
+    SCHEMA: ClassVar[str] = "sal_bridge_checkpoint"
+
+    positions: dict[str, int] = field(default_factory=lambda: {})
+    """Next offset to read on the processing cluster, by '<topic>:<partition>'."""
+    seq_nums: dict[str, int] = field(default_factory=lambda: {})
+    """Last private_seqNum written, by SAL topic."""
+    snd_stamps: dict[str, float] = field(default_factory=lambda: {})
+    """Last private_sndStamp written, by SAL topic (TAI, Unix seconds) [second]."""
+    log_tokens: float = 0.0
+    """logMessage rate limit: tokens left in the bucket."""
+    log_tokens_time: float = 0.0
+    """logMessage rate limit: log record time of the last refill (TAI, Unix seconds) [second]."""
+    log_suppressed: int = 0
+    """logMessage records the bridge dropped since the last one it sent."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -485,10 +650,14 @@ RECORD_TYPES: dict[str, type[Record]] = {
     "dead_letter": DeadLetter,
     "detector_command": DetectorCommand,
     "detector_progress": DetectorProgress,
+    "log_message": LogMessage,
     "metric": Metric,
     "next_visit": NextVisit,
     "next_visit_canceled": NextVisitCanceled,
+    "ocps_job": OcpsJob,
+    "ocps_job_event": OcpsJobEvent,
     "raw_image_available": RawImageAvailable,
+    "sal_bridge_checkpoint": SalBridgeCheckpoint,
     "visit_expected": VisitExpected,
     "visit_progress": VisitProgress,
     "visit_summary": VisitSummary,

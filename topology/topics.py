@@ -17,9 +17,12 @@ from streams.records import (
     CcdResult,
     DeadLetter,
     DetectorCommand,
+    LogMessage,
     Metric,
     NextVisit,
     NextVisitCanceled,
+    OcpsJob,
+    OcpsJobEvent,
     RawImageAvailable,
     VisitExpected,
     VisitSummary,
@@ -95,6 +98,9 @@ class Topics:
     visit_summary: TopicSpec
     metrics: TopicSpec
     calibration_products: TopicSpec
+    ocps_job_events: TopicSpec
+    ocps_jobs: TopicSpec
+    log_messages: TopicSpec
     dead_letter: TopicSpec
 
     def all(self) -> list[TopicSpec]:
@@ -136,6 +142,15 @@ def declare(settings: Settings) -> Topics:
         calibration_products=TopicSpec("calibration_products", t("calibration-products"), CalibrationProduct, n,
                                        visit, "instrument/group", out,
                                        "Master calibrations certified by calibration sequences.", KEEP_LONG),
+        ocps_job_events=TopicSpec("ocps_job_events", t("ocps-job-events"), OcpsJobEvent, 1, single, "job id",
+                                  internal, "OCPS job requests (UWS API, triggers) and their visits' outcomes, "
+                                  "in order.", KEEP),
+        ocps_jobs=TopicSpec("ocps_jobs", t("ocps-jobs"), OcpsJob, 1, single, "job id", out,
+                            "Each OCPS job's latest state, as the UWS API shows it (compacted).",
+                            {"cleanup.policy": "compact"}),
+        log_messages=TopicSpec("log_messages", t("log-messages"), LogMessage, 1, single, "worker", out,
+                               "Worker log records at WARNING and above (rate-limited), for the Chile bridge.",
+                               KEEP),
         dead_letter=TopicSpec("dead_letter", t("dead-letter"), DeadLetter, 1, single, "original key", out,
                               "Inputs that could not be used, with the reason.", KEEP_LONG),
     )
