@@ -19,6 +19,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from confluent_kafka import Consumer, TopicPartition
+
 from stack.cluster import Cluster, ClusterState, Ports, free_port
 from stack.workers import WorkerPool
 from streams.config import Settings
@@ -104,7 +106,24 @@ def send_visits(visits: Visits, count: int, interval: float, rng: random.Random)
         time.sleep(interval)
 
 
-def run(visits_count: int, kill_every: float, interval: float, root: Path) -> Verdict:
+def wait_quiet(settings: Settings, topics: list[str], deadline: float, quiet: float = 20.0) -> None:
+    """Until no output topic has grown for `quiet` seconds (the workers caught up), or the deadline."""
+    consumer = Consumer(settings.kafka_config() | {"group.id": "chaos-watch"})
+    try:
+        partitions = [TopicPartition(t, p) for t in topics
+                      for p in consumer.list_topics(t, timeout=30).topics[t].partitions]
+        last: list[int] = []
+        since = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet:
+            ends = [consumer.get_watermark_offsets(tp, 30)[1] for tp in partitions]
+            if ends != last:
+                last, since = ends, time.monotonic()
+            time.sleep(2.0)
+    finally:
+        consumer.close()
+
+
+def run(visits_count: int, kill_every: float, interval: float, root: Path, settle: float = 900.0) -> Verdict:
     """The whole chaos run; returns the verdict."""
     cluster = Cluster("chaos", Ports(0, 0, 0), root=root / "stack", bound_to_parent=True)
     state = cluster.up()
@@ -142,13 +161,17 @@ def run(visits_count: int, kill_every: float, interval: float, root: Path) -> Ve
         wiring = Wiring(settings.kafka_config(), settings.registry_url, topics.next_visit.name,
                         topics.next_visit_canceled.name, topics.raw_image_available.name, topics.ccd_result.name,
                         topics.visit_summary.name, gather_changelog(settings).name, Path(settings.instruments_file))
-        deadline = time.monotonic() + 180
-        verdict = verify(wiring)
-        while (verdict.lost or verdict.missing_summaries) and time.monotonic() < deadline:
-            print(f"[{time.monotonic() - started:5.1f} s] waiting: {len(verdict.lost)} results and "
-                  f"{len(verdict.missing_summaries)} summaries not out yet", flush=True)
-            time.sleep(5)  # let the group settle and the deadlines pass
+        deadline = time.monotonic() + settle
+        outputs = [topics.ccd_result.name, topics.visit_summary.name]
+        verdict = Verdict()
+        while time.monotonic() < deadline:
+            wait_quiet(settings, outputs, deadline)
+            print(f"[{time.monotonic() - started:5.1f} s] outputs quiet; verifying", flush=True)
             verdict = verify(wiring)
+            if not (verdict.lost or verdict.missing_summaries):
+                break
+            print(f"[{time.monotonic() - started:5.1f} s] {len(verdict.lost)} results and "
+                  f"{len(verdict.missing_summaries)} summaries not out yet", flush=True)
         print(f"[{time.monotonic() - started:5.1f} s] verified", flush=True)
         print(f"workers restarted by the supervisor: {supervisor.restarts}", flush=True)
         return verdict
