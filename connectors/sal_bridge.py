@@ -49,6 +49,7 @@ BATCH = 500
 POLL_SECONDS = 0.2
 TIMEOUT_S = 60.0
 TRANSACTION_TIMEOUT_MS = 60_000
+COMMIT_ATTEMPTS = 5
 COMPACT = {"cleanup.policy": "compact"}
 
 
@@ -229,7 +230,7 @@ class SalBridge:
                             letter.offset, letter.reason)
             producer.produce(self.checkpoints.name, key=self.name.encode(), partition=0,
                              value=self.chile_codec.encode(self.checkpoints.name, batch.checkpoint))
-            producer.commit_transaction(TIMEOUT_S)
+            commit(producer)
         except KafkaException as exception:
             if not exception.args[0].txn_requires_abort():
                 raise
@@ -237,6 +238,18 @@ class SalBridge:
             producer.abort_transaction(TIMEOUT_S)
             return False
         return True
+
+
+def commit(producer: Producer) -> None:
+    """Commit the open transaction, trying again while the error says that may work (a slow broker)."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            producer.commit_transaction(TIMEOUT_S)
+            return
+        except KafkaException as exception:
+            if not exception.args[0].retriable() or attempt == COMMIT_ATTEMPTS:
+                raise
+            log.warning("SAL bridge: commit failed (%s), trying again (%d/%d)", exception, attempt, COMMIT_ATTEMPTS)
 
 
 def main() -> int:
