@@ -20,6 +20,7 @@ PREFIX = "PROMPT_STREAMS_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -52,6 +53,10 @@ class Settings:
                              "Worker state: RocksDB tables (one folder per worker).")
     store: str = _setting("rocksdb://", "Faust table store: rocksdb:// (default) or memory://.")
     web_port: int = _setting(6066, "Port of the worker's web server (views, health).")
+    web_bind: str = _setting("127.0.0.1", "Address the worker's web server listens on (0.0.0.0: every interface, "
+                             "when workers on other hosts or Prometheus must reach it).")
+    web_host: str = _setting("127.0.0.1", "Host name or address other workers reach this one at (its URL in "
+                             "faust's routing: views forwarded to the worker that owns the data).")
     web_token: str = _setting("", "Bearer token the web endpoints that change anything require "
                               "(empty: such endpoints refuse every request).", secret=True)
     topic_prefix: str = _setting("prompt", "Prefix of the project's own topics: <prefix>.<name>.")
@@ -85,6 +90,8 @@ class Settings:
     pipeline_processes: int = _setting(os.cpu_count() or 1, "Processes running pipelines in this worker.")
     standin_preload_seconds: float = _setting(0.05, "Cost of the stand-in pipeline's preload [s].")
     standin_run_seconds: float = _setting(0.2, "CPU cost of the stand-in pipeline's run [s].")
+    log_format: str = _setting("text", "Worker log lines: text (for people) or json (one object per line, "
+                               "labelled with instrument, group, detector and visit, for a log store).")
     log_forward_rate: float = _setting(1.0, "Worker log records at WARNING and above sent per second on "
                                        "average to the log-messages topic (the rest are counted, not sent).")
     log_forward_burst: int = _setting(20, "Worker log records at WARNING and above sent at once before "
@@ -117,6 +124,8 @@ class Settings:
         if self.sasl_mechanism not in SASL_MECHANISMS:
             raise SettingsError(f"{PREFIX}SASL_MECHANISM={self.sasl_mechanism!r}: "
                                 f"expected one of {', '.join(SASL_MECHANISMS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"{PREFIX}LOG_FORMAT={self.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         if self.chile_security_protocol not in SECURITY_PROTOCOLS:
             raise SettingsError(f"{PREFIX}CHILE_SECURITY_PROTOCOL={self.chile_security_protocol!r}: "
                                 f"expected one of {', '.join(SECURITY_PROTOCOLS)}")
@@ -158,6 +167,10 @@ class Settings:
                 value = "***"
             rows.append((PREFIX + item.name.upper(), value, item.metadata["doc"]))
         return rows
+
+    def secrets(self) -> list[str]:
+        """The values of the secret settings that are set (the logs mask them wherever they appear)."""
+        return [value for item in fields(self) if item.metadata["secret"] and (value := getattr(self, item.name))]
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, to start a worker or tool with them."""

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import faust
 from faust.types import TableT
 
-from streams import admin
+from streams import admin, logs
 from streams.codec import Codec
 from streams.config import Settings
 from streams.core.instruments import Instrument, parse_instruments
@@ -23,7 +23,7 @@ from streams.core.policy import Policy
 from streams.core.surveys import SurveyTable, parse_surveys
 from streams.record import Record
 from streams.registry import ConfluentRegistry
-from topology.tables import Tables, declare_tables, gather_changelog
+from topology.tables import Tables, changelogs, declare_tables
 from topology.topics import Topics, TopicSpec, declare
 
 R = TypeVar("R", bound=Record)
@@ -66,14 +66,16 @@ class Context:
 
     def prepare(self) -> None:
         """Create the topics and register the schemas (blocking: run before consuming)."""
-        specs = [*self.topics.all(), gather_changelog(self.settings)]
+        specs = [*self.topics.all(), *changelogs(self.settings)]
         created = admin.ensure_topics(self.settings, specs)
         admin.register_schemas(self.codec, specs)
         log.info("topics ready (created %d); schemas registered", len(created))
 
     def decode(self, spec: TopicSpec, value: bytes | None, record_type: type[R]) -> R:
-        """The record in a value read from `spec`'s topic."""
-        return self.codec.decode(value, record_type, accept_json=spec.accepts_json)
+        """The record in a value read from `spec`'s topic; what follows is logged with its labels."""
+        record = self.codec.decode(value, record_type, accept_json=spec.accepts_json)
+        logs.label_record(record)
+        return record
 
     async def send(self, spec: TopicSpec, key: str | bytes | None, record: Record) -> Any:
         """Encode `record` and send it to its partition of `spec`'s topic."""
