@@ -46,7 +46,6 @@ from tests.integration.conftest import CHILE_PASSWORD, CHILE_USER
 from tests.integration.settings import isolated_settings
 from topology.topics import declare
 
-pytestmark = pytest.mark.integration
 COMPONENT = "PromptProcessing"
 EVENTS = ("logevent_visitSummary", "logevent_ccdResult", "logevent_metric", "logevent_logMessage")
 METRICS = ("prep_butlerTotalTime", "pipelineRunTime", "diaSourceCount", "brokenMetric")
