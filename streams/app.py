@@ -16,12 +16,12 @@ from faust.types import TableT
 
 from connectors import s3_notifications
 from streams import commands, log_forwarding, logs
-from streams.agents import detector, sal
+from streams.agents import detector, ocps, sal
 from streams.config import Settings
 from streams.context import Context
 from streams.gather_processor import GatherProcessor, GatherService
 from streams.runner import PipelineRunner
-from streams.web import dashboard, metrics, views
+from streams.web import dashboard, metrics, uws, views
 
 
 class PromptStreamsApp(faust.App):
@@ -98,13 +98,14 @@ def create_app(settings: Settings) -> PromptStreamsApp:
     sal.register(app, app.context)
     app.runner = detector.register(app, app.context)
     s3_notifications.register(app, app.context)
+    ocps.register(app, app.context)
     commands.register(app)
     register_web(app)
     return app
 
 
 def register_web(app: PromptStreamsApp) -> None:
-    """The worker's web endpoints: JSON views, the dashboard and Prometheus metrics."""
+    """The worker's web endpoints: JSON views, the dashboard, Prometheus metrics and the OCPS job service."""
     context = app.context
 
     def gather() -> GatherProcessor | None:
@@ -117,6 +118,7 @@ def register_web(app: PromptStreamsApp) -> None:
     dashboard.register(app, context.instruments)
     metrics.register(app, in_flight=lambda: (processor.in_flight() if (processor := gather()) else 0),
                      gather_lags=lambda: (processor.lags if (processor := gather()) else {}))
+    uws.register(app, context)
 
 
 app = create_app(Settings.from_env())

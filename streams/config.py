@@ -72,6 +72,8 @@ class Settings:
                                      "Instruments and their (disabled) detectors, TOML.")
     surveys_file: str = _setting(str(PROJECT_ROOT / "streams" / "surveys.toml"),
                                  "Survey patterns -> pipeline fallback lists, TOML.")
+    ocps_triggers_file: str = _setting(str(PROJECT_ROOT / "streams" / "ocps.toml"),
+                                       "Events that create OCPS jobs by themselves (visit summary -> job), TOML.")
     data_root: str = _setting(str(PROJECT_ROOT / ".local" / "repo"),
                               "Root of the data repository: file:// URIs from events must lie under it.")
     s3_endpoint_url: str = _setting("", "S3 endpoint for s3:// URIs (empty: AWS's default).")

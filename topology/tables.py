@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 from streams.config import Settings
 from streams.record import Record
-from streams.records import DetectorProgress, VisitExpected, VisitProgress
+from streams.records import DetectorProgress, OcpsJob, VisitExpected, VisitProgress
 from topology.topics import Partitioning, Role, TopicSpec
 
 
@@ -39,6 +39,7 @@ class Tables:
     visits: TableSpec
     detectors: TableSpec
     gather: TableSpec
+    jobs: TableSpec
 
     def all(self) -> list[TableSpec]:
         """Every table."""
@@ -55,6 +56,8 @@ def declare_tables(settings: Settings) -> Tables:
                             "detector agent", "Each detector's progress; also the presence table for early raws."),
         gather=TableSpec("gather", VisitProgress, n, Partitioning.VISIT, "instrument/group", "gather processor",
                          "Each visit's progress: expected detectors, results so far, summary sent."),
+        jobs=TableSpec("jobs", OcpsJob, 1, Partitioning.SINGLE, "job id", "ocps agent",
+                       "Each OCPS job's state: the single writer's copy of the ocps-jobs topic."),
     )
 
 
