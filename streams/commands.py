@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -22,8 +23,10 @@ from streams.driver import Visits
 from streams.errors import DecodeError, PromptStreamsError
 from streams.inspection import Inspector
 from streams.records import RawImageAvailable
+from streams.replay import Filters, ReplayError
+from streams.replayer import Range, Replayer, run
 from streams.science.geometry import CcdShape
-from streams.simulate.night import plan_night, replay, write_night
+from streams.simulate import night as simulated
 from streams.topic_reader import TopicNotFoundError
 
 
@@ -34,7 +37,7 @@ def plain_errors(settings: Settings) -> Iterator[None]:
         yield
     except TopicNotFoundError as error:
         fail(f"{error} (app {settings.app_id}: has one of its workers run yet?)")
-    except PromptStreamsError as error:
+    except (PromptStreamsError, ReplayError) as error:
         fail(str(error))
     except (KafkaException, TimeoutError) as error:
         fail(f"Kafka at {settings.bootstrap}: {error}")
@@ -78,15 +81,16 @@ def register(app: faust.App) -> None:
                              survey: str, without_template: str, start: str) -> None:
         """Write a simulated night under the data root and replay it as events."""
         shape = CcdShape(size, size if size != 4000 else 4072)
-        night = plan_night(visits, tuple(sorted(parse_detectors(detectors))), shape, instrument=instrument,
-                           seed=seed, without_template=tuple(parse_detectors(without_template)),
-                           start=datetime.fromisoformat(start).replace(tzinfo=UTC) if start else None)
+        night = simulated.plan_night(visits, tuple(sorted(parse_detectors(detectors))), shape,
+                                     instrument=instrument, seed=seed,
+                                     without_template=tuple(parse_detectors(without_template)),
+                                     start=datetime.fromisoformat(start).replace(tzinfo=UTC) if start else None)
         root = Path(settings.data_root)
         self.say(f"writing {visits} visits x {len(night.detectors)} detectors x 2 snaps ({size} px) under {root}")
-        arrivals = write_night(root, night)
+        arrivals = simulated.write_night(root, night)
         driver = Visits(replace(settings), survey=survey)
-        replay(driver, night, arrivals, lead_time=lead_time, snap_interval=snap_interval,
-               visit_interval=visit_interval)
+        simulated.replay(driver, night, arrivals, lead_time=lead_time, snap_interval=snap_interval,
+                         visit_interval=visit_interval)
         self.say(f"sent {visits} visits: groups {', '.join(v.group_id for v in night.visits)}")
 
     @app.command(
@@ -169,3 +173,45 @@ def register(app: faust.App) -> None:
                              file=click.get_text_stream("stderr"))
                 else:
                     self.say(status.record_json(record))
+
+    @app.command(
+        option("--name", required=True, help="The replay's name: its application id (consumer groups, tables), topic "
+                                             "prefix (<name>.*) and output folder (<output root>/replays/<name>)."),
+        option("--since", default="", help="UTC time of the first nextVisit to replay, e.g. 2026-11-25T03:00:00."),
+        option("--until", default="", help="UTC time after the last nextVisit to replay."),
+        option("--from-offset", type=int, default=None, help="Offset of the first nextVisit (its topic has one "
+                                                             "partition)."),
+        option("--to-offset", type=int, default=None, help="Offset after the last nextVisit."),
+        option("--instrument", multiple=True, help="Only this instrument's visits (repeatable)."),
+        option("--group", multiple=True, help="Only this group's visit (repeatable)."),
+        option("--detectors", default="", help="Only these detectors, e.g. 94 or 0-8 (default: all)."),
+        option("--workers", type=int, default=1, help="Replay workers to start here for the replay (0: start them "
+                                                      "yourself with the settings it prints)."),
+        option("--speed", type=float, default=0.0, help="Send at this multiple of the original pace "
+                                                        "(0: as fast as possible; 1: real time)."),
+        option("--wait", type=float, default=None, help="Seconds to wait for the visits' summaries "
+                                                        "(default: the visit deadline, image + process timeouts)."),
+    )
+    async def replay(self: faust.cli.AppCommand, name: str, since: str, until: str, from_offset: int | None,
+                     to_offset: int | None, instrument: tuple[str, ...], group: tuple[str, ...], detectors: str,
+                     workers: int, speed: float, wait: float | None) -> None:
+        """Run a range of the input topics through the topology again, without touching live state."""
+        filters = Filters(frozenset(instrument), frozenset(group), parse_detectors(detectors))
+        chosen = Range(kafka_ms(since), kafka_ms(until), from_offset, to_offset)
+        with plain_errors(settings):
+            replayer = Replayer(settings, name, filters)
+            report = await asyncio.to_thread(
+                run, replayer, chosen, speed=speed, workers=workers,
+                wait=wait if wait is not None else settings.image_timeout + settings.process_timeout + 120,
+                say=self.say)
+        self.say(report.text())
+        if report.incomplete:
+            raise SystemExit(2)
+
+
+def kafka_ms(text: str) -> int | None:
+    """A UTC time (ISO 8601, naive means UTC) as a Kafka timestamp [ms]; empty stays None."""
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text)
+    return int(1000 * (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())

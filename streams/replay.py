@@ -23,6 +23,7 @@ from pathlib import Path
 from streams.config import Settings
 from streams.core.instruments import Instrument
 from streams.records import NextVisit, NextVisitCanceled, RawImageAvailable
+from topology.keys import detector_partition
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 NO_EXPIRATION = 10 * 365 * 24 * 3600.0
@@ -43,7 +44,7 @@ class Event:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
     record: NextVisit | NextVisitCanceled | RawImageAvailable | None = None
 
 
@@ -95,20 +96,24 @@ def window(visits: Sequence[Event], image_timeout: float) -> tuple[int, int]:
     return (min(e.timestamp_ms for e in visits) - margin_ms, max(e.timestamp_ms for e in visits) + margin_ms + 1)
 
 
-def select(next_visits: Iterable[Event], others: Iterable[Event], filters: Filters,
-           image_timeout: float) -> Selection:
+def select(next_visits: Iterable[Event], others: Iterable[Event], filters: Filters, image_timeout: float,
+           raw_partitions: int) -> Selection:
     """The events to replay: the nextVisits the filters keep, and those visits' raws and cancellations."""
     visits = [e for e in next_visits if isinstance(e.record, NextVisit) and filters.visit(e.record)]
     start, end = window(visits, image_timeout)
     keys = frozenset((e.record.instrument, e.record.groupId) for e in visits if isinstance(e.record, NextVisit))
     groups = {group for _, group in keys}
 
-    def wanted(record: object) -> bool:
+    def wanted(event: Event) -> bool:
+        record = event.record
         if isinstance(record, RawImageAvailable):
-            return (record.instrument, record.group_id) in keys and filters.detector(record.detector)
+            # A raw written to another partition was re-sent by the live worker to its detector's partition:
+            # that copy is the one to replay (the replay's worker would otherwise get it twice).
+            return ((record.instrument, record.group_id) in keys and filters.detector(record.detector)
+                    and event.partition == detector_partition(record.detector, raw_partitions))
         return isinstance(record, NextVisitCanceled) and record.groupId in groups
 
-    kept = [*visits, *(e for e in others if start <= e.timestamp_ms < end and wanted(e.record))]
+    kept = [*visits, *(e for e in others if start <= e.timestamp_ms < end and wanted(e))]
     kept.sort(key=lambda e: (e.timestamp_ms, not isinstance(e.record, NextVisit), e.topic, e.partition, e.offset))
     return Selection(kept, keys, (start, end))
 
