@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup test unit integration lint demo up down status records clean bench-pipeline chaos
 
-setup: $(VENV)/.installed .local/.jars .local/.kcat
+setup: $(VENV)/.installed .local/.jars .local/.kcat .local/.chromium
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +24,11 @@ $(VENV)/.installed: pyproject.toml
 # kcat, for users and for the tests that run the README's recipes (Debian package).
 .local/.kcat:
 	@command -v kcat >/dev/null || { apt-get update -q && apt-get install -y -q kcat; }
+	@mkdir -p .local && touch $@
+
+# Headless Chromium, for the test that loads the dashboard as an operator would (Debian package).
+.local/.chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 	@mkdir -p .local && touch $@
 
 test: setup lint

@@ -6,6 +6,7 @@
     python -m stack down --name chile
     python -m stack up --name secure --secure --broker-port 9292 --controller-port 9293 --registry-port 8281
     eval "$(python -m stack env --name secure)"   # SASL_SSL settings, with the generated credentials
+    eval "$(python -m stack env --name chile --as-chile)"   # the SAL bridge's PROMPT_STREAMS_CHILE_* settings
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry-port", type=int, default=8081)
     parser.add_argument("--secure", action="store_true",
                         help="clients only on SASL_SSL with SCRAM-SHA-512 (a throwaway CA and generated passwords)")
+    parser.add_argument("--as-chile", action="store_true",
+                        help="env: print the settings as the SAL bridge's PROMPT_STREAMS_CHILE_* variables")
     args = parser.parse_args(argv)
     root = LOCAL_DIR / "stacks" / args.name
     cluster = Cluster(args.name, Ports(args.broker_port, args.controller_port, args.registry_port), root,
@@ -45,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             if args.action == "env":
                 env = settings_env(running) | credentials_env(root)
+                if args.as_chile:
+                    env = {k.replace("PROMPT_STREAMS_", "PROMPT_STREAMS_CHILE_", 1): v for k, v in env.items()}
                 print("\n".join(f"export {k}={v}" for k, v in env.items()))
             else:
                 print(f"{running.name}: Kafka at {running.bootstrap} (pid {running.broker_pid}), "

@@ -26,6 +26,8 @@ class Worker:
 
     process: subprocess.Popen[bytes]
     log: Path
+    url: str = ""
+    """Its web server (views, dashboard, metrics)."""
 
     def text(self) -> str:
         """Everything the worker logged so far."""
@@ -74,7 +76,7 @@ class WorkerPool:
                 env=os.environ | own.to_env(), stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        worker = Worker(process, log)
+        worker = Worker(process, log, f"http://127.0.0.1:{own.web_port}")
         self.started.append(worker)
         if wait:
             worker.wait_for(READY)

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import cast
 
 import faust
+from faust.types import TableT
 
 from connectors import s3_notifications
-from streams import commands
+from streams import commands, log_forwarding, logs
 from streams.agents import detector, sal
 from streams.config import Settings
 from streams.context import Context
-from streams.gather_processor import GatherService
+from streams.gather_processor import GatherProcessor, GatherService
 from streams.runner import PipelineRunner
+from streams.web import dashboard, metrics, views
 
 
 class PromptStreamsApp(faust.App):
@@ -26,6 +29,8 @@ class PromptStreamsApp(faust.App):
 
     context: Context
     runner: PipelineRunner
+    gather: GatherService | None = None
+    log_forwarder: log_forwarding.LogForwarder | None = None
 
     async def on_first_start(self) -> None:
         """Create topics and register schemas before the consumer subscribes."""
@@ -34,18 +39,22 @@ class PromptStreamsApp(faust.App):
         await super().on_first_start()
 
     async def on_started(self) -> None:
-        """Start the pipeline processes and the gather processor once the worker runs."""
+        """Start log forwarding, the pipeline processes and the gather processor once the worker runs."""
         await super().on_started()
+        self.log_forwarder = log_forwarding.install(self.context.settings, self.context.topics.log_messages,
+                                                    self.context.codec)
         await self.runner.start()
-        await self.add_runtime_dependency(GatherService(self.context.settings, self._gather_crashed,
-                                                        loop=self.loop, beacon=self.beacon))
+        self.gather = GatherService(self.context.settings, self._gather_crashed, loop=self.loop, beacon=self.beacon)
+        await self.add_runtime_dependency(self.gather)
 
     def _gather_crashed(self, error: BaseException) -> None:
         self.add_future(self.crash(error))
 
     async def on_stop(self) -> None:
-        """Stop the pipeline processes."""
+        """Stop the pipeline processes and log forwarding."""
         self.runner.stop()
+        if self.log_forwarder is not None:
+            log_forwarding.uninstall(self.log_forwarder)
         await super().on_stop()
 
 
@@ -73,7 +82,8 @@ def create_app(settings: Settings) -> PromptStreamsApp:
         store=settings.store,
         datadir=str(settings.worker_dir()),
         web_port=settings.web_port,
-        web_host="127.0.0.1",
+        web_bind=settings.web_bind,
+        web_host=settings.web_host,
         topic_partitions=settings.detector_partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
@@ -82,13 +92,31 @@ def create_app(settings: Settings) -> PromptStreamsApp:
         # A dead worker must be noticed well inside the 60 s alert budget (faust's default is 60 s).
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
+        logging_config=logs.logging_config(settings),
     )
     app.context = Context.build(settings, app)
     sal.register(app, app.context)
     app.runner = detector.register(app, app.context)
     s3_notifications.register(app, app.context)
     commands.register(app)
+    register_web(app)
     return app
+
+
+def register_web(app: PromptStreamsApp) -> None:
+    """The worker's web endpoints: JSON views, the dashboard and Prometheus metrics."""
+    context = app.context
+
+    def gather() -> GatherProcessor | None:
+        return app.gather.processor if app.gather is not None else None
+
+    views.register(app, views.Sources(
+        visits=cast(TableT[bytes, bytes], app.tables[context.tables.visits.name]),
+        detectors=cast(TableT[bytes, bytes], app.tables[context.tables.detectors.name]),
+        runner=app.runner, gather=gather, decode=context.codec.decode))
+    dashboard.register(app, context.instruments)
+    metrics.register(app, in_flight=lambda: (processor.in_flight() if (processor := gather()) else 0),
+                     gather_lags=lambda: (processor.lags if (processor := gather()) else {}))
 
 
 app = create_app(Settings.from_env())

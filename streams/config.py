@@ -10,7 +10,7 @@ import os
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ PREFIX = "PROMPT_STREAMS_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -52,6 +53,10 @@ class Settings:
                              "Worker state: RocksDB tables (one folder per worker).")
     store: str = _setting("rocksdb://", "Faust table store: rocksdb:// (default) or memory://.")
     web_port: int = _setting(6066, "Port of the worker's web server (views, health).")
+    web_bind: str = _setting("127.0.0.1", "Address the worker's web server listens on (0.0.0.0: every interface, "
+                             "when workers on other hosts or Prometheus must reach it).")
+    web_host: str = _setting("127.0.0.1", "Host name or address other workers reach this one at (its URL in "
+                             "faust's routing: views forwarded to the worker that owns the data).")
     web_token: str = _setting("", "Bearer token the web endpoints that change anything require "
                               "(empty: such endpoints refuse every request).", secret=True)
     topic_prefix: str = _setting("prompt", "Prefix of the project's own topics: <prefix>.<name>.")
@@ -85,6 +90,32 @@ class Settings:
     pipeline_processes: int = _setting(os.cpu_count() or 1, "Processes running pipelines in this worker.")
     standin_preload_seconds: float = _setting(0.05, "Cost of the stand-in pipeline's preload [s].")
     standin_run_seconds: float = _setting(0.2, "CPU cost of the stand-in pipeline's run [s].")
+    log_format: str = _setting("text", "Worker log lines: text (for people) or json (one object per line, "
+                               "labelled with instrument, group, detector and visit, for a log store).")
+    log_forward_rate: float = _setting(1.0, "Worker log records at WARNING and above sent per second on "
+                                       "average to the log-messages topic (the rest are counted, not sent).")
+    log_forward_burst: int = _setting(20, "Worker log records at WARNING and above sent at once before "
+                                      "the rate applies.")
+    # -- the Chile side of the SAL bridge (connectors/sal_bridge.py) ----------------------------
+    chile_bootstrap: str = _setting("", "Chile cluster: Kafka bootstrap servers the SAL bridge writes to.")
+    chile_registry_url: str = _setting("", "Chile cluster: Confluent-compatible schema registry URL.")
+    chile_registry_user: str = _setting("", "Chile cluster: schema registry basic-auth user.")
+    chile_registry_password: str = _setting("", "Chile cluster: schema registry basic-auth password.", secret=True)
+    chile_security_protocol: str = _setting("PLAINTEXT", "Chile cluster: Kafka security protocol.")
+    chile_sasl_mechanism: str = _setting("SCRAM-SHA-512", "Chile cluster: SASL mechanism.")
+    chile_sasl_username: str = _setting("", "Chile cluster: SASL user name.")
+    chile_sasl_password: str = _setting("", "Chile cluster: SASL password.", secret=True)
+    chile_ssl_cafile: str = _setting("", "Chile cluster: CA certificate (PEM) of its brokers.")
+    chile_ssl_certfile: str = _setting("", "Chile cluster: client certificate (PEM) for mutual TLS.")
+    chile_ssl_keyfile: str = _setting("", "Chile cluster: client private key (PEM) for mutual TLS.")
+    chile_replication_factor: int = _setting(1, "Chile cluster: replication factor of the topics the bridge creates.")
+    chile_sal_subname: str = _setting("sal", "SAL topic sub-namespace: topics are lsst.<subname>.PromptProcessing.*"
+                                      " (salobj's LSST_TOPIC_SUBNAME; its unit tests use test_*).")
+    chile_sal_index: int = _setting(1, "salIndex of the PromptProcessing events this bridge writes.")
+    chile_log_rate: float = _setting(1.0, "logMessage events the bridge sends per second on average (log time).")
+    chile_log_burst: int = _setting(20, "logMessage events the bridge sends at once before the rate applies.")
+    sasquatch_environment: str = _setting("dev", "Sasquatch metrics go to lsst.prompt.<environment>.<metric> "
+                                          "on the Chile cluster (empty: none are sent).")
 
     def __post_init__(self) -> None:
         if self.security_protocol not in SECURITY_PROTOCOLS:
@@ -93,6 +124,17 @@ class Settings:
         if self.sasl_mechanism not in SASL_MECHANISMS:
             raise SettingsError(f"{PREFIX}SASL_MECHANISM={self.sasl_mechanism!r}: "
                                 f"expected one of {', '.join(SASL_MECHANISMS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"{PREFIX}LOG_FORMAT={self.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
+        if self.chile_security_protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(f"{PREFIX}CHILE_SECURITY_PROTOCOL={self.chile_security_protocol!r}: "
+                                f"expected one of {', '.join(SECURITY_PROTOCOLS)}")
+        if self.chile_sasl_mechanism not in SASL_MECHANISMS:
+            raise SettingsError(f"{PREFIX}CHILE_SASL_MECHANISM={self.chile_sasl_mechanism!r}: "
+                                f"expected one of {', '.join(SASL_MECHANISMS)}")
+        if self.chile_sal_index < 0 or self.chile_log_rate <= 0 or self.chile_log_burst < 1 \
+                or self.log_forward_rate <= 0 or self.log_forward_burst < 1:
+            raise SettingsError("the SAL index must be >= 0 and log rates and bursts positive")
         if self.detector_partitions < 1 or self.replication_factor < 1 or self.pipeline_processes < 1:
             raise SettingsError("partition counts, replication factors and process counts must be at least 1")
 
@@ -126,6 +168,10 @@ class Settings:
             rows.append((PREFIX + item.name.upper(), value, item.metadata["doc"]))
         return rows
 
+    def secrets(self) -> list[str]:
+        """The values of the secret settings that are set (the logs mask them wherever they appear)."""
+        return [value for item in fields(self) if item.metadata["secret"] and (value := getattr(self, item.name))]
+
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, to start a worker or tool with them."""
         return {PREFIX + item.name.upper(): str(getattr(self, item.name)) for item in fields(self)}
@@ -153,6 +199,23 @@ class Settings:
         if self.ssl_cafile and self.registry_url.startswith("https"):
             config["ssl.ca.location"] = self.ssl_cafile
         return config
+
+    def chile(self) -> Settings:
+        """The Chile cluster's connection as settings, so `kafka_config()` and `registry_config()` apply.
+
+        Raises:
+            SettingsError: no Chile bootstrap or registry is configured.
+        """
+        if not self.chile_bootstrap or not self.chile_registry_url:
+            raise SettingsError(f"the SAL bridge needs {PREFIX}CHILE_BOOTSTRAP and {PREFIX}CHILE_REGISTRY_URL")
+        return replace(
+            self, bootstrap=self.chile_bootstrap, registry_url=self.chile_registry_url,
+            registry_user=self.chile_registry_user, registry_password=self.chile_registry_password,
+            security_protocol=self.chile_security_protocol, sasl_mechanism=self.chile_sasl_mechanism,
+            sasl_username=self.chile_sasl_username, sasl_password=self.chile_sasl_password,
+            ssl_cafile=self.chile_ssl_cafile, ssl_certfile=self.chile_ssl_certfile,
+            ssl_keyfile=self.chile_ssl_keyfile, replication_factor=self.chile_replication_factor,
+        )
 
     def topic(self, name: str) -> str:
         """The full name of one of the project's own topics."""

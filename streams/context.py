@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import faust
 from faust.types import TableT
 
-from streams import admin
+from streams import admin, logs
 from streams.codec import Codec
 from streams.config import Settings
 from streams.core.instruments import Instrument, parse_instruments
@@ -70,8 +70,10 @@ class Context:
         log.info("topics ready (created %d); schemas registered", len(created))
 
     def decode(self, spec: TopicSpec, value: bytes | None, record_type: type[R]) -> R:
-        """The record in a value read from `spec`'s topic."""
-        return self.codec.decode(value, record_type, accept_json=spec.accepts_json)
+        """The record in a value read from `spec`'s topic; what follows is logged with its labels."""
+        record = self.codec.decode(value, record_type, accept_json=spec.accepts_json)
+        logs.label_record(record)
+        return record
 
     async def send(self, spec: TopicSpec, key: str | bytes | None, record: Record) -> Any:
         """Encode `record` and send it to its partition of `spec`'s topic."""

@@ -30,15 +30,17 @@ from typing import Any
 import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from streams import logs
 from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
 from streams.core import gather
 from streams.errors import DecodeError
 from streams.record import Record
-from streams.records import CcdResult, DeadLetter, VisitExpected, VisitProgress
+from streams.records import CcdResult, DeadLetter, VisitExpected, VisitProgress, VisitSummary
 from streams.registry import ConfluentRegistry
 from streams.store import PartitionStore
+from streams.web import metrics
 from topology.keys import detector_key, visit_key
 from topology.tables import gather_changelog
 from topology.topics import Topics, TopicSpec, declare
@@ -58,6 +60,7 @@ class Batch:
     records: list[tuple[TopicSpec, bytes | None, Record]] = field(default_factory=list)
     changes: dict[int, dict[str, VisitProgress | None]] = field(default_factory=dict)
     consumed: int = 0
+    ticked: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.records or self.changes or self.consumed)
@@ -78,6 +81,10 @@ class GatherProcessor:
         self._producer: Producer | None = None
         self._last_tick = 0.0
         self._delivered: dict[int, int] = {}
+        self.assigned = False
+        """Whether the group gave this processor its partitions at least once (readiness)."""
+        self.lags: dict[tuple[str, str, int], int] = {}
+        """(group, topic, partition) -> messages not yet consumed, refreshed every tick (read by /metrics)."""
 
     # -- set-up ----------------------------------------------------------------------------------
     def _clients(self) -> tuple[Consumer, Producer]:
@@ -106,6 +113,8 @@ class GatherProcessor:
                 batch = self._transform(messages, tai_now())
                 if batch:
                     self._commit(batch)
+                if batch.ticked:
+                    self.lags = self._lags(consumer)
         finally:
             consumer.close()
             for store in self.stores.values():
@@ -117,6 +126,7 @@ class GatherProcessor:
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         self._restore(sorted(self._partitions(tps)))
+        self.assigned = True
         log.info("gather: assigned partitions %s (%d visits in flight)", sorted(self.visits),
                  sum(1 for rows in self.visits.values() for v in rows.values() if not v.summary_time))
 
@@ -186,14 +196,15 @@ class GatherProcessor:
                 continue
             batch.consumed += 1
             try:
-                self._apply_message(batch, message, now)
+                with logs.labelled():
+                    self._apply_message(batch, message, now)
             except DecodeError as error:
                 batch.records.append((self.topics.dead_letter, message.key(), DeadLetter(
                     topic=message.topic() or "", partition=_partition(message), offset=_offset(message),
                     key=message.key(), value=message.value(), error_class=type(error).__name__,
                     reason=str(error), agent="gather", dead_letter_time=now)))
         if now - self._last_tick >= TICK_SECONDS:
-            self._last_tick = now
+            self._last_tick, batch.ticked = now, True
             for partition, rows in self.visits.items():
                 for key in list(rows):
                     state = self._state(batch, partition, key)
@@ -205,10 +216,12 @@ class GatherProcessor:
         partition = _partition(message)
         if message.topic() == self.topics.visit_expected.name:
             expected = self.codec.decode(message.value(), VisitExpected)
+            logs.label_record(expected)
             key = visit_key(expected.instrument, expected.group_id)
             step = gather.on_expected(self._state(batch, partition, key), expected, now)
         else:
             outcome = self.codec.decode(message.value(), CcdResult)
+            logs.label_record(outcome)
             key = visit_key(outcome.instrument, outcome.group_id)
             step = gather.on_outcome(self._state(batch, partition, key), outcome, now)
         self._stage(batch, partition, key, self._state(batch, partition, key), step)
@@ -267,7 +280,8 @@ class GatherProcessor:
             self._delivered[partition] = max(self._delivered.get(partition, 0), _offset(message) + 1)
 
     def _apply(self, batch: Batch) -> None:
-        """The transaction committed: now the table may change, in memory and on disk."""
+        """The transaction committed: now the table may change, in memory and on disk, and be counted."""
+        count(batch.records, tai_now())
         for partition, changes in batch.changes.items():
             rows = self.visits.setdefault(partition, {})
             encoded: dict[bytes, bytes | None] = {}
@@ -286,6 +300,35 @@ class GatherProcessor:
         """Seek back to the committed offsets, so an aborted batch is consumed again."""
         for tp in consumer.committed(consumer.assignment(), 30):
             consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+
+
+    def _lags(self, consumer: Consumer) -> dict[tuple[str, str, int], int]:
+        group = f"{self.settings.app_id}-gather"
+        lags = {}
+        for tp in consumer.position(consumer.assignment()):
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                lags[(group, tp.topic, tp.partition)] = max(high - max(tp.offset, 0), 0)
+        return lags
+
+    def in_flight(self) -> int:
+        """How many of this worker's visits have no summary yet (safe from any thread)."""
+        return sum(1 for rows in list(self.visits.values()) for v in list(rows.values()) if not v.summary_time)
+
+
+def count(records: list[tuple[TopicSpec, bytes | None, Record]], now: float) -> None:
+    """Count what a committed transaction produced (results by status, summaries, dead letters, latencies)."""
+    for _spec, _key, record in records:
+        if isinstance(record, CcdResult):
+            metrics.RESULTS.labels(record.instrument, record.status).inc()
+            if record.result_time > 0:
+                metrics.GATHER_LATENCY.observe(max(now - record.result_time, 0.0))
+            if record.first_raw_time > 0:
+                metrics.RAW_TO_RESULT.observe(max(record.result_time - record.first_raw_time, 0.0))
+        elif isinstance(record, VisitSummary):
+            metrics.SUMMARIES.labels(record.instrument, record.reason).inc()
+        elif isinstance(record, DeadLetter):
+            metrics.DEAD_LETTERS.labels(record.agent).inc()
 
 
 class GatherService(mode.Service):

@@ -225,6 +225,36 @@ class DetectorProgress(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LogMessage(Record):
+    """A worker's log record at WARNING or above, on its way to Chile as the SAL logMessage event. Rate-limited at the worker."""
+
+    SCHEMA: ClassVar[str] = "log_message"
+
+    name: str
+    """Logger name, e.g. streams.agents.detector."""
+    level: int
+    """Python logging level: warning=30, error=40, critical=50."""
+    message: str
+    """The formatted log message."""
+    traceback: str = ''
+    """Exception traceback; empty if the record carries no exception."""
+    file_path: str = ''
+    """Source file that logged."""
+    function_name: str = ''
+    """Function that logged."""
+    line_number: int = 0
+    """Line in file_path."""
+    process: int = 0
+    """Process id of the worker."""
+    timestamp: float
+    """When the record was made (TAI, Unix seconds) [second]."""
+    worker: str = ''
+    """Worker that logged it."""
+    suppressed: int = 0
+    """Records the worker's rate limit dropped since the previous one it sent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Metric(Record):
     """One measurement for the Chile bridge and Sasquatch: a per-CCD timing or pipeline metric (detector >= 0) or a per-visit one (detector = -1)."""
 
@@ -361,6 +391,26 @@ class RawImageAvailable(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SalBridgeCheckpoint(Record):
+    """Where the SAL bridge stands, written in the same Chile-side transaction as the SAL messages it covers: the source positions to resume from and the per-topic SAL writer state. Keyed by the bridge's id on a compacted topic."""
+
+    SCHEMA: ClassVar[str] = "sal_bridge_checkpoint"
+
+    positions: dict[str, int] = field(default_factory=lambda: {})
+    """Next offset to read on the processing cluster, by '<topic>:<partition>'."""
+    seq_nums: dict[str, int] = field(default_factory=lambda: {})
+    """Last private_seqNum written, by SAL topic."""
+    snd_stamps: dict[str, float] = field(default_factory=lambda: {})
+    """Last private_sndStamp written, by SAL topic (TAI, Unix seconds) [second]."""
+    log_tokens: float = 0.0
+    """logMessage rate limit: tokens left in the bucket."""
+    log_tokens_time: float = 0.0
+    """logMessage rate limit: log record time of the last refill (TAI, Unix seconds) [second]."""
+    log_suppressed: int = 0
+    """logMessage records the bridge dropped since the last one it sent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VisitExpected(Record):
     """Tells the gather step which detectors a visit fanned out to and until when to wait for them. Keyed by instrument/group."""
 
@@ -485,10 +535,12 @@ RECORD_TYPES: dict[str, type[Record]] = {
     "dead_letter": DeadLetter,
     "detector_command": DetectorCommand,
     "detector_progress": DetectorProgress,
+    "log_message": LogMessage,
     "metric": Metric,
     "next_visit": NextVisit,
     "next_visit_canceled": NextVisitCanceled,
     "raw_image_available": RawImageAvailable,
+    "sal_bridge_checkpoint": SalBridgeCheckpoint,
     "visit_expected": VisitExpected,
     "visit_progress": VisitProgress,
     "visit_summary": VisitSummary,

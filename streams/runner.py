@@ -77,6 +77,10 @@ class PipelineRunner:
             future.add_done_callback(lambda _f: self._preloaded.__setitem__(key, tai_now()))
             self._preloads[key] = future
 
+    def preloading(self) -> list[Key]:
+        """The detectors whose preload is still running here."""
+        return [key for key, future in list(self._preloads.items()) if not future.done()]
+
     def abandon(self, progress: DetectorProgress) -> None:
         """The visit was canceled or timed out: drop its preload (at once, if it has not started)."""
         future = self._preloads.pop(_key(progress), None)

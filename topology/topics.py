@@ -17,6 +17,7 @@ from streams.records import (
     CcdResult,
     DeadLetter,
     DetectorCommand,
+    LogMessage,
     Metric,
     NextVisit,
     NextVisitCanceled,
@@ -95,6 +96,7 @@ class Topics:
     visit_summary: TopicSpec
     metrics: TopicSpec
     calibration_products: TopicSpec
+    log_messages: TopicSpec
     dead_letter: TopicSpec
 
     def all(self) -> list[TopicSpec]:
@@ -136,6 +138,9 @@ def declare(settings: Settings) -> Topics:
         calibration_products=TopicSpec("calibration_products", t("calibration-products"), CalibrationProduct, n,
                                        visit, "instrument/group", out,
                                        "Master calibrations certified by calibration sequences.", KEEP_LONG),
+        log_messages=TopicSpec("log_messages", t("log-messages"), LogMessage, 1, single, "worker", out,
+                               "Worker log records at WARNING and above (rate-limited), for the Chile bridge.",
+                               KEEP),
         dead_letter=TopicSpec("dead_letter", t("dead-letter"), DeadLetter, 1, single, "original key", out,
                               "Inputs that could not be used, with the reason.", KEEP_LONG),
     )

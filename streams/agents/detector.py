@@ -22,6 +22,7 @@ from streams.core.arrivals import check_raw
 from streams.core.detector import Phase
 from streams.records import CcdResult, DetectorCommand, DetectorProgress, RawImageAvailable
 from streams.runner import PipelineRunner
+from streams.web import metrics
 from topology.keys import detector_key, detector_partition, visit_key
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,14 @@ def register(app: faust.App, context: Context) -> PipelineRunner:
             if isinstance(output, detector.StartPreload):
                 runner.preload(output.progress)
             elif isinstance(output, detector.Dispatch):
+                metrics.observe_dispatch(output.progress)
                 runner.dispatch(output.progress)
             elif isinstance(output, detector.Abandon):
                 runner.abandon(output.progress)
             else:
                 result = output.result
+                log.info("detector %d of %s: %s%s", result.detector, result.group_id, result.status,
+                         f" ({result.error_class}: {result.error_message[:200]})" if result.error_class else "")
                 await context.send(topics.ccd_outcome, visit_key(result.instrument, result.group_id), result)
 
     @app.agent(context.channel(topics.detector_commands, topics.raw_image_available, topics.pipeline_done),

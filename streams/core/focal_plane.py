@@ -42,3 +42,14 @@ def detector_name(instrument: str, detector: int) -> str:
     raft = "R22" if instrument == "LSSTComCam" else LSSTCAM_RAFTS[detector // 9]
     sensor = detector % 9
     return f"{raft}_S{sensor // 3}{sensor % 3}"
+
+
+RAFT_PITCH_MM = 127.0
+CCD_PITCH_MM = 42.25
+
+
+def detector_centre(instrument: str, detector: int) -> tuple[float, float]:
+    """Where a detector's centre lies in the focal plane [mm], R22_S11 at the origin (x, y)."""
+    name = detector_name(instrument, detector)
+    ry, rx, sy, sx = int(name[1]), int(name[2]), int(name[5]), int(name[6])
+    return (RAFT_PITCH_MM * (rx - 2) + CCD_PITCH_MM * (sx - 1), RAFT_PITCH_MM * (ry - 2) + CCD_PITCH_MM * (sy - 1))

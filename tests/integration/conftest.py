@@ -6,6 +6,7 @@ names and its own data directory, so tests never see each other's records.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.cluster import Cluster, ClusterState, Ports, free_port
+from stack.cluster import Cluster, ClusterState, Ports, Security, free_port
 from stack.workers import WorkerPool
 from streams.config import Settings
 
@@ -22,6 +23,20 @@ from streams.config import Settings
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     """A broker and a registry on free loopback ports, stopped when the run ends."""
     stack = Cluster("pytest", Ports(0, 0, 0), root=tmp_path_factory.mktemp("stack"), bound_to_parent=True)
+    state = stack.up()
+    yield state
+    stack.down()
+
+
+CHILE_USER, CHILE_PASSWORD = "bridge", secrets.token_urlsafe(16)
+
+
+@pytest.fixture(scope="session")
+def chile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
+    """The Chile side of the SAL bridge: a second, independent cluster (broker and registry) whose only
+    client listener is SASL_SSL with SCRAM-SHA-512 (user CHILE_USER), stopped when the run ends."""
+    stack = Cluster("chile", Ports(0, 0, 0), root=tmp_path_factory.mktemp("chile"), bound_to_parent=True,
+                    security=Security(secrets.token_urlsafe(16), ((CHILE_USER, CHILE_PASSWORD),)))
     state = stack.up()
     yield state
     stack.down()

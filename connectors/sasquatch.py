@@ -1,0 +1,94 @@
+"""Metrics -> Sasquatch records in the layout of analysis_tools' `SasquatchDispatcher`.
+
+Prompt Processing's metrics reach Sasquatch as `lsst.prompt.<environment>.<metric>` topics
+(1 partition), one Avro record per measurement: record name `<metric>`, namespace
+`lsst.prompt.<environment>`, the dispatcher's bookkeeping fields (`id`, `run`, `dataset_type`,
+`reference_package*`, `run_timestamp`, `timestamp`, `dataset_tag`), the data id as strings
+(`instrument`, `detector` for per-CCD metrics, `group`, `band`, `day_obs`), `tags`, and one float
+field named after the metric. An existing Telegraf (`data_format=avro`, `timestamp_field =
+timestamp`, UTC seconds) ingests it unchanged into the InfluxDB database `lsst.prompt.<environment>`.
+Like the dispatcher, a NaN measurement is not sent. Pure functions; the bridge sends.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
+from typing import Any
+
+from streams.records import Metric
+
+NAMESPACE_ROOT = "lsst.prompt"
+DATASET_TAG = "Live"
+"""What prompt_processing passes as the dispatcher's dataset identifier."""
+REFERENCE_PACKAGE = "prompt-streams"
+NOT_A_NAME = re.compile(r"[^A-Za-z0-9_]")
+ID_NAMESPACE = uuid.UUID("6b1d8c3e-5a38-4f63-9d4c-7c2f0f8e2a11")
+
+
+@dataclass(frozen=True)
+class SasquatchRecord:
+    """One record for one Sasquatch topic, with the schema the topic's subject holds."""
+
+    topic: str
+    schema: dict[str, Any]
+    datum: dict[str, Any]
+
+
+def avro_name(metric_name: str) -> str:
+    """The metric's name as an Avro name (letters, digits and `_`, not starting with a digit)."""
+    name = NOT_A_NAME.sub("_", metric_name)
+    return f"_{name}" if not name or name[0].isdigit() else name
+
+
+def day_obs(utc: float) -> str:
+    """The observing day: the UTC date 12 hours earlier, YYYYMMDD (Rubin's day_obs rolls over at noon)."""
+    return (datetime.fromtimestamp(utc, UTC) - timedelta(hours=12)).strftime("%Y%m%d")
+
+
+def _string(name: str) -> dict[str, Any]:
+    return {"name": name, "type": "string"}
+
+
+def schema_for(name: str, namespace: str, per_ccd: bool) -> dict[str, Any]:
+    """The dispatcher's schema for one metric: bookkeeping, data id, tags, the measurement."""
+    data_id = ["instrument", *(["detector"] if per_ccd else []), "group", "band", "day_obs"]
+    return {
+        "type": "record", "name": name, "namespace": namespace,
+        "fields": [
+            _string("id"), _string("run"), _string("dataset_type"), _string("reference_package"),
+            _string("reference_package_version"), {"name": "reference_package_timestamp", "type": "double"},
+            {"name": "run_timestamp", "type": "double"}, {"name": "timestamp", "type": "double"},
+            _string("dataset_tag"), *(_string(key) for key in data_id),
+            {"name": "tags", "type": {"type": "array", "items": "string"}},
+            {"name": name, "type": "float"},
+        ],
+    }
+
+
+def sasquatch_record(metric: Metric, environment: str, tai_minus_utc: float) -> SasquatchRecord | None:
+    """The Sasquatch record of one metric; None for a NaN (the dispatcher skips those)."""
+    if math.isnan(metric.value):
+        return None
+    namespace = f"{NAMESPACE_ROOT}.{environment}"
+    name = avro_name(metric.name)
+    per_ccd = metric.detector >= 0
+    utc = metric.timestamp - tai_minus_utc
+    day = day_obs(utc)
+    identity = f"{metric.instrument}/{metric.group_id}/{metric.detector}/{metric.name}"
+    data_id = {"instrument": metric.instrument, **({"detector": str(metric.detector)} if per_ccd else {}),
+               "group": metric.group_id, "band": metric.tags.get("band", ""), "day_obs": day}
+    datum = {
+        "id": str(uuid.uuid5(ID_NAMESPACE, identity)),
+        "run": f"{metric.instrument}/prompt/output-{day[:4]}-{day[4:6]}-{day[6:]}/{metric.survey or 'none'}",
+        "dataset_type": f"{name}_metrics", "reference_package": REFERENCE_PACKAGE,
+        "reference_package_version": version("prompt-streams"), "reference_package_timestamp": utc,
+        "run_timestamp": utc, "timestamp": utc, "dataset_tag": DATASET_TAG, **data_id,
+        "tags": ["ccd" if per_ccd else "visit", *(f"{k}={v}" for k, v in sorted(metric.tags.items()))],
+        name: metric.value,
+    }
+    return SasquatchRecord(f"{namespace}.{name}", schema_for(name, namespace, per_ccd), datum)

@@ -1,0 +1,87 @@
+"""Structured logs: one JSON object per line, labelled with what the worker is working on.
+
+The labels (instrument, group, detector, visit) live in a context variable: `edge.guard` starts
+each event with none, `Context.decode` adds those of the record it decoded, and the gather labels
+each message it applies, so every line logged while handling an event carries them without any
+log call naming them. `PROMPT_STREAMS_LOG_FORMAT=json` switches a worker's logs to this format
+(`logging_config` is handed to faust, which configures logging at worker start); secrets are
+masked wherever they would appear.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.config import Settings
+
+LABELS: ContextVar[dict[str, str | int]] = ContextVar("prompt_streams_log_labels")
+MASK = "***"
+
+
+def label_record(record: object) -> None:
+    """Label what follows with the instrument, group, detector and visit (exposure) `record` names."""
+    found: dict[str, str | int] = {}
+    for label, attributes in (("instrument", ("instrument",)), ("group", ("group_id", "groupId")),
+                              ("detector", ("detector",)), ("visit", ("exposure_id",))):
+        for attribute in attributes:
+            value = getattr(record, attribute, None)
+            if value not in (None, ""):
+                found[label] = value
+                break
+    exposures = getattr(record, "exposure_ids", None)
+    if "visit" not in found and exposures:
+        found["visit"] = min(exposures)  # a visit is named after its first exposure
+    if found:
+        LABELS.set(LABELS.get({}) | found)
+
+
+@contextmanager
+def labelled(record: object | None = None) -> Iterator[None]:
+    """A scope with fresh labels (those of `record`, if given), restored on exit."""
+    token = LABELS.set({})
+    try:
+        if record is not None:
+            label_record(record)
+        yield
+    finally:
+        LABELS.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the labels, and any traceback."""
+
+    def __init__(self, worker: str = "", secrets: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.worker = worker
+        self.secrets = [secret for secret in secrets if secret]
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a JSON line, secrets masked."""
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+        }
+        if self.worker:
+            entry["worker"] = self.worker
+        entry |= LABELS.get({})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        line = json.dumps(entry, default=str)
+        for secret in self.secrets:
+            line = line.replace(json.dumps(secret)[1:-1], MASK)
+        return line
+
+
+def logging_config(settings: Settings) -> dict[str, Any] | None:
+    """Faust's `logging_config` for these settings: None keeps faust's text logs."""
+    if settings.log_format != "json":
+        return None
+    formatter = {"()": f"{__name__}.JsonFormatter", "worker": settings.worker, "secrets": settings.secrets()}
+    # merged into faust's own configuration: its handlers stay, their formatters become ours
+    return {"version": 1, "merge": True, "formatters": {"default": formatter, "colored": formatter}}

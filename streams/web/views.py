@@ -1,0 +1,174 @@
+"""Interactive queries over the worker's state, as JSON: visits in flight, one visit, health, readiness.
+
+A visit's picture is spread over the workers (the detector table is partitioned by detector, the
+gather's by visit), so the public views are served by the owner of the `visits` table's partition
+(faust's `table_route` forwards a request that lands elsewhere), which asks every worker for its
+slice (`/local/...`) and merges them with `streams.core.visit_view`. Every view is read-only and
+shows only visit state: no settings, no credentials.
+
+- `GET /visits/`: visits in flight, the last finished ones, their raw-to-result histogram.
+- `GET /visits/{instrument}/{group}/`: one visit, every CCD's state.
+- `GET /health/`: the worker's web server and event loop answer (liveness).
+- `GET /ready/`: 200 once the worker consumes (started, assigned, not recovering), else 503 and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+import faust
+from faust import web
+from faust.types import TableT
+
+from streams.clock import tai_now
+from streams.core.visit_view import WorkerSlice, overview, visit_view
+from streams.gather_processor import GatherProcessor
+from streams.records import DetectorProgress, VisitExpected, VisitProgress
+from streams.runner import PipelineRunner
+from topology.keys import SEPARATOR, visit_key
+
+log = logging.getLogger(__name__)
+PEER_TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+@dataclass
+class Sources:
+    """Where a worker's state lives: its two faust tables, its pipeline runner and its gather."""
+
+    visits: TableT[bytes, bytes]
+    detectors: TableT[bytes, bytes]
+    runner: PipelineRunner
+    gather: Callable[[], GatherProcessor | None]
+    decode: Callable[[bytes, type[Any]], Any]
+
+
+def local_visits(sources: Sources) -> list[dict[str, Any]]:
+    """This worker's gather rows (without per-CCD metrics: the views do not show them)."""
+    gather = sources.gather()
+    if gather is None:
+        return []
+    rows = [row for partition in list(gather.visits.values()) for row in list(partition.values())]
+    return [_lean(row).to_dict() for row in rows]
+
+
+def _lean(progress: VisitProgress) -> VisitProgress:
+    return replace(progress, outcomes=[replace(o, metrics={}) for o in progress.outcomes])
+
+
+def local_visit(sources: Sources, instrument: str, group: str) -> dict[str, Any]:
+    """This worker's slice of one visit: its detector rows, the preloads it runs, its gather row."""
+    prefix = (visit_key(instrument, group) + SEPARATOR).encode()
+    rows: list[DetectorProgress] = [sources.decode(value, DetectorProgress)
+                                    for key, value in list(sources.detectors.items())
+                                    if key.startswith(prefix) and value is not None]
+    preloading = sorted(int(key.rsplit(SEPARATOR, 1)[1]) for key in sources.runner.preloading()
+                        if key.startswith(prefix.decode()))
+    gather = sources.gather()
+    progress = None
+    if gather is not None:
+        key = visit_key(instrument, group)
+        progress = next((p[key] for p in list(gather.visits.values()) if key in p), None)
+    return {"rows": [row.to_dict() for row in rows], "preloading": preloading,
+            "progress": _lean(progress).to_dict() if progress else None}
+
+
+def peers(app: faust.App) -> set[str]:
+    """The web URL of every worker of the app (from faust's router), this one's included."""
+    urls = app.router.tables_metadata()  # every worker owns partitions of the detector table
+    return {url.rstrip("/") for url in urls} | {str(app.conf.canonical_url).rstrip("/")}
+
+
+async def ask_all(app: faust.App, path: str, here: Callable[[], Any]) -> tuple[list[Any], list[str]]:
+    """Every worker's answer to `path` (this worker's from `here`, without HTTP), and what failed."""
+    own = str(app.conf.canonical_url).rstrip("/")
+
+    async def ask(url: str) -> Any:
+        if url == own:
+            return here()
+        async with app.http_client.get(url + path, timeout=PEER_TIMEOUT) as response:
+            response.raise_for_status()
+            return json.loads(await response.text())
+
+    urls = sorted(peers(app))
+    answers = await asyncio.gather(*(ask(url) for url in urls), return_exceptions=True)
+    failures = [f"{url}: {answer!r}" for url, answer in zip(urls, answers, strict=True)
+                if isinstance(answer, BaseException)]
+    for failure in failures:
+        log.warning("a worker did not answer %s: %s", path, failure)
+    return [answer for answer in answers if not isinstance(answer, BaseException)], failures
+
+
+def readiness(app: faust.App, gather: GatherProcessor | None) -> list[str]:
+    """Why the worker is not ready to serve (empty: ready)."""
+    reasons = []
+    if gather is None:
+        reasons.append("starting: the pipelines and the gather processor are not running yet")
+    elif not gather.assigned:
+        reasons.append("the gather processor has no assignment yet")
+    if app.rebalancing:
+        reasons.append("rebalancing")
+    if app.in_recovery:
+        reasons.append("recovering tables")
+    return reasons
+
+
+def register(app: faust.App, sources: Sources) -> None:
+    """Attach the JSON views to `app`'s web server."""
+    visits_table = sources.visits
+
+    def expected_visits() -> list[VisitExpected]:
+        return [sources.decode(value, VisitExpected) for value in list(visits_table.values()) if value is not None]
+
+    @app.page("/visits/")
+    @app.table_route(table=visits_table, exact_key="visits")
+    async def visits(self: web.View, request: web.Request) -> web.Response:
+        """Visits in flight, the last finished ones and their latencies."""
+        answers, failures = await ask_all(app, "/local/visits/", lambda: local_visits(sources))
+        progresses = [VisitProgress.from_dict(row) for answer in answers for row in answer]
+        return self.json(overview(expected_visits(), progresses) | {"unreachable": failures, "now": tai_now()})
+
+    @app.page("/visits/{instrument}/{group}/")
+    @app.table_route(table=visits_table, match_info="group")
+    async def visit(self: web.View, request: web.Request, instrument: str, group: str) -> web.Response:
+        """One visit: every CCD's state."""
+        stored = visits_table.get(group.encode())
+        expected = sources.decode(stored, VisitExpected) if stored is not None else None
+        if expected is not None and expected.instrument != instrument:
+            expected = None
+        path = f"/local/visits/{instrument}/{group}/"
+        answers, failures = await ask_all(app, path, lambda: local_visit(sources, instrument, group))
+        slices = [WorkerSlice(rows=[DetectorProgress.from_dict(row) for row in answer["rows"]],
+                              preloading=frozenset(answer["preloading"]),
+                              progress=VisitProgress.from_dict(answer["progress"]) if answer["progress"] else None)
+                  for answer in answers]
+        if expected is None and not any(s.rows or s.progress for s in slices):
+            return self.json({"error": f"no visit {instrument}/{group} is known"}, status=404)
+        return self.json(visit_view(instrument, group, expected, slices) | {"unreachable": failures})
+
+    @app.page("/local/visits/")
+    async def worker_visits(self: web.View, request: web.Request) -> web.Response:
+        """This worker's gather rows (the views above ask every worker)."""
+        return self.json(local_visits(sources))
+
+    @app.page("/local/visits/{instrument}/{group}/")
+    async def worker_visit(self: web.View, request: web.Request, instrument: str, group: str) -> web.Response:
+        """This worker's slice of one visit."""
+        return self.json(local_visit(sources, instrument, group))
+
+    @app.page("/health/")
+    async def health(self: web.View, request: web.Request) -> web.Response:
+        """The worker answers."""
+        return self.json({"status": "ok", "worker": app.conf.canonical_url.human_repr()})
+
+    @app.page("/ready/")
+    async def ready(self: web.View, request: web.Request) -> web.Response:
+        """Whether the worker consumes and its gather is assigned."""
+        reasons = readiness(app, sources.gather())
+        return self.json({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
+

@@ -1,0 +1,45 @@
+"""Metrics in analysis_tools' Sasquatch dispatcher layout."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from connectors.sasquatch import avro_name, day_obs, sasquatch_record
+from streams.codec import parse, read_datum, write_datum
+from streams.records import Metric
+
+METRIC = Metric(name="prep_butlerTotalTime", value=0.25, unit="s", instrument="LSSTCam",
+                group_id="2026-11-25T03:14:15.926", detector=94, survey="BLOCK-365",
+                timestamp=1_795_000_000.0 + 37, tags={"band": "r"})
+
+
+def test_a_per_ccd_metric_becomes_a_dispatcher_record() -> None:
+    """Topic and schema lsst.prompt.<env>.<metric>; UTC timestamps; data id as strings; one float."""
+    record = sasquatch_record(METRIC, "prod", 37.0)
+    assert record is not None
+    assert record.topic == "lsst.prompt.prod.prep_butlerTotalTime"
+    assert (record.schema["namespace"], record.schema["name"]) == ("lsst.prompt.prod", "prep_butlerTotalTime")
+    names = [f["name"] for f in record.schema["fields"]]
+    assert names[:9] == ["id", "run", "dataset_type", "reference_package", "reference_package_version",
+                         "reference_package_timestamp", "run_timestamp", "timestamp", "dataset_tag"]
+    assert names[9:] == ["instrument", "detector", "group", "band", "day_obs", "tags", "prep_butlerTotalTime"]
+    datum = record.datum
+    assert datum["timestamp"] == 1_795_000_000.0 and datum["detector"] == "94" and datum["band"] == "r"
+    assert datum["dataset_tag"] == "Live" and datum["prep_butlerTotalTime"] == 0.25
+    schema = parse(record.schema)
+    assert read_datum(write_datum(schema, datum), schema, schema)["group"] == METRIC.group_id
+
+
+def test_per_visit_metrics_have_no_detector_and_nan_is_not_sent() -> None:
+    """The dispatcher skips NaN; a per-visit metric's data id has no detector."""
+    visit = sasquatch_record(replace(METRIC, name="nextVisitToSummaryTime", detector=-1), "prod", 37.0)
+    assert visit is not None and "detector" not in visit.datum
+    assert sasquatch_record(replace(METRIC, value=math.nan), "prod", 37.0) is None
+
+
+def test_names_become_avro_names_and_day_obs_rolls_over_at_noon() -> None:
+    """Odd metric names are made valid; day_obs is the UTC date 12 h earlier."""
+    assert avro_name("psf.fwhm-arcsec") == "psf_fwhm_arcsec" and avro_name("3sigma") == "_3sigma"
+    assert day_obs(1_795_000_000.0) == "20261117"  # 2026-11-18T11:06Z minus 12 h
+    assert day_obs(1_795_000_000.0 + 3600) == "20261118"  # 12:06Z: the next day_obs has begun

@@ -1,0 +1,39 @@
+"""Structured JSON logs: labels from the records being handled, one formatter, secrets masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from streams import logs
+from streams.config import Settings
+from streams.records import CcdResult, RawImageAvailable
+
+
+def line(formatter: logs.JsonFormatter, message: str, *args: object) -> dict[str, object]:
+    record = logging.LogRecord("streams.test", logging.INFO, __file__, 1, message, args, None)
+    return json.loads(formatter.format(record))  # type: ignore[no-any-return]
+
+
+def test_labels_come_from_the_record_and_end_with_the_scope() -> None:
+    formatter = logs.JsonFormatter(worker="w1")
+    raw = RawImageAvailable(instrument="LSSTCam", group_id="g1", detector=94, exposure_id=2026112500001, uri="x")
+    with logs.labelled(raw):
+        entry = line(formatter, "held %d snaps", 2)
+    assert entry["message"] == "held 2 snaps" and entry["worker"] == "w1" and entry["level"] == "INFO"
+    assert (entry["instrument"], entry["group"], entry["detector"], entry["visit"]) == ("LSSTCam", "g1", 94,
+                                                                                      2026112500001)
+    assert "group" not in line(formatter, "between events")
+    with logs.labelled(CcdResult(instrument="LSSTCam", group_id="g2", detector=3, status="success",
+                                 exposure_ids=[12, 11])):
+        assert line(formatter, "x")["visit"] == 11  # a visit is named after its first exposure
+
+
+def test_secrets_are_masked_wherever_they_appear() -> None:
+    settings = Settings(sasl_password='pa"ss', web_token="tok-123", log_format="json")
+    config = logs.logging_config(settings)
+    assert config is not None
+    formatter = logs.JsonFormatter(**{k: v for k, v in config["formatters"]["default"].items() if k != "()"})
+    entry = line(formatter, "connecting with %s and %s", 'pa"ss', "tok-123")
+    assert entry["message"] == "connecting with *** and ***"
+    assert logs.logging_config(Settings()) is None  # text logs by default
