@@ -58,6 +58,12 @@ def test_kafka_is_kraft_and_clients_use_its_listener(services: dict[str, dict[st
     for name, env in clients.items():
         assert env[f"{PREFIX}BOOTSTRAP"] == internal, name
         assert env[f"{PREFIX}REGISTRY_URL"] == f"http://registry:{registry_port}/apis/ccompat/v7", name
+        for variable, value in env.items():  # the SAL bridge's Chile cluster is this one too
+            if variable.endswith("_BOOTSTRAP"):
+                assert value == internal, f"{name}: {variable}"
+            if variable.endswith("_REGISTRY_URL"):
+                assert value == f"http://registry:{registry_port}/apis/ccompat/v7", f"{name}: {variable}"
+    assert settings_of(services["sal-bridge"])[f"{PREFIX}CHILE_BOOTSTRAP"], "the bridge needs a target cluster"
     assert advertised["HOST"] == Settings().bootstrap, "the README's kcat recipes reach it from the host"
 
 
@@ -69,6 +75,9 @@ def test_workers_have_their_own_names_and_state(services: dict[str, dict[str, An
     data = [next(v for v in s["volumes"] if v.endswith(":" + settings_of(s)[f"{PREFIX}DATA_DIR"]))
             for s in found.values()]
     assert len(set(names)) == len(names) and len(set(data)) == len(data)
+    hosts = [settings_of(s)[f"{PREFIX}WEB_HOST"] for s in found.values()]
+    assert hosts == list(found), "each worker announces its own service name to the others"
+    assert all(settings_of(s)[f"{PREFIX}WEB_BIND"] == "0.0.0.0" for s in found.values())
     for name, service in found.items():
         assert set(service["depends_on"]) >= {"kafka", "registry"}, name
 
