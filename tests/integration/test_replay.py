@@ -66,7 +66,8 @@ def live_state(settings: Settings) -> dict[str, int]:
 
 def test_replay_gives_the_same_results_and_leaves_live_state_alone(cluster: ClusterState, tmp_path: Path) -> None:
     """Replaying two visits under a name of their own reproduces their results; live topics and groups are unchanged."""
-    live = isolated_settings(cluster, tmp_path, image_timeout=3.0, process_timeout=10.0)
+    # An image timeout short enough for a quick `timeout` result, long enough for a freshly started replay worker.
+    live = isolated_settings(cluster, tmp_path, image_timeout=10.0, process_timeout=10.0)
     pool = WorkerPool(live, tmp_path / "logs")
     pool.start("live")
     visits = Visits(live)
