@@ -6,7 +6,7 @@ VENV := .local/venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test unit integration lint demo up down status records clean bench-pipeline chaos
+.PHONY: setup test unit integration lint demo up down status records clean bench-pipeline bench chaos
 
 setup: $(VENV)/.installed .local/.jars .local/.kcat .local/.chromium
 
@@ -62,6 +62,22 @@ chaos: setup
 
 bench-pipeline: setup
 	$(PY) -m bench.pipeline
+
+# Every benchmark case in one run on a throwaway local stack (under 20 minutes on 2 cores):
+# writes bench/results/bench.md. The peers: Kafka Streams (bench/kstreams, jars from Maven Central)
+# and Quix Streams (the `bench` extra, in its own virtualenv: it pins an older confluent-kafka).
+bench: setup .local/.bench
+	$(PY) -m bench.run
+
+BENCH_EXTRA = $(PY) -c "import tomllib; \
+	print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))"
+
+.local/.bench: bench/kstreams/pom.xml $(wildcard bench/kstreams/src/main/java/org/lsst/promptstreams/bench/*.java) pyproject.toml
+	mvn -B -q -f bench/kstreams/pom.xml -Dlocal.dir=$(CURDIR)/.local package
+	python3 -m venv .local/venv-quix
+	.local/venv-quix/bin/pip install --quiet --upgrade pip
+	.local/venv-quix/bin/pip install --quiet $$($(BENCH_EXTRA))
+	touch $@
 
 records: $(VENV)/.installed
 	$(PY) -m streams.schemagen

@@ -37,11 +37,8 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def main() -> int:
-    """Simulate, run, report."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+def measure(repeat: int) -> list[str]:
+    """Simulate one full-size CCD, run the pipeline `repeat` times per thread count; the report's lines."""
     shape, conditions = CcdShape(4000, 4072), Conditions()
     rng = np.random.default_rng(1)
     detector = make_detector(rng, shape)
@@ -62,7 +59,7 @@ def main() -> int:
         runs: dict[int, list[tuple[float, dict[str, float], int]]] = {}
         for threads in THREADS:
             runs[threads] = []
-            for attempt in range(args.repeat):
+            for attempt in range(repeat):
                 timer = Timer()
                 started = time.perf_counter()
                 with timer.step("readRaws"):
@@ -80,7 +77,7 @@ def main() -> int:
     lines = [
         "# Built-in Alert Production: time per full-size CCD", "",
         f"One LSSTCam CCD ({shape.width} x {shape.height} pixels, 16 amplifiers, 2 snaps), median of "
-        f"{args.repeat} runs with 1 and with {THREADS[-1]} threads for the one CCD "
+        f"{repeat} runs with 1 and with {THREADS[-1]} threads for the one CCD "
         f"(`PROMPT_STREAMS_CCD_THREADS`). Machine: {machine()}.", "",
         "| stage | 1 thread [s] | " + f"{THREADS[-1]} threads [s] |", "|---|---|---|",
         *(f"| {step} | {median(1, step):.2f} | {median(THREADS[-1], step):.2f} |" for step in steps),
@@ -89,6 +86,15 @@ def main() -> int:
         f"{runs[1][0][2]} DIA sources from {len(truth.x)} injected transients. "
         "Budget: alerts within 60 s of shutter close.",
     ]
+    return lines
+
+
+def main() -> int:
+    """Simulate, run, report."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    lines = measure(args.repeat)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

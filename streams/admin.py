@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from streams.codec import Codec
 from streams.config import Settings
 from streams.errors import PromptStreamsError
-from topology.tables import gather_changelog
+from topology.tables import changelogs
 from topology.topics import TopicSpec, declare
 
 TIMEOUT_S = 30.0
@@ -55,8 +55,8 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]:
 
 
 def prepare(settings: Settings, codec: Codec) -> list[str]:
-    """Create every topic the settings declare (the gather's changelog too) and register their schemas."""
-    specs = [*declare(settings).all(), gather_changelog(settings)]
+    """Create every topic the settings declare (the tables' changelogs too) and register their schemas."""
+    specs = [*declare(settings).all(), *changelogs(settings)]
     created = ensure_topics(settings, specs)
     register_schemas(codec, specs)
     return created

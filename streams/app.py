@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from pathlib import Path
 from typing import cast
 
 import faust
 from faust.types import TableT
 
 from connectors import s3_notifications
-from streams import commands, log_forwarding, logs
-from streams.agents import detector, sal
+from streams import commands, local_state, log_forwarding, logs
+from streams.agents import detector, ocps, sal
 from streams.config import Settings
 from streams.context import Context
 from streams.gather_processor import GatherProcessor, GatherService
 from streams.runner import PipelineRunner
-from streams.web import dashboard, metrics, views
+from streams.web import dashboard, metrics, uws, views
 
 
 class PromptStreamsApp(faust.App):
@@ -36,7 +37,14 @@ class PromptStreamsApp(faust.App):
         """Create topics and register schemas before the consumer subscribes."""
         self.context.settings.worker_dir().mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.context.prepare)
+        await asyncio.to_thread(self._check_local_tables)
         await super().on_first_start()
+
+    def _check_local_tables(self) -> None:
+        """Discard local table partitions their changelogs cannot continue (see `streams.local_state`)."""
+        settings, tables = self.context.settings, self.context.tables
+        changelogs = {spec.name: spec.changelog(settings.app_id) for spec in (tables.visits, tables.detectors)}
+        local_state.discard_invalid(settings, local_state.faust_partitions(Path(self.conf.tabledir), changelogs))
 
     async def on_started(self) -> None:
         """Start log forwarding, the pipeline processes and the gather processor once the worker runs."""
@@ -86,6 +94,7 @@ def create_app(settings: Settings) -> PromptStreamsApp:
         web_host=settings.web_host,
         topic_partitions=settings.detector_partitions,
         topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=1,
         broker_commit_interval=0.5,
@@ -98,13 +107,14 @@ def create_app(settings: Settings) -> PromptStreamsApp:
     sal.register(app, app.context)
     app.runner = detector.register(app, app.context)
     s3_notifications.register(app, app.context)
+    ocps.register(app, app.context)
     commands.register(app)
     register_web(app)
     return app
 
 
 def register_web(app: PromptStreamsApp) -> None:
-    """The worker's web endpoints: JSON views, the dashboard and Prometheus metrics."""
+    """The worker's web endpoints: JSON views, the dashboard, Prometheus metrics and the OCPS job service."""
     context = app.context
 
     def gather() -> GatherProcessor | None:
@@ -117,6 +127,7 @@ def register_web(app: PromptStreamsApp) -> None:
     dashboard.register(app, context.instruments)
     metrics.register(app, in_flight=lambda: (processor.in_flight() if (processor := gather()) else 0),
                      gather_lags=lambda: (processor.lags if (processor := gather()) else {}))
+    uws.register(app, context)
 
 
 app = create_app(Settings.from_env())

@@ -36,6 +36,15 @@ def exposure_id(sequence: int) -> int:
     return 20261125 * 100_000 + sequence
 
 
+@dataclass(frozen=True)
+class Received:
+    """One record read back: key, value, and its Kafka timestamp (UTC Unix seconds)."""
+
+    key: bytes
+    value: bytes
+    timestamp: float
+
+
 @dataclass
 class Visits:
     """Sends nextVisit, raws and cancellations; reads results, summaries and dead letters."""
@@ -43,6 +52,8 @@ class Visits:
     settings: Settings
     survey: str = "BLOCK-365"
     """Survey of the visits sent, unless a call names another."""
+    patience: float = 30.0
+    """How long a send waits for the broker's acknowledgement [s]; longer rides out a broker outage."""
 
     def __post_init__(self) -> None:
         self.topics = declare(self.settings)
@@ -56,8 +67,13 @@ class Visits:
             self.producer.produce(topic, value=value, partition=partition)
 
     def flush(self) -> None:
-        """Wait until everything sent is acknowledged."""
-        assert self.producer.flush(30) == 0
+        """Wait until everything sent is acknowledged.
+
+        Raises:
+            TimeoutError: the broker has not acknowledged everything within `patience`.
+        """
+        if (left := self.producer.flush(self.patience)) != 0:
+            raise TimeoutError(f"{left} messages not acknowledged by the broker after {self.patience:.0f} s")
 
     def next_visit(self, group: str, *, instrument: str = "LSSTComCam", nimages: int = 2, duration: float = 1.0,
                    survey: str | None = None, **fields: object) -> NextVisit:
@@ -104,23 +120,29 @@ class Visits:
 
     def read(self, topic: str, count: int, timeout: float = 90.0, settle: float = 2.0) -> list[bytes]:
         """Every committed value of `topic`, once `count` arrived and nothing more came for `settle` s."""
+        return [received.value for received in self.receive(topic, count, timeout, settle)]
+
+    def receive(self, topic: str, count: int, timeout: float = 90.0, settle: float = 2.0) -> list[Received]:
+        """Like `read`, with each record's key and Kafka timestamp (what benchmarks time)."""
         consumer = Consumer(self.settings.kafka_config() | {
             "group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
             "isolation.level": "read_committed"})
         try:
             partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
             consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-            values: list[bytes] = []
+            received: list[Received] = []
             deadline = time.monotonic() + timeout
             quiet_since = time.monotonic()
             while time.monotonic() < deadline:
-                message = consumer.poll(0.2)
-                if message is not None and message.error() is None:
-                    values.append(message.value() or b"")
-                    quiet_since = time.monotonic()
-                elif len(values) >= count and time.monotonic() - quiet_since >= settle:
+                messages = consumer.consume(1000, 0.2)
+                for message in messages:
+                    if message.error() is None:
+                        received.append(Received(message.key() or b"", message.value() or b"",
+                                                 message.timestamp()[1] / 1000.0))
+                        quiet_since = time.monotonic()
+                if not messages and len(received) >= count and time.monotonic() - quiet_since >= settle:
                     break
-            return values
+            return received
         finally:
             consumer.close()
 

@@ -30,7 +30,7 @@ from typing import Any
 import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streams import logs
+from streams import local_state, logs
 from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
@@ -142,10 +142,10 @@ class GatherProcessor:
         if not partitions:
             return
         stores = {p: PartitionStore(store_path(self.settings, p)) for p in partitions}
+        offsets = self._restore_points(stores)
         rows = {p: {key.decode(): self.codec.decode(value, VisitProgress) for key, value in store.items()}
                 for p, store in stores.items()}
         changes: dict[int, dict[bytes, bytes | None]] = {p: {} for p in partitions}
-        offsets = {p: store.checkpoint for p, store in stores.items()}
         reader = Consumer(self.settings.kafka_config() | {
             "group.id": f"{self.settings.app_id}-gather-restore", "isolation.level": "read_committed",
             "enable.auto.commit": False, "enable.partition.eof": True,
@@ -182,6 +182,20 @@ class GatherProcessor:
             self.stores[p], self.visits[p] = store, rows[p]
         log.info("gather restored partitions %s: %d rows (%d from the changelog)", partitions,
                  sum(len(r) for r in rows.values()), sum(len(c) for c in changes.values()))
+
+    def _restore_points(self, stores: dict[int, PartitionStore]) -> dict[int, int]:
+        """Where each partition's changelog replay starts; a copy the changelog cannot continue is cleared."""
+        marks = local_state.watermarks(self.settings, [(self.changelog.name, p) for p in stores])
+        points = {}
+        for p, store in stores.items():
+            low, high = marks[(self.changelog.name, p)]
+            if (reason := local_state.invalid(store.checkpoint, low, high)) is not None:
+                if store.checkpoint:
+                    log.warning("gather partition %d: local state %s: cleared, restoring from the changelog",
+                                p, reason)
+                store.clear()
+            points[p] = max(store.checkpoint, low)
+        return points
 
     # -- transform -------------------------------------------------------------------------------
     def _state(self, batch: Batch, partition: int, key: str) -> VisitProgress | None:

@@ -20,7 +20,7 @@ from streams.records import DeadLetter, DetectorProgress, VisitProgress
 from streams.registry import ConfluentRegistry
 from streams.topic_reader import read_to_end
 from topology.keys import SEPARATOR, visit_key, visit_partition
-from topology.tables import declare_tables, gather_changelog
+from topology.tables import changelogs, declare_tables, gather_changelog
 from topology.topics import TopicSpec, declare
 
 R = TypeVar("R", bound=Record)
@@ -70,7 +70,7 @@ class Inspector:
 
     def spec(self, topic: str) -> TopicSpec:
         """The declaration of one of this deployment's topics, by full name or short id (`ccd_result`)."""
-        for spec in [*self.topics.all(), gather_changelog(self.settings)]:
+        for spec in [*self.topics.all(), *changelogs(self.settings)]:
             if topic in (spec.name, spec.id) and spec.record is not None:
                 return spec
         known = ", ".join(s.name for s in self.topics.all() if s.record is not None)

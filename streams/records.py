@@ -365,6 +365,121 @@ class NextVisitCanceled(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OcpsJobResult(Record):
+    """The result of one detector of the job's synthetic visit."""
+
+    SCHEMA: ClassVar[str] = "ocps_job"
+
+    detector: int
+    """Detector id."""
+    status: str
+    """success, failed, timeout, canceled or ignored."""
+    pipeline: str = ''
+    """The pipeline that produced it."""
+    error_message: str = ''
+    """Why it failed."""
+    output_uris: list[str] = field(default_factory=lambda: [])
+    """The outputs written."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OcpsJob(Record):
+    """An OCPS job as the UWS API shows it: its phase, parameters, results and error. The latest state of each job, on a compacted topic keyed by job id; written only by the job agent."""
+
+    SCHEMA: ClassVar[str] = "ocps_job"
+    NESTED: ClassVar[dict[str, tuple[str, type[Record]]]] = {"results": ("array", OcpsJobResult)}
+
+    job_id: str
+    """Job id."""
+    phase: str = 'PENDING'
+    """UWS phase: PENDING, QUEUED, EXECUTING, COMPLETED, ERROR or ABORTED."""
+    pipeline: str = ''
+    """The named pipeline the job runs."""
+    instrument: str = ''
+    """Instrument of the inputs."""
+    group_id: str = ''
+    """Group id of the job's synthetic visit (ocps-<job id>)."""
+    detectors: list[int] = field(default_factory=lambda: [])
+    """Detectors processed."""
+    exposures: list[int] = field(default_factory=lambda: [])
+    """Exposure ids of the inputs."""
+    parameters: dict[str, str] = field(default_factory=lambda: {})
+    """The parameters as the client sent them (lower-case names)."""
+    run_id: str = ''
+    """The client's label (UWS RUNID)."""
+    owner: str = ''
+    """Who asked: the API's caller or a trigger's name."""
+    reference_time: float = 0.0
+    """The time the inputs stand for (a master calibration is valid from it); 0 until the job runs (TAI, Unix seconds) [second]."""
+    creation_time: float = 0.0
+    """When the job was created (TAI, Unix seconds) [second]."""
+    start_time: float = 0.0
+    """When it started executing, 0 if not yet (TAI, Unix seconds) [second]."""
+    end_time: float = 0.0
+    """When it reached COMPLETED, ERROR or ABORTED, 0 if not yet (TAI, Unix seconds) [second]."""
+    error_summary: str = ''
+    """Why the job is in ERROR (or what was aborted), empty otherwise."""
+    results: list[OcpsJobResult] = field(default_factory=lambda: [])
+    """Per-detector results so far, sorted by detector."""
+    summary_reason: str = ''
+    """Why the synthetic visit's summary was emitted (complete, deadline, canceled); empty until it is."""
+    counts: dict[str, int] = field(default_factory=lambda: {})
+    """Detectors by result status, from the summary."""
+    detectors_expected: int = 0
+    """Detectors of the synthetic visit, from the summary (0 until it comes)."""
+    updated_time: float = 0.0
+    """Last change (TAI, Unix seconds) [second]."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OcpsJobEvent(Record):
+    """Something that happens to an OCPS job, in order, on the single-partition job-events topic: a request from the UWS API (create, run, abort), a trigger's create, or the outcome of the job's synthetic visit (ccd-result, visit-summary) forwarded from the topology's outputs. Keyed by job id."""
+
+    SCHEMA: ClassVar[str] = "ocps_job_event"
+
+    action: str
+    """create, run, abort, ccd-result or visit-summary."""
+    job_id: str
+    """Job id (also names the synthetic visit's group: ocps-<job id>)."""
+    event_time: float = 0.0
+    """When the event was made (TAI, Unix seconds) [second]."""
+    pipeline: str = ''
+    """create: the named pipeline to run."""
+    instrument: str = ''
+    """create: instrument of the input exposures."""
+    detectors: list[int] = field(default_factory=lambda: [])
+    """create: detectors to process."""
+    exposures: list[int] = field(default_factory=lambda: [])
+    """create: exposure ids of the inputs, one snap each in this order."""
+    parameters: dict[str, str] = field(default_factory=lambda: {})
+    """create: the parameters as the client sent them (lower-case names)."""
+    run_id: str = ''
+    """create: the client's label for the job (UWS RUNID)."""
+    owner: str = ''
+    """create: who asked (a trigger's name for triggered jobs)."""
+    start: bool = False
+    """create: run at once (PHASE=RUN in the creating request)."""
+    reference_time: float = 0.0
+    """create: the time the inputs stand for, e.g. a calibration sequence's start (0: when the job runs) (TAI, Unix seconds) [second]."""
+    detector: int = -1
+    """ccd-result: the detector."""
+    status: str = ''
+    """ccd-result: success, failed, timeout, canceled or ignored."""
+    ran_pipeline: str = ''
+    """ccd-result: the pipeline that produced the result."""
+    error_message: str = ''
+    """ccd-result: why it failed."""
+    output_uris: list[str] = field(default_factory=lambda: [])
+    """ccd-result: the outputs written."""
+    reason: str = ''
+    """visit-summary: complete, deadline or canceled."""
+    counts: dict[str, int] = field(default_factory=lambda: {})
+    """visit-summary: detectors by result status."""
+    detectors_expected: int = 0
+    """visit-summary: detectors the synthetic visit fanned out to."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawImageAvailable(Record):
     """One raw image (one snap of one detector) has landed in storage. Keyed by (instrument, group, detector, snap)."""
 
@@ -539,6 +654,8 @@ RECORD_TYPES: dict[str, type[Record]] = {
     "metric": Metric,
     "next_visit": NextVisit,
     "next_visit_canceled": NextVisitCanceled,
+    "ocps_job": OcpsJob,
+    "ocps_job_event": OcpsJobEvent,
     "raw_image_available": RawImageAvailable,
     "sal_bridge_checkpoint": SalBridgeCheckpoint,
     "visit_expected": VisitExpected,

@@ -3,6 +3,7 @@
     <root>/calib/<instrument>/<type>/<detector>/<type>_<filter>_<valid start>_<valid end>.fits
     <root>/templates/<instrument>/<filter>/index.json      (tile paths and sky bounding boxes)
     <root>/templates/<instrument>/<filter>/<tile>.fits      (image, VARIANCE extension, WCS, PSFSIGMA)
+    <root>/raw/<instrument>/<day_obs>/<obs_id>/<obs_id>_<detector name>.fits   (as the camera names raws)
 
 Validity times are TAI Unix seconds (as private_sndStamp); the filter is `any` for bias and dark.
 Calibration lookups list one small folder; template lookups read one index; both are cheap.
@@ -19,6 +20,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from streams.core.calibrations import calibration_name, parse_calibration_name
+from streams.core.focal_plane import detector_name
 from streams.science.alert_production import Template
 
 CALIB_TYPES = ("bias", "dark", "flat")
@@ -126,3 +128,22 @@ def read_template(path: Path) -> Template:
     with fits.open(path, memmap=False) as hdus:
         return Template(np.asarray(hdus[0].data, dtype=np.float32), np.asarray(hdus["VARIANCE"].data, dtype=np.float32),
                         WCS(hdus[0].header), float(hdus[0].header["PSFSIGMA"]))
+
+
+def find_raws(root: Path, instrument: str, exposures: list[int],
+              detectors: list[int]) -> dict[tuple[int, int], str]:
+    """The file URI of each raw found, by (detector, exposure id), where the camera's naming puts it.
+
+    An exposure id is day_obs * 100000 + sequence number, and its obs_id ends in
+    `_<day_obs>_<sequence:06d>` whatever its prefix (MC_O, MC_C, ...): one folder listing per exposure.
+    """
+    found: dict[tuple[int, int], str] = {}
+    names = {detector_name(instrument, detector): detector for detector in detectors}
+    for exposure in exposures:
+        day_obs, sequence = divmod(exposure, 100_000)
+        stem = f"_{day_obs}_{sequence:06d}"
+        for path in (root / "raw" / instrument / str(day_obs)).glob(f"*{stem}/*{stem}_R??_S??.fits"):
+            detector = names.get(path.stem.rsplit(stem + "_", 1)[-1])
+            if detector is not None:
+                found[detector, exposure] = path.as_uri()
+    return found

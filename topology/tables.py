@@ -1,7 +1,8 @@
 """Every table of Prompt Streams: its key, value record, partitions and changelog.
 
 Changelog names are derived, as Kafka Streams does: `<application id>-<table>-changelog`, always
-compacted. Faust creates the changelogs of its own tables; `streams.admin` creates the gather's.
+compacted. `streams.admin` creates them all before a worker consumes (Faust would create its own
+tables' changelogs itself, too late for a second worker's metadata).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass, fields
 
 from streams.config import Settings
 from streams.record import Record
-from streams.records import DetectorProgress, VisitExpected, VisitProgress
+from streams.records import DetectorProgress, OcpsJob, VisitExpected, VisitProgress
 from topology.topics import Partitioning, Role, TopicSpec
 
 
@@ -38,6 +39,7 @@ class Tables:
     visits: TableSpec
     detectors: TableSpec
     gather: TableSpec
+    jobs: TableSpec
 
     def all(self) -> list[TableSpec]:
         """Every table."""
@@ -54,12 +56,25 @@ def declare_tables(settings: Settings) -> Tables:
                             "detector agent", "Each detector's progress; also the presence table for early raws."),
         gather=TableSpec("gather", VisitProgress, n, Partitioning.VISIT, "instrument/group", "gather processor",
                          "Each visit's progress: expected detectors, results so far, summary sent."),
+        jobs=TableSpec("jobs", OcpsJob, 1, Partitioning.SINGLE, "job id", "ocps agent",
+                       "Each OCPS job's state: the single writer's copy of the ocps-jobs topic."),
     )
+
+
+def changelog_topic(settings: Settings, table: TableSpec) -> TopicSpec:
+    """A table's compacted changelog topic."""
+    return TopicSpec(f"{table.name}_changelog", table.changelog(settings.app_id), table.value, table.partitions,
+                     table.partitioning, table.key, Role.INTERNAL, f"Changelog of the {table.name} table.",
+                     {"cleanup.policy": "compact"})
 
 
 def gather_changelog(settings: Settings) -> TopicSpec:
     """The gather table's changelog, which the transactional gather writes itself."""
-    table = declare_tables(settings).gather
-    return TopicSpec("gather_changelog", table.changelog(settings.app_id), table.value, table.partitions,
-                     table.partitioning, table.key, Role.INTERNAL, "Changelog of the gather table.",
-                     {"cleanup.policy": "compact"})
+    return changelog_topic(settings, declare_tables(settings).gather)
+
+
+def changelogs(settings: Settings) -> list[TopicSpec]:
+    """Every table's changelog. A worker creates them before it consumes: Faust would create its tables'
+    own later, and a worker that cached the cluster's metadata before then fails its first events
+    (faust's PartitionsMismatch: "changelog topic has 0 partitions") until the metadata is refreshed."""
+    return [changelog_topic(settings, table) for table in declare_tables(settings).all()]

@@ -21,6 +21,8 @@ from streams.records import (
     Metric,
     NextVisit,
     NextVisitCanceled,
+    OcpsJob,
+    OcpsJobEvent,
     RawImageAvailable,
     VisitExpected,
     VisitSummary,
@@ -96,6 +98,8 @@ class Topics:
     visit_summary: TopicSpec
     metrics: TopicSpec
     calibration_products: TopicSpec
+    ocps_job_events: TopicSpec
+    ocps_jobs: TopicSpec
     log_messages: TopicSpec
     dead_letter: TopicSpec
 
@@ -138,6 +142,12 @@ def declare(settings: Settings) -> Topics:
         calibration_products=TopicSpec("calibration_products", t("calibration-products"), CalibrationProduct, n,
                                        visit, "instrument/group", out,
                                        "Master calibrations certified by calibration sequences.", KEEP_LONG),
+        ocps_job_events=TopicSpec("ocps_job_events", t("ocps-job-events"), OcpsJobEvent, 1, single, "job id",
+                                  internal, "OCPS job requests (UWS API, triggers) and their visits' outcomes, "
+                                  "in order.", KEEP),
+        ocps_jobs=TopicSpec("ocps_jobs", t("ocps-jobs"), OcpsJob, 1, single, "job id", out,
+                            "Each OCPS job's latest state, as the UWS API shows it (compacted).",
+                            {"cleanup.policy": "compact"}),
         log_messages=TopicSpec("log_messages", t("log-messages"), LogMessage, 1, single, "worker", out,
                                "Worker log records at WARNING and above (rate-limited), for the Chile bridge.",
                                KEEP),

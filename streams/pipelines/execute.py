@@ -42,6 +42,11 @@ PIPELINES: dict[str, Callable[[Settings], Pipeline]] = {
 """Every pipeline a survey can name, by name."""
 
 
+def known_pipelines(settings: Settings) -> list[str]:
+    """Every pipeline name a survey or a job may use: the built-in ones and the surveys file's shell pipelines."""
+    return sorted([*PIPELINES, *parse_shell_pipelines(Path(settings.surveys_file).read_text())])
+
+
 @cache
 def pipeline(name: str) -> Pipeline:
     """The pipeline of that name, built once per process: built-in, or a shell pipeline configured
@@ -50,8 +55,7 @@ def pipeline(name: str) -> Pipeline:
         return PIPELINES[name](_settings)
     shells = parse_shell_pipelines(Path(_settings.surveys_file).read_text())
     if name not in shells:
-        known = sorted([*PIPELINES, *shells])
-        raise PipelineUnavailable(f"no pipeline named {name!r} (known: {', '.join(known)})")
+        raise PipelineUnavailable(f"no pipeline named {name!r} (known: {', '.join(known_pipelines(_settings))})")
     return ShellPipeline(shells[name], _settings)
 
 

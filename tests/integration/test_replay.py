@@ -25,7 +25,7 @@ from streams.replay import replay_settings
 from streams.topic_reader import offsets, partitions_of, reader
 from tests.integration.command_line import faust
 from tests.integration.settings import isolated_settings
-from topology.tables import declare_tables, gather_changelog
+from topology.tables import changelogs
 from topology.topics import declare
 
 COMPLETE, MISSING, OTHER = "2026-11-25T05:00:00.000", "2026-11-25T05:01:00.000", "2026-11-25T05:02:00.000"
@@ -48,8 +48,7 @@ def comparable(record: CcdResult | VisitSummary, output_root: str) -> dict[str, 
 
 def live_state(settings: Settings) -> dict[str, int]:
     """End offsets of every live topic and changelog, and the committed offsets of the live consumer groups."""
-    names = [spec.name for spec in declare(settings).all()] + [gather_changelog(settings).name]
-    names += [table.changelog(settings.app_id) for table in declare_tables(settings).all() if table.name != "gather"]
+    names = [spec.name for spec in [*declare(settings).all(), *changelogs(settings)]]
     consumer = reader(settings)
     try:
         state = {f"{name}/{p}": offsets(consumer, name, p)[1] for name in names
