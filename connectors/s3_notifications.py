@@ -23,7 +23,7 @@ import faust
 from streams import edge
 from streams.clock import tai_now
 from streams.context import Context
-from streams.core.arrivals import check_raw
+from streams.core.arrivals import BUCKET, check_raw
 from streams.core.focal_plane import detector_id
 from streams.errors import InvalidEventError, WireFormatError
 from streams.records import RawImageAvailable
@@ -60,18 +60,24 @@ def parse_notification(payload: bytes | None) -> list[tuple[str, str, int]]:
         event = json.loads(payload or b"")
         records = event["Records"]
         created = [r for r in records if str(r.get("eventName", "")).startswith("ObjectCreated:")]
-        return [(r["s3"]["bucket"]["name"], unquote_plus(r["s3"]["object"]["key"]),
-                 int(r["s3"]["object"].get("size", 0))) for r in created]
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        objects = [(r["s3"]["bucket"]["name"], unquote_plus(r["s3"]["object"]["key"]),
+                    int(r["s3"]["object"].get("size", 0))) for r in created]
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as error:
         raise WireFormatError(f"not an S3 event notification: {error!r}") from error
+    if not all(isinstance(bucket, str) for bucket, _, _ in objects):
+        raise WireFormatError("not an S3 event notification: a bucket name is not a string")
+    return objects
 
 
 def raw_object(bucket: str, key: str, size: int) -> RawObject | None:
     """What a raw file's key says; None for a sidecar or anything else that is not a raw.
 
     Raises:
-        InvalidEventError: a raw's key whose detector the instrument does not have.
+        InvalidEventError: a bucket name S3 would not allow, or a raw's key whose detector the
+            instrument does not have.
     """
+    if not BUCKET.match(bucket):
+        raise InvalidEventError(f"bucket name {bucket!r} is not a valid S3 bucket name")
     match = KEY.match(key)
     if match is None:
         return None

@@ -26,12 +26,16 @@ class Worker:
 
     process: subprocess.Popen[bytes]
     log: Path
+    offset: int = 0
+    """Where this process's lines start in the log (a restarted worker appends to its name's log)."""
     url: str = ""
     """Its web server (views, dashboard, metrics)."""
 
     def text(self) -> str:
-        """Everything the worker logged so far."""
-        return self.log.read_text(errors="replace")
+        """Everything this process logged so far."""
+        with self.log.open("rb") as log:
+            log.seek(self.offset)
+            return log.read().decode(errors="replace")
 
     def wait_for(self, needle: str, timeout: float = 60.0) -> str:
         """Wait until the log contains `needle`; return the log. Fails if the worker dies."""
@@ -71,12 +75,13 @@ class WorkerPool:
         own = replace(self.settings, data_dir=f"{self.settings.data_dir}/{name}", web_port=free_port(),
                       worker_name=name)
         with log.open("ab") as out:
+            offset = out.tell()
             process = subprocess.Popen(
                 [str(FAUST), "-A", "streams.app", "worker", "-l", "info"],
-                env=os.environ | own.to_env(), stdout=out, stderr=subprocess.STDOUT,
+                env=os.environ | own.to_env() | {"PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        worker = Worker(process, log, f"http://127.0.0.1:{own.web_port}")
+        worker = Worker(process, log, offset, f"http://127.0.0.1:{own.web_port}")
         self.started.append(worker)
         if wait:
             worker.wait_for(READY)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from pathlib import Path
 from typing import cast
 
 import faust
 from faust.types import TableT
 
 from connectors import s3_notifications
-from streams import commands, log_forwarding, logs
+from streams import commands, local_state, log_forwarding, logs
 from streams.agents import detector, ocps, sal
 from streams.config import Settings
 from streams.context import Context
@@ -36,7 +37,14 @@ class PromptStreamsApp(faust.App):
         """Create topics and register schemas before the consumer subscribes."""
         self.context.settings.worker_dir().mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.context.prepare)
+        await asyncio.to_thread(self._check_local_tables)
         await super().on_first_start()
+
+    def _check_local_tables(self) -> None:
+        """Discard local table partitions their changelogs cannot continue (see `streams.local_state`)."""
+        settings, tables = self.context.settings, self.context.tables
+        changelogs = {spec.name: spec.changelog(settings.app_id) for spec in (tables.visits, tables.detectors)}
+        local_state.discard_invalid(settings, local_state.faust_partitions(Path(self.conf.tabledir), changelogs))
 
     async def on_started(self) -> None:
         """Start log forwarding, the pipeline processes and the gather processor once the worker runs."""
@@ -86,6 +94,7 @@ def create_app(settings: Settings) -> PromptStreamsApp:
         web_host=settings.web_host,
         topic_partitions=settings.detector_partitions,
         topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=1,
         broker_commit_interval=0.5,

@@ -97,7 +97,7 @@ def from_json(text: bytes, schema: Schema, parsed: Any) -> dict[str, Any]:
     """A JSON object validated against the schema, defaults filled, numbers normalised."""
     try:
         obj = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise WireFormatError(f"not valid JSON: {error}") from error
     if not isinstance(obj, dict):
         raise WireFormatError(f"JSON value is a {type(obj).__name__}, not an object")

@@ -66,6 +66,8 @@ class Settings:
                                               "SAL nextVisitCanceled topic.")
     detector_partitions: int = _setting(16, "Partitions of per-detector topics (upper bound on workers).")
     replication_factor: int = _setting(1, "Replication factor of created topics.")
+    standby_replicas: int = _setting(1, "Standby copies of each table partition kept warm by other workers, "
+                                     "so a worker's death is taken over without a restore.")
     worker_name: str = _setting("", "Name of this worker in results, logs and its transactional id; "
                                 "stable across restarts (default: host name and web port).")
     instruments_file: str = _setting(str(PROJECT_ROOT / "streams" / "instruments.toml"),

@@ -52,6 +52,8 @@ class Visits:
     settings: Settings
     survey: str = "BLOCK-365"
     """Survey of the visits sent, unless a call names another."""
+    patience: float = 30.0
+    """How long a send waits for the broker's acknowledgement [s]; longer rides out a broker outage."""
 
     def __post_init__(self) -> None:
         self.topics = declare(self.settings)
@@ -65,8 +67,13 @@ class Visits:
             self.producer.produce(topic, value=value, partition=partition)
 
     def flush(self) -> None:
-        """Wait until everything sent is acknowledged."""
-        assert self.producer.flush(30) == 0
+        """Wait until everything sent is acknowledged.
+
+        Raises:
+            TimeoutError: the broker has not acknowledged everything within `patience`.
+        """
+        if (left := self.producer.flush(self.patience)) != 0:
+            raise TimeoutError(f"{left} messages not acknowledged by the broker after {self.patience:.0f} s")
 
     def next_visit(self, group: str, *, instrument: str = "LSSTComCam", nimages: int = 2, duration: float = 1.0,
                    survey: str | None = None, **fields: object) -> NextVisit:

@@ -30,7 +30,7 @@ from typing import Any
 import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streams import logs
+from streams import local_state, logs
 from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
@@ -142,10 +142,10 @@ class GatherProcessor:
         if not partitions:
             return
         stores = {p: PartitionStore(store_path(self.settings, p)) for p in partitions}
+        offsets = self._restore_points(stores)
         rows = {p: {key.decode(): self.codec.decode(value, VisitProgress) for key, value in store.items()}
                 for p, store in stores.items()}
         changes: dict[int, dict[bytes, bytes | None]] = {p: {} for p in partitions}
-        offsets = {p: store.checkpoint for p, store in stores.items()}
         reader = Consumer(self.settings.kafka_config() | {
             "group.id": f"{self.settings.app_id}-gather-restore", "isolation.level": "read_committed",
             "enable.auto.commit": False, "enable.partition.eof": True,
@@ -182,6 +182,20 @@ class GatherProcessor:
             self.stores[p], self.visits[p] = store, rows[p]
         log.info("gather restored partitions %s: %d rows (%d from the changelog)", partitions,
                  sum(len(r) for r in rows.values()), sum(len(c) for c in changes.values()))
+
+    def _restore_points(self, stores: dict[int, PartitionStore]) -> dict[int, int]:
+        """Where each partition's changelog replay starts; a copy the changelog cannot continue is cleared."""
+        marks = local_state.watermarks(self.settings, [(self.changelog.name, p) for p in stores])
+        points = {}
+        for p, store in stores.items():
+            low, high = marks[(self.changelog.name, p)]
+            if (reason := local_state.invalid(store.checkpoint, low, high)) is not None:
+                if store.checkpoint:
+                    log.warning("gather partition %d: local state %s: cleared, restoring from the changelog",
+                                p, reason)
+                store.clear()
+            points[p] = max(store.checkpoint, low)
+        return points
 
     # -- transform -------------------------------------------------------------------------------
     def _state(self, batch: Batch, partition: int, key: str) -> VisitProgress | None:
@@ -255,9 +269,12 @@ class GatherProcessor:
             for spec, record_key, record in batch.records:
                 producer.produce(spec.name, key=record_key, value=self.codec.encode(spec.name, record),
                                  partition=spec.partition_of(record))
+            encoded: dict[int, dict[bytes, bytes | None]] = {}
             for partition, changes in batch.changes.items():
+                rows = encoded[partition] = {}
                 for row, state in changes.items():
-                    value = None if state is None else self.codec.encode(self.changelog.name, state)
+                    value = rows[row.encode()] = None if state is None else self.codec.encode(self.changelog.name,
+                                                                                               state)
                     producer.produce(self.changelog.name, key=row.encode(), value=value, partition=partition,
                                      on_delivery=self._on_changelog_delivery)
             if batch.consumed:
@@ -272,29 +289,27 @@ class GatherProcessor:
             producer.abort_transaction(30)
             self._rewind(consumer)
             return
-        self._apply(batch)
+        self._apply(batch, encoded)
 
     def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
             partition = _partition(message)
             self._delivered[partition] = max(self._delivered.get(partition, 0), _offset(message) + 1)
 
-    def _apply(self, batch: Batch) -> None:
-        """The transaction committed: now the table may change, in memory and on disk, and be counted."""
+    def _apply(self, batch: Batch, encoded: dict[int, dict[bytes, bytes | None]]) -> None:
+        """The transaction committed: now the table may change, in memory and on disk (its rows exactly as
+        the changelog has them, encoded once), and be counted."""
         count(batch.records, tai_now())
         for partition, changes in batch.changes.items():
             rows = self.visits.setdefault(partition, {})
-            encoded: dict[bytes, bytes | None] = {}
             for key, state in changes.items():
                 if state is None:
                     rows.pop(key, None)
-                    encoded[key.encode()] = None
                 else:
                     rows[key] = state
-                    encoded[key.encode()] = self.codec.encode(self.changelog.name, state)
             store = self.stores.get(partition)
             if store is not None:
-                store.apply(encoded, self._delivered.get(partition, store.checkpoint))
+                store.apply(encoded[partition], self._delivered.get(partition, store.checkpoint))
 
     def _rewind(self, consumer: Consumer) -> None:
         """Seek back to the committed offsets, so an aborted batch is consumed again."""

@@ -44,6 +44,14 @@ class PartitionStore:
         self._db.write(batch)
         self.checkpoint = checkpoint
 
+    def clear(self) -> None:
+        """Forget every row and the checkpoint: the copy was not a prefix of its changelog."""
+        batch = WriteBatch()
+        for key in list(self._db.keys()):
+            batch.delete(key)
+        self._db.write(batch)
+        self.checkpoint = 0
+
     def close(self) -> None:
         """Flush and close the database."""
         self._db.close()

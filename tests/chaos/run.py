@@ -117,7 +117,7 @@ def run(visits_count: int, kill_every: float, interval: float, root: Path) -> Ve
             supervisor.start(name)
         pool.started[0].wait_for("[^Worker]: Ready", 120)
         threading.Thread(target=supervisor.watch, daemon=True).start()
-        visits = Visits(settings)
+        visits = Visits(settings, patience=600.0)  # the broker bounce must not stop the generator
         sender = threading.Thread(target=send_visits, args=(visits, visits_count, interval, rng), daemon=True)
         sender.start()
         started, actions = time.monotonic(), 0
@@ -145,8 +145,11 @@ def run(visits_count: int, kill_every: float, interval: float, root: Path) -> Ve
         deadline = time.monotonic() + 180
         verdict = verify(wiring)
         while (verdict.lost or verdict.missing_summaries) and time.monotonic() < deadline:
+            print(f"[{time.monotonic() - started:5.1f} s] waiting: {len(verdict.lost)} results and "
+                  f"{len(verdict.missing_summaries)} summaries not out yet", flush=True)
             time.sleep(5)  # let the group settle and the deadlines pass
             verdict = verify(wiring)
+        print(f"[{time.monotonic() - started:5.1f} s] verified", flush=True)
         print(f"workers restarted by the supervisor: {supervisor.restarts}", flush=True)
         return verdict
     finally:

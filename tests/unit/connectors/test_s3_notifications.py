@@ -43,19 +43,19 @@ def test_raw_key_gives_instrument_detector_and_exposure() -> None:
 
 def test_sidecars_and_other_files_are_skipped() -> None:
     """The sidecar JSON and unrelated keys are not raws."""
-    assert raw_object("b", KEY.replace(".fits", ".json"), 1) is None
-    assert raw_object("b", "LSSTCam/README.txt", 1) is None
+    assert raw_object("raws", KEY.replace(".fits", ".json"), 1) is None
+    assert raw_object("raws", "LSSTCam/README.txt", 1) is None
 
 
 def test_a_detector_the_camera_lacks_is_invalid() -> None:
     """A corner-raft (R00) key on LSSTCam names no science detector."""
     with pytest.raises(InvalidEventError, match="no detector R00_S11"):
-        raw_object("b", KEY.replace("R22_S11", "R00_S11"), 1)
+        raw_object("raws", KEY.replace("R22_S11", "R00_S11"), 1)
 
 
 def test_sidecar_gives_group_and_snap() -> None:
     """GROUPID is the group; CURINDEX counts snaps from 1."""
-    raw = raw_object("b", KEY, 9)
+    raw = raw_object("raws", KEY, 9)
     assert raw is not None
     found = arrival(raw, json.dumps({"GROUPID": "2025-05-01T03:04:05.678", "CURINDEX": 2}).encode(), 1.0)
     assert (found.group_id, found.snap, found.detector, found.size_bytes) == ("2025-05-01T03:04:05.678", 1, 94, 9)
