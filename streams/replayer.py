@@ -22,7 +22,18 @@ from streams.errors import DecodeError
 from streams.progress import progress_bar
 from streams.records import NextVisit, NextVisitCanceled, RawImageAvailable, VisitSummary
 from streams.registry import ConfluentRegistry
-from streams.replay import Event, Filters, Report, Selection, instruments_toml, pace, replay_settings, select, window
+from streams.replay import (
+    Event,
+    Filters,
+    ReplayError,
+    Report,
+    Selection,
+    instruments_toml,
+    pace,
+    replay_settings,
+    select,
+    window,
+)
 from streams.topic_reader import offsets, partitions_of, read_range, read_to_end, reader
 from topology.topics import TopicSpec, declare
 
@@ -108,6 +119,17 @@ class Replayer:
         return select(visits, others, self.filters, self.live.image_timeout,
                       self.live_topics.raw_image_available.partitions)
 
+    def check_unused(self) -> None:
+        """Refuse a name used before: its workers would resume where they stopped and skip visits they summarised."""
+        consumer = reader(self.live)
+        try:
+            existing = consumer.list_topics(timeout=30).topics
+        finally:
+            consumer.close()
+        if self.topics.next_visit.name in existing:
+            raise ReplayError(f"replay name {self.settings.app_id!r} was used before (topic "
+                              f"{self.topics.next_visit.name} exists): choose another name")
+
     def prepare(self) -> None:
         """Create the replay's topics and register their schemas, as its workers would."""
         admin.prepare(self.settings, Codec(ConfluentRegistry(self.settings.registry_config())))
@@ -151,6 +173,7 @@ def run(replayer: Replayer, chosen: Range, *, speed: float, workers: int, wait: 
     if not selection.visits:
         say("no nextVisit in the range matches the filters: nothing to replay")
         return Report({}, 0, 0, time.monotonic() - started)
+    replayer.check_unused()
     say(f"replaying {len(selection.visits)} visit(s), {len(selection.events)} events, as "
         f"app {replayer.settings.app_id} (topics {replayer.settings.topic_prefix}.*)")
     replayer.prepare()

@@ -105,3 +105,6 @@ def test_replay_gives_the_same_results_and_leaves_live_state_alone(cluster: Clus
             [comparable(r, live.output_root) for r in live_results]
     assert original[MISSING][0][0].counts["timeout"] == 1 and original[COMPLETE][0][0].counts["success"] == 9
     assert {r.worker for r in results if r.status == "success"} == {"replay-1"}, "processed by the replay's worker"
+
+    again = faust(live, "replay", "--name", f"{live.app_id}-replay", "--from-offset", "0", fails=True)
+    assert "was used before" in again.stderr, "a second replay under the same name would skip its visits"
