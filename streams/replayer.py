@@ -57,15 +57,14 @@ class Replayer:
     def __init__(self, live: Settings, name: str, filters: Filters) -> None:
         self.live = live
         self.filters = filters
+        self.settings = replay_settings(live, name)  # checks the name before it becomes a folder
         self.folder = Path(live.data_dir) / name
-        instruments_file = None
         if filters.detectors:
             self.folder.mkdir(parents=True, exist_ok=True)
             derived = self.folder / "instruments.toml"
             instruments = parse_instruments(Path(live.instruments_file).read_text())
             derived.write_text(instruments_toml(instruments, filters.detectors))
-            instruments_file = str(derived)
-        self.settings = replay_settings(live, name, instruments_file)
+            self.settings = replay_settings(live, name, str(derived))
         self.live_topics = declare(live)
         self.topics = declare(self.settings)
         self.codec = Codec(ConfluentRegistry(live.registry_config()))
