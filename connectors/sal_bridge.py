@@ -50,6 +50,7 @@ POLL_SECONDS = 0.2
 TIMEOUT_S = 60.0
 TRANSACTION_TIMEOUT_MS = 60_000
 COMMIT_ATTEMPTS = 5
+IDLE_COMMIT_S = 5.0
 COMPACT = {"cleanup.policy": "compact"}
 
 
@@ -155,15 +156,18 @@ class SalBridge:
             self._seek(consumer, checkpoint, assign=True)
             log.info("SAL bridge %s running: %d messages written before, resuming at %s", self.name,
                      sum(checkpoint.seq_nums.values()), dict(sorted(checkpoint.positions.items())))
+            last_commit = time.monotonic()
             while not stop.is_set():
                 messages = [m for m in consumer.consume(BATCH, POLL_SECONDS) if self._usable(m)]
-                if not messages:
+                if not messages and time.monotonic() - last_commit < IDLE_COMMIT_S:
                     continue
+                # While idle, a checkpoint-only transaction now and then: a fenced instance finds out and stops.
                 batch = self._transform(checkpoint, messages)
                 if self._commit(producer, batch):
                     checkpoint = batch.checkpoint
                 else:
                     self._seek(consumer, checkpoint)
+                last_commit = time.monotonic()
         finally:
             consumer.close()
 

@@ -191,6 +191,14 @@ class Bridge:
             os.killpg(self.process.pid, sig)
             self.process.wait(30)
 
+    def wait_running(self, starts: int) -> None:
+        """Until the log shows `starts` starts completed (transactional id taken, checkpoint read)."""
+        deadline = time.monotonic() + DEADLINE_S
+        while self.log.read_text(errors="replace").count(" running: ") < starts:
+            self.alive()
+            assert time.monotonic() < deadline, f"the bridge did not start in {DEADLINE_S} s"
+            time.sleep(0.2)
+
     def alive(self) -> None:
         """Fail with its log if the process died."""
         assert self.process is not None and self.process.poll() is None, self.log.read_text()[-3000:]
@@ -264,7 +272,7 @@ def test_sigkilled_bridge_delivers_every_sal_message_once(bridge_settings: Setti
         bridge.kill(signal.SIGKILL)
         at_kill = len(reader.drain(metric_topic, schemas[metric_topic]))
         bridge.start()
-        time.sleep(1.0)
+        bridge.wait_running(2)
         successor = Bridge(settings, tmp_path / "successor.log")  # a second instance: it fences the first
         successor.start()
         streaming.join()
