@@ -38,7 +38,7 @@ from connectors.sasquatch import SasquatchRecord
 from streams.admin import ensure_topics
 from streams.clock import tai_minus_utc, tai_now
 from streams.codec import Codec, frame, parse, write_datum
-from streams.config import Settings
+from streams.config import Settings, SettingsError
 from streams.errors import DecodeError
 from streams.records import DeadLetter, SalBridgeCheckpoint
 from streams.registry import ConfluentRegistry
@@ -49,6 +49,8 @@ BATCH = 500
 POLL_SECONDS = 0.2
 TIMEOUT_S = 60.0
 TRANSACTION_TIMEOUT_MS = 60_000
+COMMIT_ATTEMPTS = 5
+IDLE_COMMIT_S = 5.0
 COMPACT = {"cleanup.policy": "compact"}
 
 
@@ -154,15 +156,18 @@ class SalBridge:
             self._seek(consumer, checkpoint, assign=True)
             log.info("SAL bridge %s running: %d messages written before, resuming at %s", self.name,
                      sum(checkpoint.seq_nums.values()), dict(sorted(checkpoint.positions.items())))
+            last_commit = time.monotonic()
             while not stop.is_set():
                 messages = [m for m in consumer.consume(BATCH, POLL_SECONDS) if self._usable(m)]
-                if not messages:
+                if not messages and time.monotonic() - last_commit < IDLE_COMMIT_S:
                     continue
+                # While idle, a checkpoint-only transaction now and then: a fenced instance finds out and stops.
                 batch = self._transform(checkpoint, messages)
                 if self._commit(producer, batch):
                     checkpoint = batch.checkpoint
                 else:
                     self._seek(consumer, checkpoint)
+                last_commit = time.monotonic()
         finally:
             consumer.close()
 
@@ -229,7 +234,7 @@ class SalBridge:
                             letter.offset, letter.reason)
             producer.produce(self.checkpoints.name, key=self.name.encode(), partition=0,
                              value=self.chile_codec.encode(self.checkpoints.name, batch.checkpoint))
-            producer.commit_transaction(TIMEOUT_S)
+            commit(producer)
         except KafkaException as exception:
             if not exception.args[0].txn_requires_abort():
                 raise
@@ -239,15 +244,39 @@ class SalBridge:
         return True
 
 
+def commit(producer: Producer) -> None:
+    """Commit the open transaction, trying again while the error says that may work (a slow broker)."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            producer.commit_transaction(TIMEOUT_S)
+            return
+        except KafkaException as exception:
+            if not exception.args[0].retriable() or attempt == COMMIT_ATTEMPTS:
+                raise
+            log.warning("SAL bridge: commit failed (%s), trying again (%d/%d)", exception, attempt, COMMIT_ATTEMPTS)
+
+
 def main() -> int:
     """Run the bridge until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request otherwise
-    settings = Settings.from_env()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)  # the libraries' INFO (one line per registry request) stays quiet
+    try:
+        bridge = SalBridge(Settings.from_env())
+    except SettingsError as error:
+        print(f"sal_bridge: {error}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    SalBridge(settings).run(stop)
+    try:
+        bridge.run(stop)
+    except KafkaException as exception:
+        problem = exception.args[0]
+        if problem.fatal() or problem.code() == KafkaError._FATAL:
+            log.critical("SAL bridge stops on a fatal Kafka error (fenced by a newer instance with the same "
+                         "transactional.id?): %s", problem)
+            return 1
+        raise
     return 0
 
 

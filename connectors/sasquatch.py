@@ -39,10 +39,18 @@ class SasquatchRecord:
     datum: dict[str, Any]
 
 
+RESERVED = {"id", "run", "dataset_type", "reference_package", "reference_package_version",
+            "reference_package_timestamp", "run_timestamp", "timestamp", "dataset_tag", "instrument", "detector",
+            "group", "band", "day_obs", "tags"}
+"""The record's other fields: a measurement may not take one of their names."""
+
+
 def avro_name(metric_name: str) -> str:
-    """The metric's name as an Avro name (letters, digits and `_`, not starting with a digit)."""
+    """The metric's name as an Avro name (letters, digits and `_`, not starting with a digit) that is not
+    one of the record's other fields (those get a `metric_` prefix)."""
     name = NOT_A_NAME.sub("_", metric_name)
-    return f"_{name}" if not name or name[0].isdigit() else name
+    name = f"_{name}" if not name or name[0].isdigit() else name
+    return f"metric_{name}" if name in RESERVED else name
 
 
 def day_obs(utc: float) -> str:

@@ -13,7 +13,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from streams.codec import Codec
 from streams.config import Settings
 from streams.errors import PromptStreamsError
-from topology.topics import TopicSpec
+from topology.tables import changelogs
+from topology.topics import TopicSpec, declare
 
 TIMEOUT_S = 30.0
 
@@ -51,6 +52,14 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]:
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another worker was faster
                 raise
     return [spec.name for spec in missing]
+
+
+def prepare(settings: Settings, codec: Codec) -> list[str]:
+    """Create every topic the settings declare (the tables' changelogs too) and register their schemas."""
+    specs = [*declare(settings).all(), *changelogs(settings)]
+    created = ensure_topics(settings, specs)
+    register_schemas(codec, specs)
+    return created
 
 
 def register_schemas(codec: Codec, specs: list[TopicSpec]) -> dict[str, int]:

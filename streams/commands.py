@@ -2,22 +2,65 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
+import click
 import faust
-from faust.cli import option
+from confluent_kafka import KafkaException
+from faust.cli import argument, option
 
+from streams import admin, status
+from streams.clock import tai_now
+from streams.config import Settings
 from streams.core.instruments import parse_detectors
 from streams.driver import Visits
+from streams.errors import DecodeError, PromptStreamsError
+from streams.inspection import Inspector
+from streams.records import RawImageAvailable
+from streams.replay import Filters, ReplayError
+from streams.replayer import Range, Replayer, run
 from streams.science.geometry import CcdShape
-from streams.simulate.night import plan_night, replay, write_night
+from streams.simulate import night as simulated
+from streams.topic_reader import TopicNotFoundError
+
+
+@contextmanager
+def plain_errors(settings: Settings) -> Iterator[None]:
+    """Say what went wrong in one line on standard error and exit with status 1, without a traceback."""
+    try:
+        yield
+    except TopicNotFoundError as error:
+        fail(f"{error} (app {settings.app_id}: has one of its workers run yet?)")
+    except (PromptStreamsError, ReplayError) as error:
+        fail(str(error))
+    except (KafkaException, TimeoutError) as error:
+        fail(f"Kafka at {settings.bootstrap}: {error}")
+
+
+def fail(message: str) -> NoReturn:
+    """End the command with `message` (faust's worker would log a raised error with its traceback)."""
+    click.echo(f"Error: {message}", err=True)
+    raise SystemExit(1)
 
 
 def register(app: faust.App) -> None:
     """Attach the commands to `app`."""
     settings = app.context.settings  # type: ignore[attr-defined]
+
+    def visits_driver() -> Visits:
+        """A driver whose input topics exist (created as declared, as a worker would)."""
+        driver = Visits(replace(settings))
+        admin.ensure_topics(settings, [driver.topics.next_visit, driver.topics.raw_image_available])
+        return driver
+
+    def inspector() -> Inspector:
+        return Inspector(settings)
 
     @app.command(
         option("--visits", type=int, default=3, help="Visits in the night."),
@@ -38,13 +81,137 @@ def register(app: faust.App) -> None:
                              survey: str, without_template: str, start: str) -> None:
         """Write a simulated night under the data root and replay it as events."""
         shape = CcdShape(size, size if size != 4000 else 4072)
-        night = plan_night(visits, tuple(sorted(parse_detectors(detectors))), shape, instrument=instrument,
-                           seed=seed, without_template=tuple(parse_detectors(without_template)),
-                           start=datetime.fromisoformat(start).replace(tzinfo=UTC) if start else None)
+        night = simulated.plan_night(visits, tuple(sorted(parse_detectors(detectors))), shape,
+                                     instrument=instrument, seed=seed,
+                                     without_template=tuple(parse_detectors(without_template)),
+                                     start=datetime.fromisoformat(start).replace(tzinfo=UTC) if start else None)
         root = Path(settings.data_root)
         self.say(f"writing {visits} visits x {len(night.detectors)} detectors x 2 snaps ({size} px) under {root}")
-        arrivals = write_night(root, night)
+        arrivals = simulated.write_night(root, night)
         driver = Visits(replace(settings), survey=survey)
-        replay(driver, night, arrivals, lead_time=lead_time, snap_interval=snap_interval,
-               visit_interval=visit_interval)
+        simulated.replay(driver, night, arrivals, lead_time=lead_time, snap_interval=snap_interval,
+                         visit_interval=visit_interval)
         self.say(f"sent {visits} visits: groups {', '.join(v.group_id for v in night.visits)}")
+
+    @app.command(
+        option("--group", required=True, help="Group id of the visit, e.g. 2026-11-25T03:14:15.926."),
+        option("--instrument", default="LSSTCam", help="Instrument."),
+        option("--survey", default="BLOCK-365", help="Survey (it selects the pipelines)."),
+        option("--nimages", type=int, default=2, help="Snaps per detector."),
+        option("--duration", type=float, default=32.0, help="Expected duration of the visit [s]."),
+        option("--filters", default="", help="Filter name, e.g. r_57."),
+        option("--ra", type=float, default=0.0, help="Right ascension [deg] (ICRS)."),
+        option("--dec", type=float, default=0.0, help="Declination [deg] (ICRS)."),
+    )
+    async def send_next_visit(self: faust.cli.AppCommand, group: str, instrument: str, survey: str, nimages: int,
+                              duration: float, filters: str, ra: float, dec: float) -> None:
+        """Announce a visit now, as the ScriptQueue does: a framed Avro SAL nextVisit."""
+        with plain_errors(settings):
+            driver = visits_driver()
+        visit = driver.next_visit(group, instrument=instrument, survey=survey, nimages=nimages,
+                                           duration=duration, filters=filters, position=[ra, dec])
+        self.say(status.record_json(visit))
+
+    @app.command(
+        option("--group", required=True, help="Group id of the visit."),
+        option("--detectors", required=True, help="Detector ids, e.g. 94, 0-8 or 0,94,188."),
+        option("--exposure-id", type=int, required=True, help="Exposure id of the raws."),
+        option("--uri", required=True, help="URI of the raw; {detector} is replaced by each detector id, "
+                                            "e.g. file:///repo/raw/367/{detector}.fits."),
+        option("--instrument", default="LSSTCam", help="Instrument."),
+        option("--snap", type=int, default=0, help="Snap index (0 for the first)."),
+    )
+    async def send_raw(self: faust.cli.AppCommand, group: str, detectors: str, exposure_id: int, uri: str,
+                       instrument: str, snap: int) -> None:
+        """Announce raws that landed in storage, one per detector, to their detectors' partitions."""
+        now = tai_now()
+        arrivals = [RawImageAvailable(instrument=instrument, group_id=group, detector=detector, snap=snap,
+                                      exposure_id=exposure_id, uri=uri.replace("{detector}", str(detector)),
+                                      arrival_time=now)
+                    for detector in sorted(parse_detectors(detectors))]
+        with plain_errors(settings):
+            visits_driver().raws(arrivals)
+        for arrival in arrivals:
+            self.say(status.record_json(arrival))
+
+    @app.command(
+        argument("group"),
+        option("--instrument", default="LSSTCam", help="Instrument."),
+    )
+    async def visit_status(self: faust.cli.AppCommand, group: str, instrument: str) -> None:
+        """Show one visit: in flight or summarised, and each detector's state."""
+        reader = inspector()
+        with plain_errors(settings):
+            progress = reader.visits(instrument, group)
+            detectors = reader.detectors(instrument, group)
+        self.say(status.visit_status(instrument, group, progress[0] if progress else None, detectors))
+
+    @app.command()
+    async def visits_in_flight(self: faust.cli.AppCommand) -> None:
+        """List the visits whose summary has not gone out yet, oldest first."""
+        with plain_errors(settings):
+            rows = inspector().visits()
+        self.say(status.in_flight_table(status.in_flight(rows), tai_now()))
+
+    @app.command(option("--last", type=int, default=20, help="How many of the latest dead letters."))
+    async def dead_letters(self: faust.cli.AppCommand, last: int) -> None:
+        """Show the latest dead letters: where each came from and why it could not be used."""
+        with plain_errors(settings):
+            letters = inspector().dead_letters(last)
+        self.say(status.dead_letter_table(letters))
+
+    @app.command(
+        argument("topic"),
+        option("--last", type=int, default=None, help="Only the last N records of each partition."),
+    )
+    async def consume(self: faust.cli.AppCommand, topic: str, last: int | None) -> None:
+        """Print a topic's committed records as JSON lines, decoded through the schema registry."""
+        with plain_errors(settings):
+            for message, record in inspector().records(topic, last):
+                if isinstance(record, DecodeError):
+                    self.say(f"{message.topic()} [{message.partition()}] @{message.offset()}: {record}",
+                             file=click.get_text_stream("stderr"))
+                else:
+                    self.say(status.record_json(record))
+
+    @app.command(
+        option("--name", required=True, help="The replay's name: its application id (consumer groups, tables), topic "
+                                             "prefix (<name>.*) and output folder (<output root>/replays/<name>)."),
+        option("--since", default="", help="UTC time of the first nextVisit to replay, e.g. 2026-11-25T03:00:00."),
+        option("--until", default="", help="UTC time after the last nextVisit to replay."),
+        option("--from-offset", type=int, default=None, help="Offset of the first nextVisit (its topic has one "
+                                                             "partition)."),
+        option("--to-offset", type=int, default=None, help="Offset after the last nextVisit."),
+        option("--instrument", multiple=True, help="Only this instrument's visits (repeatable)."),
+        option("--group", multiple=True, help="Only this group's visit (repeatable)."),
+        option("--detectors", default="", help="Only these detectors, e.g. 94 or 0-8 (default: all)."),
+        option("--workers", type=int, default=1, help="Replay workers to start here for the replay (0: start them "
+                                                      "yourself with the settings it prints)."),
+        option("--speed", type=float, default=0.0, help="Send at this multiple of the original pace "
+                                                        "(0: as fast as possible; 1: real time)."),
+        option("--wait", type=float, default=None, help="Seconds to wait for the visits' summaries "
+                                                        "(default: the visit deadline, image + process timeouts)."),
+    )
+    async def replay(self: faust.cli.AppCommand, name: str, since: str, until: str, from_offset: int | None,
+                     to_offset: int | None, instrument: tuple[str, ...], group: tuple[str, ...], detectors: str,
+                     workers: int, speed: float, wait: float | None) -> None:
+        """Run a range of the input topics through the topology again, without touching live state."""
+        filters = Filters(frozenset(instrument), frozenset(group), parse_detectors(detectors))
+        chosen = Range(kafka_ms(since), kafka_ms(until), from_offset, to_offset)
+        with plain_errors(settings):
+            replayer = Replayer(settings, name, filters)
+            report = await asyncio.to_thread(
+                run, replayer, chosen, speed=speed, workers=workers,
+                wait=wait if wait is not None else settings.image_timeout + settings.process_timeout + 120,
+                say=self.say)
+        self.say(report.text())
+        if report.incomplete:
+            raise SystemExit(2)
+
+
+def kafka_ms(text: str) -> int | None:
+    """A UTC time (ISO 8601, naive means UTC) as a Kafka timestamp [ms]; empty stays None."""
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text)
+    return int(1000 * (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())

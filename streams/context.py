@@ -23,7 +23,7 @@ from streams.core.policy import Policy
 from streams.core.surveys import SurveyTable, parse_surveys
 from streams.record import Record
 from streams.registry import ConfluentRegistry
-from topology.tables import Tables, changelogs, declare_tables
+from topology.tables import Tables, declare_tables
 from topology.topics import Topics, TopicSpec, declare
 
 R = TypeVar("R", bound=Record)
@@ -66,9 +66,7 @@ class Context:
 
     def prepare(self) -> None:
         """Create the topics and register the schemas (blocking: run before consuming)."""
-        specs = [*self.topics.all(), *changelogs(self.settings)]
-        created = admin.ensure_topics(self.settings, specs)
-        admin.register_schemas(self.codec, specs)
+        created = admin.prepare(self.settings, self.codec)
         log.info("topics ready (created %d); schemas registered", len(created))
 
     def decode(self, spec: TopicSpec, value: bytes | None, record_type: type[R]) -> R:

@@ -269,9 +269,12 @@ class GatherProcessor:
             for spec, record_key, record in batch.records:
                 producer.produce(spec.name, key=record_key, value=self.codec.encode(spec.name, record),
                                  partition=spec.partition_of(record))
+            encoded: dict[int, dict[bytes, bytes | None]] = {}
             for partition, changes in batch.changes.items():
+                rows = encoded[partition] = {}
                 for row, state in changes.items():
-                    value = None if state is None else self.codec.encode(self.changelog.name, state)
+                    value = rows[row.encode()] = None if state is None else self.codec.encode(self.changelog.name,
+                                                                                               state)
                     producer.produce(self.changelog.name, key=row.encode(), value=value, partition=partition,
                                      on_delivery=self._on_changelog_delivery)
             if batch.consumed:
@@ -286,29 +289,27 @@ class GatherProcessor:
             producer.abort_transaction(30)
             self._rewind(consumer)
             return
-        self._apply(batch)
+        self._apply(batch, encoded)
 
     def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
             partition = _partition(message)
             self._delivered[partition] = max(self._delivered.get(partition, 0), _offset(message) + 1)
 
-    def _apply(self, batch: Batch) -> None:
-        """The transaction committed: now the table may change, in memory and on disk, and be counted."""
+    def _apply(self, batch: Batch, encoded: dict[int, dict[bytes, bytes | None]]) -> None:
+        """The transaction committed: now the table may change, in memory and on disk (its rows exactly as
+        the changelog has them, encoded once), and be counted."""
         count(batch.records, tai_now())
         for partition, changes in batch.changes.items():
             rows = self.visits.setdefault(partition, {})
-            encoded: dict[bytes, bytes | None] = {}
             for key, state in changes.items():
                 if state is None:
                     rows.pop(key, None)
-                    encoded[key.encode()] = None
                 else:
                     rows[key] = state
-                    encoded[key.encode()] = self.codec.encode(self.changelog.name, state)
             store = self.stores.get(partition)
             if store is not None:
-                store.apply(encoded, self._delivered.get(partition, store.checkpoint))
+                store.apply(encoded[partition], self._delivered.get(partition, store.checkpoint))
 
     def _rewind(self, consumer: Consumer) -> None:
         """Seek back to the committed offsets, so an aborted batch is consumed again."""

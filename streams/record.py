@@ -5,6 +5,16 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any, ClassVar, Self
 
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(record_type: type) -> tuple[str, ...]:
+    """The record's field names, looked up once per type (dataclasses.fields is slow on hot paths)."""
+    names = _NAMES.get(record_type)
+    if names is None:
+        names = _NAMES[record_type] = tuple(f.name for f in fields(record_type))
+    return names
+
 
 class Record:
     """Base of every generated record: its schema's stem, and conversion from and to dicts."""
@@ -16,7 +26,7 @@ class Record:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         """Build the record from a decoded Avro datum (unknown keys are ignored)."""
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}  # type: ignore[arg-type]
+        values = {name: data[name] for name in _names(cls) if name in data}
         for name, (shape, nested) in cls.NESTED.items():
             if name in values:
                 value = values[name]
@@ -30,7 +40,7 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as an Avro datum."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        data = {name: getattr(self, name) for name in _names(type(self))}
         for name, (shape, _nested) in self.NESTED.items():
             value = data[name]
             if shape == "array":

@@ -8,6 +8,7 @@ state is kept (to recognise stragglers) until the retention time, then forgotten
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections import Counter
@@ -75,7 +76,8 @@ def _record(progress: VisitProgress, result: CcdResult) -> tuple[VisitProgress, 
     kept = DetectorOutcome(detector=result.detector, status=result.status, first_raw_time=result.first_raw_time,
                            result_time=result.result_time, exposure_ids=list(result.exposure_ids),
                            metrics=dict(result.metrics))
-    outcomes = sorted([*progress.outcomes, kept], key=lambda o: o.detector)
+    outcomes = list(progress.outcomes)
+    bisect.insort(outcomes, kept, key=_detector)
     outputs: list[Output] = [EmitResult(result)]
     outputs += [EmitMetric(metric) for metric in result_metrics(result)]
     if (product := announcement(result, result.result_time)) is not None:
@@ -83,9 +85,22 @@ def _record(progress: VisitProgress, result: CcdResult) -> tuple[VisitProgress, 
     return replace(progress, outcomes=outcomes), outputs
 
 
+def _detector(outcome: DetectorOutcome) -> int:
+    return outcome.detector
+
+
+def _reported(progress: VisitProgress, detector: int) -> bool:
+    """Whether the detector has its result (outcomes are sorted by detector)."""
+    at = bisect.bisect_left(progress.outcomes, detector, key=_detector)
+    return at < len(progress.outcomes) and progress.outcomes[at].detector == detector
+
+
 def _complete_if_done(progress: VisitProgress, outputs: list[Output], now: float) -> Step:
+    # Outcomes are one per detector, so fewer outcomes than expected detectors cannot be complete.
+    if not progress.expected_known or len(progress.outcomes) < len(progress.expected):
+        return progress, outputs
     reported = {o.detector for o in progress.outcomes}
-    if progress.expected_known and set(progress.expected) <= reported:
+    if set(progress.expected) <= reported:
         canceled = any(o.status == "canceled" for o in progress.outcomes)
         return _summarise(progress, outputs, "canceled" if canceled else "complete", now)
     return progress, outputs
@@ -133,7 +148,7 @@ def on_expected(state: VisitProgress | None, expected: VisitExpected, now: float
     if progress.expected_known:
         return replace(progress, deadline=max(progress.deadline, expected.deadline)), []
     progress = replace(
-        progress, survey=expected.survey, expected_known=True, expected=sorted(expected.detectors),
+        progress, survey=expected.survey, expected_known=True, expected=sorted(set(expected.detectors)),
         ignored=not expected.pipelines, nimages=expected.nimages, next_visit_time=expected.next_visit_time,
         deadline=expected.deadline,
     )
@@ -151,7 +166,7 @@ def on_expected(state: VisitProgress | None, expected: VisitExpected, now: float
 def on_outcome(state: VisitProgress | None, result: CcdResult, now: float) -> Step:
     """A detector reported: its first outcome is its result; anything later is dropped."""
     progress = state or _empty(result.instrument, result.group_id, now)
-    if progress.summary_time or any(o.detector == result.detector for o in progress.outcomes):
+    if progress.summary_time or _reported(progress, result.detector):
         return progress, []
     if progress.expected_known and result.detector not in progress.expected:
         return progress, []

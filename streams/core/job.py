@@ -175,6 +175,10 @@ def refusal(job: OcpsJob, action: str) -> str | None:
 
 def decide(job: OcpsJob | None, event: OcpsJobEvent, now: float) -> Decision:
     """The one place a job changes: what `event` does to `job` (None: no such job yet)."""
+    if job is not None and job.phase == Phase.QUEUED and (event.action == "run" or event.start):
+        # Only a replay finds a job QUEUED (it is started in the same step it is queued): a worker
+        # stopped between the two, so start it now (starting a visit twice changes nothing).
+        return Decision(job, start=True)
     if event.action == "create":
         if job is not None:
             return Decision(None, ignored=f"job {event.job_id} exists already")

@@ -8,7 +8,6 @@ waits the lead time, and sends the raw arrivals snap by snap at the chosen caden
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from streams import repository
 from streams.clock import tai_now
 from streams.core.focal_plane import detector_name
 from streams.driver import Visits
+from streams.progress import progress_bar
 from streams.records import RawImageAvailable
 from streams.science.geometry import CcdShape, detector_wcs
 from streams.simulate.camera import Detector, expose, make_detector, raw_hdus
@@ -189,28 +189,21 @@ def true_bias(night: Night, detector: int) -> np.ndarray:
     return _detector(night, detector).bias
 
 
-def progress_bar(label: str, done: int, total: int, width: int = 30) -> None:
-    """A one-line progress bar on standard error."""
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
 def write_night(root: Path, night: Night) -> list[list[list[RawImageAvailable]]]:
     """Everything the night needs, under `root`; the arrivals of every visit."""
     write_calibrations(root, night, tai_now())
     arrivals = []
+    started = time.monotonic()
     for visit in night.visits:
         arrivals.append(write_visit(root, night, visit))
-        progress_bar("writing the night", visit.index + 1, len(night.visits))
+        progress_bar("writing the night", visit.index + 1, len(night.visits), started=started)
     return arrivals
 
 
 def replay(visits: Visits, night: Night, arrivals: list[list[list[RawImageAvailable]]], *, lead_time: float,
            snap_interval: float, visit_interval: float, sleep: Callable[[float], None] = time.sleep) -> None:
     """Send each visit: nextVisit, the lead time, then its raws snap by snap."""
+    started = time.monotonic()
     for visit, snaps in zip(night.visits, arrivals, strict=True):
         visits.next_visit(visit.group_id, instrument=night.instrument, nimages=night.snaps,
                           duration=night.snaps * (night.conditions.exposure_time + 2.0), filters=FILTER,
@@ -221,6 +214,6 @@ def replay(visits: Visits, night: Night, arrivals: list[list[list[RawImageAvaila
             visits.raws([RawImageAvailable.from_dict(raw.to_dict() | {"arrival_time": now}) for raw in raws])
             if snap + 1 < len(snaps):
                 sleep(snap_interval)
-        progress_bar("replaying visits", visit.index + 1, len(night.visits))
+        progress_bar("sending visits", visit.index + 1, len(night.visits), started=started)
         if visit.index + 1 < len(night.visits):
             sleep(visit_interval)

@@ -8,6 +8,7 @@ visit summary creates a job by itself through a configured trigger.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,9 +68,10 @@ pipeline = "copy"
 class Service:
     """Two workers' UWS endpoints and a way to send visits."""
 
-    urls: tuple[str, str]
+    urls: tuple[str, ...]
     visits: Visits
     settings: Settings
+    pool: WorkerPool
 
     def client(self, worker: int = 0) -> httpx.Client:
         """A client of one worker (redirects are not followed, so tests see them)."""
@@ -105,8 +107,7 @@ def service(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> 
     pool = WorkerPool(settings, root / "logs")
     try:
         first, second = pool.start("w1"), pool.start("w2")  # one after the other: no rebalance left to settle
-        yield Service((first.url, second.url),
-                      Visits(settings, survey="BLOCK-1"), settings)
+        yield Service((first.url, second.url), Visits(settings, survey="BLOCK-1"), settings, pool)
     finally:
         pool.stop_all()
 
@@ -121,7 +122,7 @@ def create(service: Service, worker: int = 0, **parameters: str) -> str:
 
 def job_json(service: Service, job_id: str, worker: int = 1, **query: str) -> dict[str, object]:
     """The job as JSON, from (by default) the other worker."""
-    with service.client(worker) as client:
+    with service.client(min(worker, len(service.urls) - 1)) as client:
         response = client.get(f"/ocps/jobs/{job_id}", params=query, headers={"Accept": "application/json"})
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -272,3 +273,20 @@ def test_the_end_of_a_calibration_sequence_creates_a_job(service: Service) -> No
     assert isinstance(results, list) and len(results) == len(DETECTORS)
     for result in results:
         assert len(list(path_of(result["output_uris"][0]).iterdir())) == len(SEQUENCE)
+
+
+def test_jobs_survive_a_restart_of_every_worker(service: Service) -> None:
+    """After SIGKILL of both workers, a new one lists every job as it was and runs a PENDING one."""
+    pending = create(service, pipeline="copy", instrument=INSTRUMENT, exposure=str(EXPOSURES[0]), detector="1")
+    with service.client(0) as client:
+        before = {j["job_id"]: j["phase"] for j in client.get("/ocps/jobs?format=json").json()["jobs"]}
+    assert before[pending] == "PENDING" and "COMPLETED" in before.values() and "ABORTED" in before.values()
+    for worker in service.pool.started:
+        worker.stop(signal.SIGKILL)
+    service.urls = (service.pool.start("w3").url,)
+    with service.client(0) as client:
+        after = {j["job_id"]: j["phase"] for j in client.get("/ocps/jobs?format=json").json()["jobs"]}
+        run = client.post(f"/ocps/jobs/{pending}/phase", data={"PHASE": "RUN"}, headers=AUTH)
+    assert after == before
+    assert run.status_code == 303
+    assert wait_for_end(service, pending)["phase"] == "COMPLETED"

@@ -46,7 +46,6 @@ from tests.integration.conftest import CHILE_PASSWORD, CHILE_USER
 from tests.integration.settings import isolated_settings
 from topology.topics import declare
 
-pytestmark = pytest.mark.integration
 COMPONENT = "PromptProcessing"
 EVENTS = ("logevent_visitSummary", "logevent_ccdResult", "logevent_metric", "logevent_logMessage")
 METRICS = ("prep_butlerTotalTime", "pipelineRunTime", "diaSourceCount", "brokenMetric")
@@ -192,6 +191,14 @@ class Bridge:
             os.killpg(self.process.pid, sig)
             self.process.wait(30)
 
+    def wait_running(self, starts: int) -> None:
+        """Until the log shows `starts` starts completed (transactional id taken, checkpoint read)."""
+        deadline = time.monotonic() + DEADLINE_S
+        while self.log.read_text(errors="replace").count(" running: ") < starts:
+            self.alive()
+            assert time.monotonic() < deadline, f"the bridge did not start in {DEADLINE_S} s"
+            time.sleep(0.2)
+
     def alive(self) -> None:
         """Fail with its log if the process died."""
         assert self.process is not None and self.process.poll() is None, self.log.read_text()[-3000:]
@@ -236,15 +243,16 @@ def wait_for(reader: ChileReader, topics: dict[str, int], schemas: dict[str, Any
 # -- the test -----------------------------------------------------------------------------------
 def test_sigkilled_bridge_delivers_every_sal_message_once(bridge_settings: Settings, reader: ChileReader,
                                                           chile: ClusterState, tmp_path: Path) -> None:
-    """Visits stream through the bridge while it is SIGKILLed and restarted; Chile gets each SAL
-    message exactly once, with SAL's private fields, keys, schemas and topic configuration."""
+    """Visits stream through the bridge while it is SIGKILLed, restarted, and a second instance fences
+    the first; Chile gets each SAL message exactly once, with SAL's private fields, keys, schemas and
+    topic configuration."""
     settings = bridge_settings
     schemas = {sal_topic(settings, name): schema for name, schema in reader_schemas().items()}
     source = Source(settings)
     garbage: list[int] = []
     source.producer.produce(source.topics.metrics.name, value=b"not avro", partition=0,
                             on_delivery=lambda _error, message: garbage.append(message.offset()))
-    bridge = Bridge(settings, tmp_path / "bridge.log")
+    bridge = successor = Bridge(settings, tmp_path / "bridge.log")
     first, second, total = 10, 40, 50
     try:
         for i in range(first):
@@ -264,17 +272,23 @@ def test_sigkilled_bridge_delivers_every_sal_message_once(bridge_settings: Setti
         bridge.kill(signal.SIGKILL)
         at_kill = len(reader.drain(metric_topic, schemas[metric_topic]))
         bridge.start()
+        bridge.wait_running(2)
+        successor = Bridge(settings, tmp_path / "successor.log")  # a second instance: it fences the first
+        successor.start()
         streaming.join()
         source.close()
         expected = {sal_topic(settings, "logevent_visitSummary"): total,
                     sal_topic(settings, "logevent_ccdResult"): 3 * total,
                     metric_topic: 3 * len(METRICS) * total, sal_topic(settings, "logevent_logMessage"): total}
         assert 0 < at_kill < expected[metric_topic], "the bridge must be killed mid-stream"
-        wait_for(reader, expected, schemas, bridge)
+        wait_for(reader, expected, schemas, successor)
         time.sleep(2)  # anything extra (a duplicate) would show up now
-        bridge.kill(signal.SIGTERM)
+        assert bridge.process is not None and bridge.process.wait(30) != 0, "the fenced instance stops"
+        assert "fenced" in bridge.log.read_text().lower()
+        successor.kill(signal.SIGTERM)
     finally:
-        bridge.kill()
+        for instance in (bridge, successor):
+            instance.kill()
         source.close()
 
     check_sal_topics(settings, reader, schemas, expected, chile)

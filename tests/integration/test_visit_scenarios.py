@@ -18,7 +18,7 @@ from stack.cluster import ClusterState
 from stack.workers import WorkerPool
 from streams.clock import tai_now
 from streams.driver import Visits, by_group, exposure_id
-from streams.records import CcdResult, DeadLetter, Metric, RawImageAvailable, VisitSummary
+from streams.records import CcdResult, DeadLetter, LogMessage, Metric, RawImageAvailable, VisitSummary
 from tests.integration.settings import isolated_settings
 
 DETECTORS = list(range(9))
@@ -35,6 +35,7 @@ class Run:
     dead_letters: list[DeadLetter]
     cancel_time: float
     metrics: list[Metric] = field(default_factory=list)
+    log_messages: list[LogMessage] = field(default_factory=list)
 
 
 def both_snaps(visits: Visits, group: str, detectors: list[int], first: int = 1) -> list[RawImageAvailable]:
@@ -125,7 +126,9 @@ def run(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> Iter
         summaries = visits.summaries(len(GROUPS), settle=1.0)
         letters = visits.dead_letters(len(bad_next_visits()) + len(bad_raws(visits)), settle=1.0)
         metrics = [visits.codec.decode(v, Metric) for v in visits.read(visits.topics.metrics.name, 1, settle=1.0)]
-        yield Run(results, summaries, letters, cancel_time, metrics)
+        logs = [visits.codec.decode(v, LogMessage) for v in visits.read(visits.topics.log_messages.name, 1,
+                                                                         settle=1.0)]
+        yield Run(results, summaries, letters, cancel_time, metrics, logs)
     finally:
         pool.stop_all()
 
@@ -233,3 +236,12 @@ def test_metrics_events_per_ccd_and_per_visit(run: Run) -> None:
     per_visit = {m.name: m.value for m in complete if m.detector == -1}
     assert per_visit["ccdSuccessCount"] == 9.0 and per_visit["nextVisitToSummaryTime"] > 0
     assert all(m.unit == "s" for m in complete if m.name.endswith("Time"))
+
+
+def test_worker_warnings_reach_the_log_messages_topic(run: Run) -> None:
+    """The worker forwards its WARNING records (here: the dead letters) for the SAL bridge, not its INFO ones."""
+    dead = [m for m in run.log_messages if "dead letter from" in m.message]
+    assert dead and len(dead) + sum(m.suppressed for m in run.log_messages) >= len(run.dead_letters), \
+        "each dead letter's warning is forwarded or counted as suppressed"
+    assert all(m.level == 30 and m.worker == "w1" and m.name == "streams.edge" and m.line_number > 0 for m in dead)
+    assert all(m.level >= 30 for m in run.log_messages)

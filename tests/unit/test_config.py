@@ -56,3 +56,29 @@ def test_sasl_ssl_settings_reach_the_kafka_client() -> None:
         "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "prompt", "sasl.password": "pw",
         "ssl.ca.location": "/etc/ca.pem",
     }
+
+
+def test_chile_settings_are_a_cluster_of_their_own() -> None:
+    """The bridge's Chile connection has its own SASL_SSL credentials, masked when shown."""
+    settings = Settings.from_env({"PROMPT_STREAMS_CHILE_BOOTSTRAP": "summit:9094",
+                                  "PROMPT_STREAMS_CHILE_REGISTRY_URL": "https://summit/schema-registry",
+                                  "PROMPT_STREAMS_CHILE_SECURITY_PROTOCOL": "SASL_SSL",
+                                  "PROMPT_STREAMS_CHILE_SASL_USERNAME": "prompt-processing",
+                                  "PROMPT_STREAMS_CHILE_SASL_PASSWORD": "summit-secret",
+                                  "PROMPT_STREAMS_CHILE_SSL_CAFILE": "/etc/summit-ca.pem"})
+    assert settings.kafka_config() == {"bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT"}
+    assert settings.chile().kafka_config() == {
+        "bootstrap.servers": "summit:9094", "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "prompt-processing", "sasl.password": "summit-secret", "ssl.ca.location": "/etc/summit-ca.pem",
+    }
+    assert settings.chile().registry_config() == {"url": "https://summit/schema-registry",
+                                                  "ssl.ca.location": "/etc/summit-ca.pem"}
+    assert "summit-secret" not in repr(settings) and "summit-secret" not in repr(settings.chile())
+
+
+@pytest.mark.parametrize("environ", [{}, {"PROMPT_STREAMS_CHILE_BOOTSTRAP": "summit:9094"},
+                                     {"PROMPT_STREAMS_CHILE_SECURITY_PROTOCOL": "TLS"}])
+def test_the_bridge_refuses_incomplete_or_bad_chile_settings(environ: dict[str, str]) -> None:
+    """No Chile bootstrap or registry, or a bad protocol: a clear error naming the variable."""
+    with pytest.raises(SettingsError, match="PROMPT_STREAMS_CHILE_"):
+        Settings.from_env(environ).chile()

@@ -41,5 +41,8 @@ def test_per_visit_metrics_have_no_detector_and_nan_is_not_sent() -> None:
 def test_names_become_avro_names_and_day_obs_rolls_over_at_noon() -> None:
     """Odd metric names are made valid; day_obs is the UTC date 12 h earlier."""
     assert avro_name("psf.fwhm-arcsec") == "psf_fwhm_arcsec" and avro_name("3sigma") == "_3sigma"
+    assert avro_name("timestamp") == "metric_timestamp", "a measurement cannot shadow a bookkeeping field"
+    odd = sasquatch_record(replace(METRIC, name="timestamp"), "prod", 37.0)
+    assert odd is not None and parse(odd.schema) and odd.datum["metric_timestamp"] == 0.25
     assert day_obs(1_795_000_000.0) == "20261117"  # 2026-11-18T11:06Z minus 12 h
     assert day_obs(1_795_000_000.0 + 3600) == "20261118"  # 12:06Z: the next day_obs has begun

@@ -130,6 +130,18 @@ def test_repeated_events_change_nothing() -> None:
     assert decide(None, event("run"), T0).ignored == f"run for unknown job {JOB}"
 
 
+def test_a_job_left_queued_by_a_crash_starts_when_its_event_is_replayed() -> None:
+    """QUEUED was saved but the fan-out never happened: the replayed run (or create) starts it."""
+    pending = decide(None, request(), T0).job
+    assert pending is not None
+    queued = decide(pending, event("run"), T0).job
+    assert queued is not None and queued.phase == Phase.QUEUED
+    assert decide(queued, event("run"), T0 + 1).start
+    queued_at_creation = decide(None, request(PHASE="RUN"), T0).job
+    assert queued_at_creation is not None and decide(queued_at_creation, request(PHASE="RUN"), T0 + 1).start
+    assert refusal(queued, "run") is not None, "a client cannot run it twice"
+
+
 def test_the_synthetic_visit() -> None:
     """One start command per detector naming the pipeline, one raw per (detector, exposure) as its snap."""
     job = decide(None, request(detector="0,2", exposure="11,12", PHASE="RUN"), T0).job

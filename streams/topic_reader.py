@@ -1,0 +1,100 @@
+"""Reading topics from a start offset to their end, as the command-line tools and the replay do.
+
+Reads are `read_committed` (the gather's outputs are transactional) and never join a consumer
+group or commit offsets, so inspecting a deployment leaves no trace in it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from streams.config import Settings
+from streams.errors import PromptStreamsError
+
+TIMEOUT_S = 60.0
+
+
+class TopicNotFoundError(PromptStreamsError):
+    """The topic does not exist on the cluster."""
+
+
+def reader(settings: Settings) -> Consumer:
+    """A consumer that reads committed records, reports each partition's end, and never commits."""
+    return Consumer(settings.kafka_config() | {
+        "group.id": f"prompt-streams-reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
+        "isolation.level": "read_committed", "enable.partition.eof": True})
+
+
+def partitions_of(consumer: Consumer, topic: str) -> list[int]:
+    """The partition ids of `topic`."""
+    found = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise TopicNotFoundError(f"topic {topic} does not exist on this cluster")
+    return sorted(found.partitions)
+
+
+def offsets(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    """(first, end) offsets of one partition."""
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT_S)
+    return int(low), int(high)
+
+
+def read_range(settings: Settings, ranges: Iterable[tuple[str, int, int, int]],
+               timeout: float = TIMEOUT_S) -> Iterator[Message]:
+    """The committed records of each (topic, partition, start, end) range, partition by partition in order."""
+    wanted = [item for item in ranges if item[3] > item[2]]
+    if not wanted:
+        return
+    consumer = reader(settings)
+    try:
+        consumer.assign([TopicPartition(topic, partition, start) for topic, partition, start, _ in wanted])
+        pending = {(topic, partition): end for topic, partition, _, end in wanted}
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {sorted(pending)}: not at the end after {timeout} s")
+            message = consumer.poll(0.2)
+            if message is None:
+                at = consumer.position([TopicPartition(topic, partition) for topic, partition in pending])
+                for tp in at:
+                    if tp.offset >= pending[(tp.topic, tp.partition)]:  # the end was a transaction marker
+                        del pending[(tp.topic, tp.partition)]
+                continue
+            where = (message.topic(), message.partition())
+            offset = message.offset() or 0
+            if where not in pending:
+                continue
+            error = message.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                if offset >= pending[where]:
+                    del pending[where]
+                continue
+            if error is not None:
+                raise KafkaException(error)
+            deadline = time.monotonic() + timeout
+            if offset < pending[where]:
+                yield message
+            if offset + 1 >= pending[where]:
+                del pending[where]
+    finally:
+        consumer.close()
+
+
+def read_to_end(settings: Settings, topic: str, partitions: Iterable[int] | None = None,
+                last: int | None = None) -> list[Message]:
+    """Every committed record of `topic` (or of some partitions, or the `last` ones of each) up to its end now."""
+    consumer = reader(settings)
+    try:
+        chosen = partitions_of(consumer, topic) if partitions is None else list(partitions)
+        ranges = []
+        for partition in chosen:
+            low, high = offsets(consumer, topic, partition)
+            ranges.append((topic, partition, low if last is None else max(low, high - last), high))
+    finally:
+        consumer.close()
+    return list(read_range(settings, ranges))
+

@@ -1,0 +1,139 @@
+"""The operators' command line, run as a person runs it, against one real worker started with the faust CLI:
+the app commands (`faust -A streams.app <command>`) and the README's kcat recipes, run as written in bash.
+
+The deployment uses the default topic names, as the recipes do (no other test uses them on the test
+cluster); the recipes get only the test cluster's address in place of the local stack's, and run from a
+directory whose `.local/repo` is the worker's data root, as in a clone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from stack.cluster import ClusterState
+from stack.workers import FAUST, WorkerPool
+from streams.config import PROJECT_ROOT, Settings
+from streams.driver import Visits
+from tests.integration.command_line import faust, faust_until, until
+from tests.integration.settings import isolated_settings
+
+GROUP = "2026-11-25T04:00:00.000"
+RECIPE_GROUP = "2026-11-25T03:14:15.926"
+SECTION = "## Events from the command line: kcat and the app commands"
+LACKS_AVRO = "This build of kcat lacks Avro/Schema-Registry support"
+
+
+@pytest.fixture(scope="module")
+def deployment(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One worker of a deployment with the default topic names, its data root under `<root>/.local/repo`."""
+    root = tmp_path_factory.mktemp("commands")
+    defaults = Settings.from_env({})
+    settings = replace(isolated_settings(cluster, root), app_id=f"commands-{uuid.uuid4().hex[:8]}",
+                       topic_prefix=defaults.topic_prefix, next_visit_topic=defaults.next_visit_topic,
+                       next_visit_canceled_topic=defaults.next_visit_canceled_topic,
+                       data_root=str(root / ".local" / "repo"))
+    pool = WorkerPool(settings, root / "logs")
+    pool.start()
+    yield settings
+    pool.stop_all()
+
+
+def status_when(settings: Settings, needle: str) -> str:
+    """`visit-status` of the test's visit, once it says `needle`."""
+    return faust_until(settings, needle, "visit-status", GROUP, "--instrument", "LSSTComCam")
+
+
+def test_a_visit_sent_and_followed_from_the_command_line(deployment: Settings) -> None:
+    """send-next-visit, send-raw, visits-in-flight and visit-status follow one visit to its summary."""
+    sent = faust(deployment, "send-next-visit", "--group", GROUP, "--instrument", "LSSTComCam",
+                 "--survey", "BLOCK-365", "--nimages", "1", "--duration", "30")
+    assert json.loads(sent.stdout.strip().splitlines()[-1])["groupId"] == GROUP
+
+    uri = f"file://{deployment.data_root}/raw/{GROUP}/{{detector}}.fits"
+    faust(deployment, "send-raw", "--group", GROUP, "--instrument", "LSSTComCam", "--detectors", "0-3",
+          "--exposure-id", "2026112500400", "--uri", uri)
+    shown = status_when(deployment, "success 4")
+    assert f"visit LSSTComCam/{GROUP}: in flight: 4/9 results" in shown
+    assert "  success: 0 1 2 3" in shown and "  waiting: 4 5 6 7 8" in shown
+    [row] = [line for line in faust(deployment, "visits-in-flight").stdout.splitlines() if GROUP in line]
+    assert row.split()[:4] == ["LSSTComCam", GROUP, "BLOCK-365", "4/9"]
+
+    faust(deployment, "send-raw", "--group", GROUP, "--instrument", "LSSTComCam", "--detectors", "4-8",
+          "--exposure-id", "2026112500400", "--uri", uri)
+    shown = status_when(deployment, "summarised")
+    assert "summarised (9 results)" in shown and "  success: 0 1 2 3 4 5 6 7 8" in shown
+    assert GROUP not in faust(deployment, "visits-in-flight").stdout
+
+
+def test_dead_letters_show_where_from_and_why(deployment: Settings) -> None:
+    """dead-letters lists each unusable input with its origin and the reason."""
+    visits = Visits(deployment)
+    topic = visits.topics.next_visit_canceled.name
+    visits.send_bytes(topic, [b"\x07not avro", b'{"groupId": 42}'])
+    shown = faust_until(deployment, "2 dead letter(s)", "dead-letters")
+    first, second = (line for line in shown.splitlines() if topic in line)
+    assert f"{topic} [0] @0" in first and "WireFormatError" in first and "magic byte" in first
+    assert f"{topic} [0] @1" in second and "SchemaMismatchError" in second and '{"groupId": 42}' in second
+
+
+def test_a_wrong_topic_gets_a_clear_error(deployment: Settings) -> None:
+    """A wrong topic name is refused with the list of known topics, not a traceback."""
+    done = faust(deployment, "consume", "no-such-topic", fails=True)
+    assert "is not an Avro topic of this deployment" in done.stderr and "visit-summary" in done.stderr
+
+
+def recipes() -> list[str]:
+    """The sh blocks of the README's kcat section, in order."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index(SECTION):]
+    section = section[:section.index("\n### ")]
+    return re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+
+
+def run(recipe: str, settings: Settings, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """One recipe in bash, with the test cluster's address instead of the local stack's."""
+    script = (recipe.replace("127.0.0.1:9092", settings.bootstrap)
+              .replace("http://127.0.0.1:8081/apis/ccompat/v7", settings.registry_url))
+    env = os.environ | settings.to_env() | {"PATH": f"{FAUST.parent}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", "-o", "pipefail", "-ec", script], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=180, check=False, stdin=subprocess.DEVNULL)
+
+
+def test_kcat_recipes_as_written(deployment: Settings) -> None:
+    """nextVisit and raws typed into kcat give a result and a summary that the reading recipes show."""
+    clone = Path(deployment.data_root).parent.parent
+    next_visit, raws, reading, kcat_avro = recipes()
+    for recipe in (next_visit, raws):
+        done = run(recipe, deployment, clone)
+        assert done.returncode == 0, done.stderr
+
+    def read_back() -> str | None:
+        done = run(reading, deployment, clone)
+        return done.stdout if done.returncode == 0 and f"key LATISS/{RECIPE_GROUP}/0" in done.stdout \
+            and f'"group_id": "{RECIPE_GROUP}", "survey": "BLOCK-365", "reason": "complete"' in done.stdout else None
+
+    lines = until(read_back, "the LATISS visit's result and summary from the reading recipe").splitlines()
+    [listed] = [line for line in lines if f"key LATISS/{RECIPE_GROUP}/0" in line]
+    assert re.fullmatch(rf"{deployment.topic('ccd-result')} \[0\] @\d+ key LATISS/{RECIPE_GROUP}/0: \d+ bytes", listed)
+    decoded = [json.loads(line) for line in lines if line.startswith("{")]
+    [result] = [r for r in decoded if r["group_id"] == RECIPE_GROUP and "detector" in r]
+    [summary] = [s for s in decoded if s["group_id"] == RECIPE_GROUP and "reason" in s]
+    assert (result["instrument"], result["detector"], result["status"]) == ("LATISS", 0, "success")
+    assert result["exposure_ids"] == [2026112500367, 2026112500368]
+    assert (summary["counts"]["success"], summary["reason"]) == (1, "complete")
+
+    avro = run(kcat_avro, deployment, clone)
+    if LACKS_AVRO in avro.stderr:  # Debian's kcat: the README says so
+        assert avro.returncode != 0
+    else:
+        assert avro.returncode == 0, avro.stderr
+        assert RECIPE_GROUP in avro.stdout
