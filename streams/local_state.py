@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from rocksdict import AccessType, Options, Rdict
 
 from streams.config import Settings
@@ -23,6 +24,9 @@ from streams.config import Settings
 log = logging.getLogger(__name__)
 FAUST_OFFSET_KEY = b"__faust\0offset__"
 """Where faust's RocksDB store keeps the last changelog offset applied to a partition."""
+SETTLING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+            KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC)
+"""Answers about a partition whose topic is being created or deleted: ask again."""
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,28 @@ def watermarks(settings: Settings, tps: list[tuple[str, int]]) -> dict[tuple[str
         existing = consumer.list_topics(timeout=30).topics
         for topic, partition in tps:
             if topic in existing and partition in existing[topic].partitions:
-                found[(topic, partition)] = consumer.get_watermark_offsets(TopicPartition(topic, partition), 30)
+                found[(topic, partition)] = _watermarks(consumer, TopicPartition(topic, partition))
             else:
                 found[(topic, partition)] = (0, 0)
     finally:
         consumer.close()
     return found
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, patience: float = 60.0) -> tuple[int, int]:
+    """A partition's (low, high), waiting out a topic just created or deleted (no leader yet, or gone)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, 30)
+            return low, high
+        except KafkaException as error:
+            code = error.args[0].code()
+            if code == KafkaError.UNKNOWN_TOPIC_OR_PART and time.monotonic() > deadline:
+                return 0, 0
+            if code not in SETTLING or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def faust_partitions(table_dir: Path, changelogs: dict[str, str]) -> list[LocalPartition]:
