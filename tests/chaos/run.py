@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from stack.cluster import Cluster, ClusterState, Ports, free_port
 from stack.workers import WorkerPool
@@ -115,8 +115,11 @@ def wait_quiet(settings: Settings, topics: list[str], deadline: float, quiet: fl
         last: list[int] = []
         since = time.monotonic()
         while time.monotonic() < deadline and time.monotonic() - since < quiet:
-            ends = [consumer.get_watermark_offsets(tp, 30)[1] for tp in partitions]
-            if ends != last:
+            try:
+                ends = [consumer.get_watermark_offsets(tp, 30)[1] for tp in partitions]
+            except KafkaException:  # leadership still moving after the broker bounce: not quiet yet
+                ends = []
+            if ends != last or not ends:
                 last, since = ends, time.monotonic()
             time.sleep(2.0)
     finally:
