@@ -78,20 +78,18 @@ def _tai(name: str, what: str) -> Item:
     return Item(name, "double", f"{what} (TAI, Unix seconds); NaN if it did not happen.", "second")
 
 
+INSTRUMENT = Item("instrument", "string", "Instrument name, e.g. LSSTCam.")
+GROUP_ID = Item("groupId", "string", "Group id of the visit, as sent in the ScriptQueue's nextVisit.")
+SURVEY = Item("survey", "string", "Survey (scheduler block) of the visit, which chose the pipelines.")
+
+
 def _common(detector_doc: str) -> tuple[Item, ...]:
-    return (
-        Item("instrument", "string", "Instrument name, e.g. LSSTCam."),
-        Item("groupId", "string", "Group id of the visit, as sent in the ScriptQueue's nextVisit."),
-        Item("detector", "long", detector_doc),
-        Item("survey", "string", "Survey (scheduler block) of the visit, which chose the pipelines."),
-    )
+    return INSTRUMENT, GROUP_ID, Item("detector", "long", detector_doc), SURVEY
 
 
 VISIT_SUMMARY = Event("visitSummary", "Outcome of one visit of Prompt Processing: sent once per visit, when every "
                       "expected detector has a result or the visit deadline passed.", (
-    Item("instrument", "string", "Instrument name, e.g. LSSTCam."),
-    Item("groupId", "string", "Group id of the visit, as sent in the ScriptQueue's nextVisit."),
-    Item("survey", "string", "Survey (scheduler block) of the visit, which chose the pipelines."),
+    INSTRUMENT, GROUP_ID, SURVEY,
     Item("reason", "string", "Why the summary was sent: complete, deadline or canceled."),
     Item("detectorsExpected", "long", "Detectors the visit was fanned out to."),
     Item("successCount", "long", "Detectors processed successfully."),

@@ -122,20 +122,11 @@ class Settings:
                                           "on the Chile cluster (empty: none are sent).")
 
     def __post_init__(self) -> None:
-        if self.security_protocol not in SECURITY_PROTOCOLS:
-            raise SettingsError(f"{PREFIX}SECURITY_PROTOCOL={self.security_protocol!r}: "
-                                f"expected one of {', '.join(SECURITY_PROTOCOLS)}")
-        if self.sasl_mechanism not in SASL_MECHANISMS:
-            raise SettingsError(f"{PREFIX}SASL_MECHANISM={self.sasl_mechanism!r}: "
-                                f"expected one of {', '.join(SASL_MECHANISMS)}")
-        if self.log_format not in LOG_FORMATS:
-            raise SettingsError(f"{PREFIX}LOG_FORMAT={self.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
-        if self.chile_security_protocol not in SECURITY_PROTOCOLS:
-            raise SettingsError(f"{PREFIX}CHILE_SECURITY_PROTOCOL={self.chile_security_protocol!r}: "
-                                f"expected one of {', '.join(SECURITY_PROTOCOLS)}")
-        if self.chile_sasl_mechanism not in SASL_MECHANISMS:
-            raise SettingsError(f"{PREFIX}CHILE_SASL_MECHANISM={self.chile_sasl_mechanism!r}: "
-                                f"expected one of {', '.join(SASL_MECHANISMS)}")
+        for name, choices in (("security_protocol", SECURITY_PROTOCOLS), ("sasl_mechanism", SASL_MECHANISMS),
+                              ("log_format", LOG_FORMATS), ("chile_security_protocol", SECURITY_PROTOCOLS),
+                              ("chile_sasl_mechanism", SASL_MECHANISMS)):
+            if (value := getattr(self, name)) not in choices:
+                raise SettingsError(f"{PREFIX}{name.upper()}={value!r}: expected one of {', '.join(choices)}")
         if self.chile_sal_index < 0 or self.chile_log_rate <= 0 or self.chile_log_burst < 1 \
                 or self.log_forward_rate <= 0 or self.log_forward_burst < 1:
             raise SettingsError("the SAL index must be >= 0 and log rates and bursts positive")
