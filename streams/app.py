@@ -1,8 +1,8 @@
 """The Faust application: `faust -A streams.app worker -l info` starts a worker.
 
 This module only builds the app from the settings; the topology is declared in `topology/`, the
-logic lives in `streams/core/`, each agent in `streams/agents/`, and the exactly-once gather in
-`streams/gather_processor.py`.
+logic lives in `streams/core/`, each agent in `streams/agents/`, and the two exactly-once processors
+(the SAL intake and the gather, `streams.transactional`) run in threads of every worker.
 """
 
 from __future__ import annotations
@@ -17,20 +17,24 @@ from faust.types import TableT
 
 from connectors import s3_notifications
 from streams import commands, local_state, log_forwarding, logs
-from streams.agents import detector, ocps, sal
+from streams.agents import detector, ocps
 from streams.config import Settings
 from streams.context import Context
-from streams.gather_processor import GatherProcessor, GatherService
+from streams.gather_processor import GatherProcessor
+from streams.records import VisitExpected
 from streams.runner import PipelineRunner
+from streams.sal_intake import SalIntake
+from streams.transactional import ProcessorService
 from streams.web import dashboard, metrics, uws, views
 
 
 class PromptStreamsApp(faust.App):
-    """A Faust app that prepares its topics and schemas before consuming, and runs the gather."""
+    """A Faust app that prepares its topics and schemas before consuming, and runs the transactional processors."""
 
     context: Context
     runner: PipelineRunner
-    gather: GatherService | None = None
+    gather: ProcessorService | None = None
+    intake: ProcessorService | None = None
     log_forwarder: log_forwarding.LogForwarder | None = None
 
     async def on_first_start(self) -> None:
@@ -43,19 +47,23 @@ class PromptStreamsApp(faust.App):
     def _check_local_tables(self) -> None:
         """Discard local table partitions their changelogs cannot continue (see `streams.local_state`)."""
         settings, tables = self.context.settings, self.context.tables
-        changelogs = {spec.name: spec.changelog(settings.app_id) for spec in (tables.visits, tables.detectors)}
+        changelogs = {tables.detectors.name: tables.detectors.changelog(settings.app_id)}
         local_state.discard_invalid(settings, local_state.faust_partitions(Path(self.conf.tabledir), changelogs))
 
     async def on_started(self) -> None:
-        """Start log forwarding, the pipeline processes and the gather processor once the worker runs."""
+        """Start log forwarding, the pipeline processes and the transactional processors once the worker runs."""
         await super().on_started()
         self.log_forwarder = log_forwarding.install(self.context.settings, self.context.topics.log_messages,
                                                     self.context.codec)
         await self.runner.start()
-        self.gather = GatherService(self.context.settings, self._gather_crashed, loop=self.loop, beacon=self.beacon)
+        settings = self.context.settings
+        self.intake = ProcessorService(SalIntake(settings), self._processor_crashed, loop=self.loop, beacon=self.beacon)
+        self.gather = ProcessorService(GatherProcessor(settings), self._processor_crashed, loop=self.loop,
+                                       beacon=self.beacon)
+        await self.add_runtime_dependency(self.intake)
         await self.add_runtime_dependency(self.gather)
 
-    def _gather_crashed(self, error: BaseException) -> None:
+    def _processor_crashed(self, error: BaseException) -> None:
         self.add_future(self.crash(error))
 
     async def on_stop(self) -> None:
@@ -104,7 +112,6 @@ def create_app(settings: Settings) -> PromptStreamsApp:
         logging_config=logs.logging_config(settings),
     )
     app.context = Context.build(settings, app)
-    sal.register(app, app.context)
     app.runner = detector.register(app, app.context)
     s3_notifications.register(app, app.context)
     ocps.register(app, app.context)
@@ -118,12 +125,14 @@ def register_web(app: PromptStreamsApp) -> None:
     context = app.context
 
     def gather() -> GatherProcessor | None:
-        return app.gather.processor if app.gather is not None else None
+        return cast(GatherProcessor, app.gather.processor) if app.gather is not None else None
+
+    def expected() -> list[VisitExpected]:
+        return cast(SalIntake, app.intake.processor).expected() if app.intake is not None else []
 
     views.register(app, views.Sources(
-        visits=cast(TableT[bytes, bytes], app.tables[context.tables.visits.name]),
         detectors=cast(TableT[bytes, bytes], app.tables[context.tables.detectors.name]),
-        runner=app.runner, gather=gather, decode=context.codec.decode))
+        runner=app.runner, gather=gather, expected=expected, decode=context.codec.decode))
     dashboard.register(app, context.instruments)
     metrics.register(app, in_flight=lambda: (processor.in_flight() if (processor := gather()) else 0),
                      gather_lags=lambda: (processor.lags if (processor := gather()) else {}))

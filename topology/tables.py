@@ -50,7 +50,7 @@ def declare_tables(settings: Settings) -> Tables:
     """The tables for these settings."""
     n = settings.detector_partitions
     return Tables(
-        visits=TableSpec("visits", VisitExpected, 1, Partitioning.SINGLE, "group id", "sal agent",
+        visits=TableSpec("visits", VisitExpected, 1, Partitioning.SINGLE, "group id", "sal intake",
                          "Visits fanned out, so nextVisitCanceled can reach their detectors."),
         detectors=TableSpec("detectors", DetectorProgress, n, Partitioning.DETECTOR, "instrument/group/detector",
                             "detector agent", "Each detector's progress; also the presence table for early raws."),

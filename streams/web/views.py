@@ -1,10 +1,10 @@
 """Interactive queries over the worker's state, as JSON: visits in flight, one visit, health, readiness.
 
 A visit's picture is spread over the workers (the detector table is partitioned by detector, the
-gather's by visit), so the public views are served by the owner of the `visits` table's partition
-(faust's `table_route` forwards a request that lands elsewhere), which asks every worker for its
-slice (`/local/...`) and merges them with `streams.core.visit_view`. Every view is read-only and
-shows only visit state: no settings, no credentials.
+gather's by visit, and one worker's SAL intake keeps what was fanned out), so whichever worker a
+request lands on asks every worker for its slice (`/local/...`) and merges them with
+`streams.core.visit_view`. Every view is read-only and shows only visit state: no settings, no
+credentials.
 
 - `GET /visits/`: visits in flight, the last finished ones, their raw-to-result histogram.
 - `GET /visits/{instrument}/{group}/`: one visit, every CCD's state.
@@ -39,22 +39,21 @@ PEER_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 @dataclass
 class Sources:
-    """Where a worker's state lives: its two faust tables, its pipeline runner and its gather."""
+    """Where a worker's state lives: its detector table, its pipeline runner, its gather and its SAL intake."""
 
-    visits: TableT[bytes, bytes]
     detectors: TableT[bytes, bytes]
     runner: PipelineRunner
     gather: Callable[[], GatherProcessor | None]
+    expected: Callable[[], list[VisitExpected]]
     decode: Callable[[bytes, type[Any]], Any]
 
 
-def local_visits(sources: Sources) -> list[dict[str, Any]]:
-    """This worker's gather rows (without per-CCD metrics: the views do not show them)."""
+def local_visits(sources: Sources) -> dict[str, list[dict[str, Any]]]:
+    """This worker's gather rows (without per-CCD metrics: the views do not show them) and fan-outs."""
     gather = sources.gather()
-    if gather is None:
-        return []
-    rows = [row for partition in list(gather.visits.values()) for row in list(partition.values())]
-    return [_lean(row).to_dict() for row in rows]
+    rows = [row for partition in list(gather.rows.values()) for row in list(partition.values())] if gather else []
+    return {"progress": [_lean(row).to_dict() for row in rows],
+            "expected": [expected.to_dict() for expected in sources.expected()]}
 
 
 def _lean(progress: VisitProgress) -> VisitProgress:
@@ -73,9 +72,11 @@ def local_visit(sources: Sources, instrument: str, group: str) -> dict[str, Any]
     progress = None
     if gather is not None:
         key = visit_key(instrument, group)
-        progress = next((p[key] for p in list(gather.visits.values()) if key in p), None)
+        progress = next((p[key] for p in list(gather.rows.values()) if key in p), None)
+    expected = next((e for e in sources.expected() if (e.instrument, e.group_id) == (instrument, group)), None)
     return {"rows": [row.to_dict() for row in rows], "preloading": preloading,
-            "progress": _lean(progress).to_dict() if progress else None}
+            "progress": _lean(progress).to_dict() if progress else None,
+            "expected": expected.to_dict() if expected else None}
 
 
 def peers(app: faust.App) -> set[str]:
@@ -120,33 +121,24 @@ def readiness(app: faust.App, gather: GatherProcessor | None) -> list[str]:
 
 def register(app: faust.App, sources: Sources) -> None:
     """Attach the JSON views to `app`'s web server."""
-    visits_table = sources.visits
-
-    def expected_visits() -> list[VisitExpected]:
-        return [sources.decode(value, VisitExpected) for value in list(visits_table.values()) if value is not None]
-
     @app.page("/visits/")
-    @app.table_route(table=visits_table, exact_key="visits")
     async def visits(self: web.View, request: web.Request) -> web.Response:
         """Visits in flight, the last finished ones and their latencies."""
         answers, failures = await ask_all(app, "/local/visits/", lambda: local_visits(sources))
-        progresses = [VisitProgress.from_dict(row) for answer in answers for row in answer]
-        return self.json(overview(expected_visits(), progresses) | {"unreachable": failures, "now": tai_now()})
+        progresses = [VisitProgress.from_dict(row) for answer in answers for row in answer["progress"]]
+        expected = [VisitExpected.from_dict(row) for answer in answers for row in answer["expected"]]
+        return self.json(overview(expected, progresses) | {"unreachable": failures, "now": tai_now()})
 
     @app.page("/visits/{instrument}/{group}/")
-    @app.table_route(table=visits_table, match_info="group")
     async def visit(self: web.View, request: web.Request, instrument: str, group: str) -> web.Response:
         """One visit: every CCD's state."""
-        stored = visits_table.get(group.encode())
-        expected = sources.decode(stored, VisitExpected) if stored is not None else None
-        if expected is not None and expected.instrument != instrument:
-            expected = None
         path = f"/local/visits/{instrument}/{group}/"
         answers, failures = await ask_all(app, path, lambda: local_visit(sources, instrument, group))
         slices = [WorkerSlice(rows=[DetectorProgress.from_dict(row) for row in answer["rows"]],
                               preloading=frozenset(answer["preloading"]),
                               progress=VisitProgress.from_dict(answer["progress"]) if answer["progress"] else None)
                   for answer in answers]
+        expected = next((VisitExpected.from_dict(a["expected"]) for a in answers if a["expected"]), None)
         if expected is None and not any(s.rows or s.progress for s in slices):
             return self.json({"error": f"no visit {instrument}/{group} is known"}, status=404)
         return self.json(visit_view(instrument, group, expected, slices) | {"unreachable": failures})

@@ -1,0 +1,78 @@
+"""The SAL intake: nextVisit fans out to the detectors; nextVisitCanceled reaches the same ones.
+
+Both SAL topics have one partition, so one member of the `<app id>-sal` group sees every visit and
+its cancellation in order, and keeps the `visits` table (group id -> what was fanned out) to route
+cancellations. It is a transactional processor (`streams.transactional`), not a Faust agent: a
+nextVisit sent while a worker dies must not be skipped and committed by a rebalance, and its
+detector commands, its VisitExpected, its table row and its offset become visible together.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from confluent_kafka import Message
+
+from streams.config import Settings
+from streams.core.instruments import parse_instruments
+from streams.core.surveys import parse_surveys
+from streams.core.visit import plan_cancel, plan_visit
+from streams.records import DetectorCommand, NextVisit, NextVisitCanceled, VisitExpected
+from streams.transactional import Batch, TransactionalProcessor, message_partition
+from topology.keys import detector_key, visit_key
+from topology.tables import changelog_topic, declare_tables
+from topology.topics import declare
+
+log = logging.getLogger(__name__)
+
+
+class SalIntake(TransactionalProcessor[VisitExpected]):
+    """Turns the summit's nextVisit and nextVisitCanceled into detector commands and a VisitExpected."""
+
+    name = "sal"
+    row_type = VisitExpected
+
+    def __init__(self, settings: Settings) -> None:
+        topics = declare(settings)
+        super().__init__(settings, [topics.next_visit, topics.next_visit_canceled],
+                         changelog_topic(settings, declare_tables(settings).visits))
+        self.instruments = parse_instruments(Path(settings.instruments_file).read_text())
+        self.surveys = parse_surveys(Path(settings.surveys_file).read_text())
+
+    def apply(self, batch: Batch[VisitExpected], message: Message, now: float) -> None:
+        """Fan a visit out, or route its cancellation to the detectors it was fanned out to."""
+        partition = message_partition(message)
+        if message.topic() == self.topics.next_visit.name:
+            visit = self.decode(self.topics.next_visit, message, NextVisit)
+            plan = plan_visit(visit, self.instruments, self.surveys, self.policy, now)
+            self._command(batch, plan.commands)
+            expected = plan.expected
+            batch.records.append((self.topics.visit_expected,
+                                  visit_key(expected.instrument, expected.group_id).encode(), expected))
+            self._forget_old_visits(batch, partition, now)
+            self.stage(batch, partition, expected.group_id, expected)
+            log.info("next_visit %s/%s survey %r: fanned out to %d detectors (pipelines %s)",
+                     visit.instrument, visit.groupId, visit.survey, len(plan.commands),
+                     expected.pipelines or "none: ignored")
+        else:
+            cancel = self.decode(self.topics.next_visit_canceled, message, NextVisitCanceled)
+            commands = plan_cancel(cancel, self.state(batch, partition, cancel.groupId), now)
+            self._command(batch, commands)
+            log.info("next_visit_canceled %s: cancel sent to %d detectors", cancel.groupId, len(commands))
+
+    def _command(self, batch: Batch[VisitExpected], commands: tuple[DetectorCommand, ...]) -> None:
+        for command in commands:
+            key = detector_key(command.instrument, command.group_id, command.detector)
+            batch.records.append((self.topics.detector_commands, key.encode(), command))
+
+    def _forget_old_visits(self, batch: Batch[VisitExpected], partition: int, now: float) -> None:
+        """Cancellations only matter while a visit is in flight: drop rows past the retention time."""
+        for key in list(self.rows.get(partition, {})):
+            row = self.state(batch, partition, key)
+            if row is not None and now - row.fanout_time > self.policy.retention:
+                self.stage(batch, partition, key, None)
+
+    def expected(self) -> list[VisitExpected]:
+        """The visits this worker fanned out and still keeps (empty unless it owns the SAL partition)."""
+        return [row for rows in list(self.rows.values()) for row in list(rows.values())]

@@ -1,0 +1,385 @@
+"""Exactly-once consume-transform-produce on librdkafka transactions, with a table of its own.
+
+A `TransactionalProcessor` consumes its input topics with `read_committed`, hands each message to
+its subclass (which stages records to produce and table rows to change, calling a pure core), and in
+one transaction produces the records, the table's changelog records and the consumed offsets
+(`send_offsets_to_transaction`). Either all of a batch's effects become visible or none do, so a
+crash, a restart or a rebalance can neither lose an input nor emit an output twice. The local
+RocksDB copy of the table is written only after a commit (`streams.store`), and restored from the
+changelog when a partition is assigned.
+
+Why not Faust's agents for this: faust-streaming's `Stream` skips the events a consumer fetched
+before a rebalance (stale generation id, or flow control paused) *and acks them*, so their offsets
+are committed unprocessed: events sent just after a worker died were lost by the long chaos run.
+Why not Faust's exactly-once mode: it picks the transactional producer from the *destination*
+partition (`{app}-{group}-{partition}`), which breaks for records sent to partitions another worker
+owns, and its EOS has open bugs (#177 sends outside the transaction, #323 ProducerFenced on
+rebalance, #517 duplicates). librdkafka's transactions are system-tested.
+
+Each processor runs in a thread of every worker (`ProcessorService`), as a member of its own
+consumer group `<app id>-<name>`; the range assignor gives each member the same partitions of all
+its input topics, and table partition p goes with input partition p.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import mode
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streams import local_state, logs
+from streams.clock import tai_now
+from streams.codec import Codec
+from streams.config import Settings
+from streams.errors import DecodeError, IgnorableEvent, InvalidEventError
+from streams.record import Record
+from streams.records import DeadLetter
+from streams.registry import ConfluentRegistry
+from streams.store import PartitionStore
+from topology.topics import Topics, TopicSpec, declare
+
+log = logging.getLogger(__name__)
+BATCH = 500
+POLL_SECONDS = 0.05
+TICK_SECONDS = 0.5
+TRANSACTION_TIMEOUT_MS = 10_000
+RESTORE_TIMEOUT_S = 60.0
+
+Row = TypeVar("Row", bound=Record)
+
+
+@dataclass
+class Batch(Generic[Row]):
+    """What one transaction will produce, and the table changes it will make."""
+
+    records: list[tuple[TopicSpec, bytes | None, Record]] = field(default_factory=list)
+    changes: dict[int, dict[str, Row | None]] = field(default_factory=dict)
+    consumed: int = 0
+    ticked: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.changes or self.consumed)
+
+
+class TransactionalProcessor(Generic[Row]):
+    """The loop, the transaction and the table; subclasses say what a message and a tick do."""
+
+    name: str
+    """Names the consumer group, the transactional id, the dead letters' agent and the local folder."""
+    row_type: type[Row]
+
+    def __init__(self, settings: Settings, inputs: list[TopicSpec], changelog: TopicSpec) -> None:
+        self.settings = settings
+        self.topics: Topics = declare(settings)
+        self.inputs = inputs
+        self.changelog = changelog
+        self.codec = Codec(ConfluentRegistry(settings.registry_config()))
+        self.policy = settings.policy()
+        self.rows: dict[int, dict[str, Row]] = {}
+        """The table: partition -> key -> row, as committed."""
+        self.stores: dict[int, PartitionStore] = {}
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._last_tick = 0.0
+        self._delivered: dict[int, int] = {}
+        self.assigned = False
+        """Whether the group gave this processor its partitions at least once (readiness)."""
+        self.lags: dict[tuple[str, str, int], int] = {}
+        """(group, topic, partition) -> messages not yet consumed, refreshed every tick (read by /metrics)."""
+
+    @property
+    def group(self) -> str:
+        """The processor's consumer group."""
+        return f"{self.settings.app_id}-{self.name}"
+
+    # -- what subclasses define -------------------------------------------------------------------
+    def apply(self, batch: Batch[Row], message: Message, now: float) -> None:
+        """Stage what one input message produces and changes (may raise the `streams.errors` types)."""
+        raise NotImplementedError
+
+    def tick(self, batch: Batch[Row], now: float) -> None:
+        """Stage what the passing of time produces (every `TICK_SECONDS`); nothing by default."""
+
+    def committed(self, batch: Batch[Row], now: float) -> None:
+        """A batch committed (for counting); nothing by default."""
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _clients(self) -> tuple[Consumer, Producer]:
+        base = self.settings.kafka_config()
+        consumer = Consumer(base | {
+            "group.id": self.group, "isolation.level": "read_committed",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
+            "max.poll.interval.ms": 120_000,
+        })
+        producer = Producer(base | {
+            "transactional.id": f"{self.group}-{self.settings.worker}",
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "linger.ms": 2,
+        })
+        return consumer, producer
+
+    def run(self, stop: threading.Event) -> None:
+        """Process until `stop` is set; a fatal Kafka error propagates (the worker then stops)."""
+        consumer, producer = self._consumer, self._producer = self._clients()
+        producer.init_transactions(30)  # also aborts what a previous run of this worker left open
+        consumer.subscribe([spec.name for spec in self.inputs],
+                           on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        try:
+            while not stop.is_set():
+                messages = consumer.consume(BATCH, POLL_SECONDS)
+                batch = self._transform(messages, tai_now())
+                if batch:
+                    self._commit(batch)
+                if batch.ticked:
+                    self.lags = self._lags(consumer)
+        finally:
+            consumer.close()
+            for store in self.stores.values():
+                store.close()
+
+    # -- rebalance -------------------------------------------------------------------------------
+    def _partitions(self, tps: list[TopicPartition]) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic == self.inputs[0].name}
+
+    def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        self._restore(sorted(self._partitions(tps)))
+        self.assigned = True
+        log.info("%s: assigned partitions %s (%d rows)", self.name, sorted(self.rows),
+                 sum(len(rows) for rows in self.rows.values()))
+
+    def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        for partition in self._partitions(tps):
+            self.rows.pop(partition, None)
+            store = self.stores.pop(partition, None)
+            if store is not None:
+                store.close()
+
+    def _restore(self, partitions: list[int]) -> None:
+        """Load each partition's rows from RocksDB, then replay its changelog from the checkpoint."""
+        if not partitions:
+            return
+        stores = {p: PartitionStore(self.store_path(p)) for p in partitions}
+        offsets = self._restore_points(stores)
+        rows = {p: {key.decode(): self.codec.decode(value, self.row_type) for key, value in store.items()}
+                for p, store in stores.items()}
+        changes: dict[int, dict[bytes, bytes | None]] = {p: {} for p in partitions}
+        reader = Consumer(self.settings.kafka_config() | {
+            "group.id": f"{self.group}-restore", "isolation.level": "read_committed",
+            "enable.auto.commit": False, "enable.partition.eof": True,
+        })
+        try:
+            reader.assign([TopicPartition(self.changelog.name, p, offsets[p]) for p in partitions])
+            pending = set(partitions)
+            deadline = tai_now() + RESTORE_TIMEOUT_S
+            while pending:
+                if tai_now() > deadline:
+                    raise TimeoutError(f"{self.name} partitions {sorted(pending)}: changelog not restored "
+                                       f"in {RESTORE_TIMEOUT_S} s")
+                message = reader.poll(0.1)
+                if message is None:
+                    continue
+                partition = message_partition(message)
+                if (problem := message.error()) is not None:
+                    if problem.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(problem)
+                    pending.discard(partition)
+                    continue
+                key, value = message.key() or b"", message.value()
+                changes[partition][key] = value
+                offsets[partition] = message_offset(message) + 1
+                if value is None:
+                    rows[partition].pop(key.decode(), None)
+                else:
+                    rows[partition][key.decode()] = self.codec.decode(value, self.row_type)
+        finally:
+            reader.close()
+        for p, store in stores.items():
+            if changes[p]:
+                store.apply(changes[p], offsets[p])
+            self.stores[p], self.rows[p] = store, rows[p]
+        log.info("%s restored partitions %s: %d rows (%d from the changelog)", self.name, partitions,
+                 sum(len(r) for r in rows.values()), sum(len(c) for c in changes.values()))
+
+    def _restore_points(self, stores: dict[int, PartitionStore]) -> dict[int, int]:
+        """Where each partition's changelog replay starts; a copy the changelog cannot continue is cleared."""
+        marks = local_state.watermarks(self.settings, [(self.changelog.name, p) for p in stores])
+        points = {}
+        for p, store in stores.items():
+            low, high = marks[(self.changelog.name, p)]
+            if (reason := local_state.invalid(store.checkpoint, low, high)) is not None:
+                if store.checkpoint:
+                    log.warning("%s partition %d: local state %s: cleared, restoring from the changelog",
+                                self.name, p, reason)
+                store.clear()
+            points[p] = max(store.checkpoint, low)
+        return points
+
+    def store_path(self, partition: int) -> Path:
+        """Where a table partition's RocksDB lives."""
+        return self.settings.worker_dir() / self.name / str(partition)
+
+    # -- transform -------------------------------------------------------------------------------
+    def state(self, batch: Batch[Row], partition: int, key: str) -> Row | None:
+        """A row as this batch leaves it so far."""
+        staged = batch.changes.get(partition, {})
+        return staged[key] if key in staged else self.rows.get(partition, {}).get(key)
+
+    def stage(self, batch: Batch[Row], partition: int, key: str, row: Row | None) -> None:
+        """Change a row when the batch commits (None deletes it)."""
+        batch.changes.setdefault(partition, {})[key] = row
+
+    def decode(self, spec: TopicSpec, message: Message, record_type: type[Any]) -> Any:
+        """The record in a message read from `spec`'s topic; what follows is logged with its labels."""
+        record = self.codec.decode(message.value(), record_type, accept_json=spec.accepts_json)
+        logs.label_record(record)
+        return record
+
+    def _transform(self, messages: list[Message], now: float) -> Batch[Row]:
+        batch: Batch[Row] = Batch()
+        for message in messages:
+            if message.error():
+                log.warning("%s: consumer error %s", self.name, message.error())
+                continue
+            batch.consumed += 1
+            self._guarded(batch, message, now)
+        if now - self._last_tick >= TICK_SECONDS:
+            self._last_tick, batch.ticked = now, True
+            self.tick(batch, now)
+        return batch
+
+    def _guarded(self, batch: Batch[Row], message: Message, now: float) -> None:
+        """Apply one message; its failure becomes the outcome its type calls for (as `streams.edge` does)."""
+        where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+        with logs.labelled():
+            try:
+                self.apply(batch, message, now)
+            except IgnorableEvent as why:
+                log.info("%s: ignored %s: %s", self.name, where, why)
+            except (DecodeError, InvalidEventError) as error:
+                log.warning("%s: dead letter from %s: %s: %s", self.name, where, type(error).__name__, error)
+                batch.records.append((self.topics.dead_letter, message.key(), self._dead_letter(message, error, now)))
+            except Exception as error:
+                log.exception("%s: unexpected error on %s", self.name, where)
+                batch.records.append((self.topics.dead_letter, message.key(), self._dead_letter(message, error, now)))
+
+    def _dead_letter(self, message: Message, error: BaseException, now: float) -> DeadLetter:
+        return DeadLetter(topic=message.topic() or "", partition=message_partition(message),
+                          offset=message_offset(message), key=message.key(), value=message.value(),
+                          error_class=type(error).__name__, reason=str(error) or repr(error), agent=self.name,
+                          dead_letter_time=now)
+
+    # -- commit ----------------------------------------------------------------------------------
+    def _commit(self, batch: Batch[Row]) -> None:
+        consumer, producer = self._consumer, self._producer
+        assert consumer is not None and producer is not None
+        self._delivered = {}
+        try:
+            producer.begin_transaction()
+            for spec, record_key, record in batch.records:
+                producer.produce(spec.name, key=record_key, value=self.codec.encode(spec.name, record),
+                                 partition=spec.partition_of(record))
+            encoded: dict[int, dict[bytes, bytes | None]] = {}
+            for partition, changes in batch.changes.items():
+                rows = encoded[partition] = {}
+                for row, state in changes.items():
+                    value = rows[row.encode()] = None if state is None else self.codec.encode(self.changelog.name,
+                                                                                               state)
+                    producer.produce(self.changelog.name, key=row.encode(), value=value, partition=partition,
+                                     on_delivery=self._on_changelog_delivery)
+            if batch.consumed:
+                positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+        except KafkaException as exception:
+            error = exception.args[0]
+            if not error.txn_requires_abort():
+                raise
+            log.warning("%s: transaction aborted (%s); the batch will be processed again", self.name, error)
+            producer.abort_transaction(30)
+            self._rewind(consumer)
+            return
+        self._apply(batch, encoded)
+
+    def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            partition = message_partition(message)
+            self._delivered[partition] = max(self._delivered.get(partition, 0), message_offset(message) + 1)
+
+    def _apply(self, batch: Batch[Row], encoded: dict[int, dict[bytes, bytes | None]]) -> None:
+        """The transaction committed: now the table may change, in memory and on disk (its rows exactly as
+        the changelog has them, encoded once), and be counted."""
+        self.committed(batch, tai_now())
+        for partition, changes in batch.changes.items():
+            rows = self.rows.setdefault(partition, {})
+            for key, state in changes.items():
+                if state is None:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = state
+            store = self.stores.get(partition)
+            if store is not None:
+                store.apply(encoded[partition], self._delivered.get(partition, store.checkpoint))
+
+    def _rewind(self, consumer: Consumer) -> None:
+        """Seek back to the committed offsets, so an aborted batch is consumed again."""
+        for tp in consumer.committed(consumer.assignment(), 30):
+            consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+
+    def _lags(self, consumer: Consumer) -> dict[tuple[str, str, int], int]:
+        lags = {}
+        for tp in consumer.position(consumer.assignment()):
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                lags[(self.group, tp.topic, tp.partition)] = max(high - max(tp.offset, 0), 0)
+        return lags
+
+
+class ProcessorService(mode.Service):
+    """Runs a processor's thread alongside a Faust worker, and stops it with the worker."""
+
+    def __init__(self, processor: TransactionalProcessor[Any], on_crash: Callable[[BaseException], Any],
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.processor = processor
+        self._on_crash = on_crash
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    async def on_start(self) -> None:
+        """Start the processor's thread."""
+        loop = asyncio.get_running_loop()
+
+        def body() -> None:
+            try:
+                self.processor.run(self._stop_event)
+            except BaseException as error:  # a fatal error: the worker must not go on without it
+                log.critical("%s processor stopped: %r", self.processor.name, error)
+                loop.call_soon_threadsafe(self._on_crash, error)
+
+        self._thread = threading.Thread(target=body, name=self.processor.name, daemon=True)
+        self._thread.start()
+
+    async def on_stop(self) -> None:
+        """Ask the thread to finish its batch and leave the group."""
+        self._stop_event.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+
+
+def message_partition(message: Message) -> int:
+    partition = message.partition()
+    assert partition is not None, "a consumed or delivered message has a partition"
+    return partition
+
+
+def message_offset(message: Message) -> int:
+    offset = message.offset()
+    assert offset is not None, "a consumed or delivered message has an offset"
+    return offset
