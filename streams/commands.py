@@ -25,8 +25,6 @@ from streams.inspection import Inspector
 from streams.records import RawImageAvailable
 from streams.replay import Filters, ReplayError
 from streams.replayer import Range, Replayer, run
-from streams.science.geometry import CcdShape
-from streams.simulate import night as simulated
 from streams.topic_reader import TopicNotFoundError
 
 
@@ -80,6 +78,10 @@ def register(app: faust.App) -> None:
                              lead_time: float, snap_interval: float, visit_interval: float, seed: int,
                              survey: str, without_template: str, start: str) -> None:
         """Write a simulated night under the data root and replay it as events."""
+        # Imported here: the science stack takes seconds to load, and only this command needs it.
+        from streams.science.geometry import CcdShape
+        from streams.simulate import night as simulated
+
         shape = CcdShape(size, size if size != 4000 else 4072)
         night = simulated.plan_night(visits, tuple(sorted(parse_detectors(detectors))), shape,
                                      instrument=instrument, seed=seed,

@@ -41,6 +41,9 @@ class Settings:
                                  "Confluent-compatible schema registry URL.")
     registry_user: str = _setting("", "Schema registry basic-auth user (empty: no auth).")
     registry_password: str = _setting("", "Schema registry basic-auth password.", secret=True)
+    registry_timeout: int = _setting(10, "Seconds a schema registry request may take before the client retries it "
+                                     "(3 retries): a registry that accepts a connection but never answers must not "
+                                     "hang a worker.")
     security_protocol: str = _setting("PLAINTEXT",
                                       f"Kafka security protocol: {', '.join(SECURITY_PROTOCOLS)}.")
     sasl_mechanism: str = _setting("SCRAM-SHA-512", f"SASL mechanism: {', '.join(SASL_MECHANISMS)}.")
@@ -186,9 +189,9 @@ class Settings:
             config |= {key: value for key, value in tls.items() if value}
         return config
 
-    def registry_config(self) -> dict[str, str]:
+    def registry_config(self) -> dict[str, Any]:
         """Schema registry client settings."""
-        config = {"url": self.registry_url}
+        config: dict[str, Any] = {"url": self.registry_url, "timeout": self.registry_timeout}
         if self.registry_user:
             config["basic.auth.user.info"] = f"{self.registry_user}:{self.registry_password}"
         if self.ssl_cafile and self.registry_url.startswith("https"):

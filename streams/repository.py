@@ -20,7 +20,6 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from streams.core.calibrations import calibration_name, parse_calibration_name
-from streams.core.focal_plane import detector_name
 from streams.science.alert_production import Template
 
 CALIB_TYPES = ("bias", "dark", "flat")
@@ -128,22 +127,3 @@ def read_template(path: Path) -> Template:
     with fits.open(path, memmap=False) as hdus:
         return Template(np.asarray(hdus[0].data, dtype=np.float32), np.asarray(hdus["VARIANCE"].data, dtype=np.float32),
                         WCS(hdus[0].header), float(hdus[0].header["PSFSIGMA"]))
-
-
-def find_raws(root: Path, instrument: str, exposures: list[int],
-              detectors: list[int]) -> dict[tuple[int, int], str]:
-    """The file URI of each raw found, by (detector, exposure id), where the camera's naming puts it.
-
-    An exposure id is day_obs * 100000 + sequence number, and its obs_id ends in
-    `_<day_obs>_<sequence:06d>` whatever its prefix (MC_O, MC_C, ...): one folder listing per exposure.
-    """
-    found: dict[tuple[int, int], str] = {}
-    names = {detector_name(instrument, detector): detector for detector in detectors}
-    for exposure in exposures:
-        day_obs, sequence = divmod(exposure, 100_000)
-        stem = f"_{day_obs}_{sequence:06d}"
-        for path in (root / "raw" / instrument / str(day_obs)).glob(f"*{stem}/*{stem}_R??_S??.fits"):
-            detector = names.get(path.stem.rsplit(stem + "_", 1)[-1])
-            if detector is not None:
-                found[detector, exposure] = path.as_uri()
-    return found

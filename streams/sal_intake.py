@@ -1,6 +1,6 @@
 """The SAL intake: nextVisit fans out to the detectors; nextVisitCanceled reaches the same ones.
 
-Both SAL topics have one partition, so one member of the `<app id>-sal` group sees every visit and
+Both SAL topics have one partition, so one member of the `<app id>-sal-intake` group sees every visit and
 its cancellation in order, and keeps the `visits` table (group id -> what was fanned out) to route
 cancellations. It is a transactional processor (`streams.transactional`), not a Faust agent: a
 nextVisit sent while a worker dies must not be skipped and committed by a rebalance, and its
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class SalIntake(TransactionalProcessor[VisitExpected]):
     """Turns the summit's nextVisit and nextVisitCanceled into detector commands and a VisitExpected."""
 
-    name = "sal"
+    name = "sal-intake"
     row_type = VisitExpected
 
     def __init__(self, settings: Settings) -> None:

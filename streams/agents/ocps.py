@@ -14,7 +14,7 @@ from pathlib import Path
 
 import faust
 
-from streams import edge, repository
+from streams import edge, raws
 from streams.clock import tai_now
 from streams.context import Context
 from streams.core import job as jobs_core
@@ -45,7 +45,7 @@ def register(app: faust.App, context: Context) -> None:
 
     async def start(job: OcpsJob) -> None:
         """Find the inputs and fan the job's visit out, or end the job when an input is missing."""
-        uris = repository.find_raws(Path(settings.data_root), job.instrument, list(job.exposures),
+        uris = raws.find_raws(Path(settings.data_root), job.instrument, list(job.exposures),
                                     list(job.detectors))
         now = tai_now()
         if missing := jobs_core.missing_inputs(job, uris):

@@ -7,21 +7,20 @@ once, not per visit); failures become a `failed` CcdResult with the error's clas
 from __future__ import annotations
 
 import ctypes
+import importlib
 import signal
 import time
 import traceback
 from collections.abc import Callable
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 
 from streams.clock import tai_now
 from streams.config import Settings
+from streams.core.surveys import parse_surveys
 from streams.errors import NonRetriableError, RetriableError
 from streams.pipelines.base import Pipeline, PipelineUnavailable
-from streams.pipelines.calibration import CalibrationPipeline
-from streams.pipelines.science import AlertProduction, IsrOnly, SingleFrame
 from streams.pipelines.shell import ShellPipeline, parse_shell_pipelines
-from streams.pipelines.standin import StandIn
 from streams.records import CcdResult, DetectorProgress
 
 PR_SET_PDEATHSIG = 1
@@ -35,9 +34,21 @@ def init_process(settings: Settings) -> None:
     ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _built_in(module: str, attribute: str, *args: str) -> Callable[[Settings], Pipeline]:
+    """A pipeline builder that imports its module when called: the science stack takes seconds to load,
+    and only the pipeline processes need it, not the worker, its commands or its tools."""
+    def build(settings: Settings) -> Pipeline:
+        built: Pipeline = getattr(importlib.import_module(f"streams.pipelines.{module}"), attribute)(*args, settings)
+        return built
+    return build
+
+
 PIPELINES: dict[str, Callable[[Settings], Pipeline]] = {
-    **{pipeline.name: pipeline for pipeline in (AlertProduction, SingleFrame, IsrOnly, StandIn)},
-    **{f"calib-{kind}": partial(CalibrationPipeline, kind) for kind in ("bias", "dark", "flat")},
+    "ap": _built_in("science", "AlertProduction"),
+    "single-frame": _built_in("science", "SingleFrame"),
+    "isr": _built_in("science", "IsrOnly"),
+    "stand-in": _built_in("standin", "StandIn"),
+    **{f"calib-{kind}": _built_in("calibration", "CalibrationPipeline", kind) for kind in ("bias", "dark", "flat")},
 }
 """Every pipeline a survey can name, by name."""
 
@@ -106,5 +117,11 @@ def _failed(base: CcdResult, name: str, started: float, error: BaseException, *,
 
 
 def warm_up() -> float:
-    """Nothing to do but prove the process is alive (used to start processes ahead of need)."""
+    """Build every pipeline the surveys name now, so the first visit does not wait for its imports."""
+    for name in {name for _pattern, names in parse_surveys(Path(_settings.surveys_file).read_text()).rules
+                 for name in names}:
+        try:
+            pipeline(name)
+        except PipelineUnavailable:
+            continue  # the worker's survey check reports unknown names
     return time.perf_counter()

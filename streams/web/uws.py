@@ -34,7 +34,7 @@ import faust
 from aiohttp import web
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streams import repository
+from streams import raws
 from streams.clock import tai_minus_utc, tai_now
 from streams.codec import Codec
 from streams.config import Settings
@@ -344,7 +344,7 @@ class JobService:
                                             jobs_core.new_job_id(), tai_now())
         except JobRequestError as error:
             raise _refuse(web.HTTPBadRequest, str(error)) from error
-        uris = await asyncio.to_thread(repository.find_raws, Path(self.settings.data_root), event.instrument,
+        uris = await asyncio.to_thread(raws.find_raws, Path(self.settings.data_root), event.instrument,
                                        list(event.exposures), list(event.detectors))
         if missing := jobs_core.missing_inputs(event, uris):
             raise _refuse(web.HTTPBadRequest, missing)

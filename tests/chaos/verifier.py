@@ -75,8 +75,10 @@ class Verdict:
 
 def read_topic(wiring: Wiring, topic: str, *, latest_per_key: bool = False) -> list[tuple[bytes | None, Any]]:
     """Every committed (key, decoded value) of a topic, up to its current end."""
-    registry = SchemaRegistryClient({"url": wiring.registry_url})
-    deserializer = AvroDeserializer(registry)
+    registry = SchemaRegistryClient({"url": wiring.registry_url, "timeout": 10})
+    # The subject is `<topic>-value`, as ts_salobj's: said explicitly, since confluent-kafka 2.16 first asks the
+    # registry for topic associations, an endpoint Apicurio (the local stack's registry) sometimes never answers.
+    deserializer = AvroDeserializer(registry, conf={"subject.name.strategy.type": "TOPIC"})
     consumer = Consumer(wiring.kafka | {"group.id": f"verifier-{uuid.uuid4().hex}", "enable.auto.commit": False,
                                         "isolation.level": "read_committed", "enable.partition.eof": True})
     try:

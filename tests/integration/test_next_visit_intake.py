@@ -33,8 +33,8 @@ SUMMIT_VISIT = {
 
 def summit_producer(settings: Settings) -> SerializingProducer:
     """A producer framing values like ts_salobj does: Confluent's own Avro serializer."""
-    serializer = AvroSerializer(SchemaRegistryClient(settings.registry_config()),
-                                json.dumps(load_schema("next_visit")))
+    serializer = AvroSerializer(SchemaRegistryClient(settings.registry_config()), json.dumps(load_schema("next_visit")),
+                                conf={"subject.name.strategy.type": "TOPIC"})  # `<topic>-value`, as ts_salobj's
     return SerializingProducer(settings.kafka_config() | {"value.serializer": serializer})
 
 

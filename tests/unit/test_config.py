@@ -71,7 +71,7 @@ def test_chile_settings_are_a_cluster_of_their_own() -> None:
         "bootstrap.servers": "summit:9094", "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "prompt-processing", "sasl.password": "summit-secret", "ssl.ca.location": "/etc/summit-ca.pem",
     }
-    assert settings.chile().registry_config() == {"url": "https://summit/schema-registry",
+    assert settings.chile().registry_config() == {"url": "https://summit/schema-registry", "timeout": 10,
                                                   "ssl.ca.location": "/etc/summit-ca.pem"}
     assert "summit-secret" not in repr(settings) and "summit-secret" not in repr(settings.chile())
 

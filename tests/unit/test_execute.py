@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -90,3 +92,17 @@ def test_stand_in_costs_what_it_is_configured_to(monkeypatch: pytest.MonkeyPatch
                             "prep_butlerPreprocessTime"} and timings["prep_butlerTotalTime"] >= 0.01
     assert execute.run(progress("stand-in")).status == "success"
     execute.pipeline.cache_clear()
+
+
+def test_every_built_in_pipeline_is_named_as_surveys_name_it() -> None:
+    """Each name a survey may use builds the pipeline of that name."""
+    assert {name: builder(Settings()).name for name, builder in execute.PIPELINES.items()} == {
+        name: name for name in execute.PIPELINES}
+
+
+def test_a_worker_does_not_load_the_science_stack() -> None:
+    """The worker, its commands and its tools start without SciPy and astropy's WCS: only pipeline
+    processes need them (they take seconds to import, paid by every `faust -A streams.app` command)."""
+    loaded = subprocess.run([sys.executable, "-c", "import sys, streams.app; print(' '.join(sys.modules))"],
+                            capture_output=True, text=True, check=True, timeout=120).stdout.split()
+    assert not {"scipy", "astropy.wcs", "photutils", "streams.science"} & set(loaded)
