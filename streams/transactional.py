@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,8 @@ BATCH = 500
 POLL_SECONDS = 0.05
 TICK_SECONDS = 0.5
 TRANSACTION_TIMEOUT_MS = 10_000
+CALL_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000  # waiting longer is pointless: the broker aborts the transaction
+COMMIT_STALL_S = 3 * CALL_TIMEOUT_S
 RESTORE_TIMEOUT_S = 60.0
 
 Row = TypeVar("Row", bound=Record)
@@ -93,6 +96,8 @@ class TransactionalProcessor(Generic[Row]):
         """Whether the group gave this processor its partitions at least once (readiness)."""
         self.lags: dict[tuple[str, str, int], int] = {}
         """(group, topic, partition) -> messages not yet consumed, refreshed every tick (read by /metrics)."""
+        self.committing_since = 0.0
+        """When the transaction being committed began (monotonic; 0: none), for `ProcessorService`'s watchdog."""
 
     @property
     def group(self) -> str:
@@ -280,6 +285,7 @@ class TransactionalProcessor(Generic[Row]):
         consumer, producer = self._consumer, self._producer
         assert consumer is not None and producer is not None
         self._delivered = {}
+        self.committing_since = time.monotonic()
         try:
             producer.begin_transaction()
             for spec, record_key, record in batch.records:
@@ -295,16 +301,19 @@ class TransactionalProcessor(Generic[Row]):
                                      on_delivery=self._on_changelog_delivery)
             if batch.consumed:
                 positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30)
-            producer.commit_transaction(30)
+                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(),
+                                                     CALL_TIMEOUT_S)
+            producer.commit_transaction(CALL_TIMEOUT_S)
         except KafkaException as exception:
             error = exception.args[0]
             if not error.txn_requires_abort():
                 raise
             log.warning("%s: transaction aborted (%s); the batch will be processed again", self.name, error)
-            producer.abort_transaction(30)
+            producer.abort_transaction(CALL_TIMEOUT_S)
             self._rewind(consumer)
             return
+        finally:
+            self.committing_since = 0.0
         self._apply(batch, encoded)
 
     def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
@@ -351,6 +360,7 @@ class ProcessorService(mode.Service):
         self._on_crash = on_crash
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stalled = False
 
     async def on_start(self) -> None:
         """Start the processor's thread."""
@@ -366,10 +376,24 @@ class ProcessorService(mode.Service):
         self._thread = threading.Thread(target=body, name=self.processor.name, daemon=True)
         self._thread.start()
 
+    @mode.Service.timer(COMMIT_STALL_S / 3)
+    async def _watchdog(self) -> None:
+        """A commit stuck past every timeout stops the worker, to be restarted: librdkafka's
+        send_offsets_to_transaction can block past its own timeout once the group coordinator has moved
+        (confluentinc/librdkafka#5456, #5511; seen after a broker bounce), and the group would otherwise
+        wait for max.poll.interval.ms (2 minutes) before handing the partitions on."""
+        since = self.processor.committing_since
+        if since and time.monotonic() - since > COMMIT_STALL_S and not self._stalled:
+            self._stalled = True
+            error = TimeoutError(f"{self.processor.name}: a transaction has been committing for more than "
+                                 f"{COMMIT_STALL_S:.0f} s (librdkafka#5456): stopping the worker")
+            log.critical("%s", error)
+            self._on_crash(error)
+
     async def on_stop(self) -> None:
-        """Ask the thread to finish its batch and leave the group."""
+        """Ask the thread to finish its batch and leave the group (a stalled one cannot: it is left behind)."""
         self._stop_event.set()
-        if self._thread is not None:
+        if self._thread is not None and not self._stalled:
             await asyncio.to_thread(self._thread.join, 30)
 
 

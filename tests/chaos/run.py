@@ -144,7 +144,7 @@ def run(visits_count: int, kill_every: float, interval: float, root: Path, settl
         sender.start()
         started, actions = time.monotonic(), 0
         retired = bounced = False
-        while sender.is_alive():
+        while sender.is_alive() or not bounced:  # a short run, too, gets a kill, a retire/add and a bounce
             time.sleep(kill_every)
             actions += 1
             if not retired and actions == 2:

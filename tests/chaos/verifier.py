@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -82,17 +82,22 @@ def read_topic(wiring: Wiring, topic: str, *, latest_per_key: bool = False) -> l
     consumer = Consumer(wiring.kafka | {"group.id": f"verifier-{uuid.uuid4().hex}", "enable.auto.commit": False,
                                         "isolation.level": "read_committed", "enable.partition.eof": True})
     try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        partitions = _partitions(consumer, topic)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         pending, records = set(partitions), []
         deadline = time.monotonic() + 120
-        while pending and time.monotonic() < deadline:
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: partitions {sorted(pending)} not read to their end in 120 s")
             message = consumer.poll(0.5)
             if message is None:
                 continue
-            if message.error():
-                pending.discard(message.partition())
-                continue
+            if (error := message.error()) is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                if error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(message.partition())
+                continue  # a transient error (the broker out of reach): librdkafka retries
             value = message.value()
             if value is not None and value[:1] == b"{":
                 decoded: Any = json.loads(value)
@@ -107,6 +112,18 @@ def read_topic(wiring: Wiring, topic: str, *, latest_per_key: bool = False) -> l
         return records
     finally:
         consumer.close()
+
+
+def _partitions(consumer: Consumer, topic: str, patience: float = 120.0) -> list[int]:
+    """The topic's partitions, asking again while the broker is out of reach (it may have just been bounced)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
 
 
 def verify(wiring: Wiring) -> Verdict:
