@@ -134,8 +134,12 @@ def register_web(app: PromptStreamsApp) -> None:
         detectors=cast(TableT[bytes, bytes], app.tables[context.tables.detectors.name]),
         runner=app.runner, gather=gather, expected=expected, decode=context.codec.decode))
     dashboard.register(app, context.instruments)
+    def processor_lags() -> dict[tuple[str, str, int], int]:
+        return {key: lag for service in (app.intake, app.gather) if service is not None
+                for key, lag in service.processor.lags.items()}
+
     metrics.register(app, in_flight=lambda: (processor.in_flight() if (processor := gather()) else 0),
-                     gather_lags=lambda: (processor.lags if (processor := gather()) else {}))
+                     processor_lags=processor_lags)
     uws.register(app, context)
 
 

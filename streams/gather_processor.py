@@ -16,7 +16,7 @@ from confluent_kafka import Message
 from streams.config import Settings
 from streams.core import gather
 from streams.record import Record
-from streams.records import CcdResult, DeadLetter, VisitExpected, VisitProgress, VisitSummary
+from streams.records import CcdResult, VisitExpected, VisitProgress, VisitSummary
 from streams.transactional import Batch, TransactionalProcessor, message_partition
 from streams.web import metrics
 from topology.keys import detector_key, visit_key
@@ -86,7 +86,7 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
 
 
 def count(records: list[tuple[TopicSpec, bytes | None, Record]], now: float) -> None:
-    """Count what a committed transaction produced (results by status, summaries, dead letters, latencies)."""
+    """Count what a committed transaction produced (results by status, summaries, latencies)."""
     for _spec, _key, record in records:
         if isinstance(record, CcdResult):
             metrics.RESULTS.labels(record.instrument, record.status).inc()
@@ -96,5 +96,3 @@ def count(records: list[tuple[TopicSpec, bytes | None, Record]], now: float) -> 
                 metrics.RAW_TO_RESULT.observe(max(record.result_time - record.first_raw_time, 0.0))
         elif isinstance(record, VisitSummary):
             metrics.SUMMARIES.labels(record.instrument, record.reason).inc()
-        elif isinstance(record, DeadLetter):
-            metrics.DEAD_LETTERS.labels(record.agent).inc()

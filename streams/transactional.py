@@ -44,6 +44,7 @@ from streams.record import Record
 from streams.records import DeadLetter
 from streams.registry import ConfluentRegistry
 from streams.store import PartitionStore
+from streams.web import metrics
 from topology.topics import Topics, TopicSpec, declare
 
 log = logging.getLogger(__name__)
@@ -324,6 +325,9 @@ class TransactionalProcessor(Generic[Row]):
     def _apply(self, batch: Batch[Row], encoded: dict[int, dict[bytes, bytes | None]]) -> None:
         """The transaction committed: now the table may change, in memory and on disk (its rows exactly as
         the changelog has them, encoded once), and be counted."""
+        for _spec, _key, record in batch.records:
+            if isinstance(record, DeadLetter):
+                metrics.DEAD_LETTERS.labels(self.name).inc()
         self.committed(batch, tai_now())
         for partition, changes in batch.changes.items():
             rows = self.rows.setdefault(partition, {})

@@ -96,10 +96,10 @@ class Shared(Collector):
         yield from REGISTRY.collect()
 
 
-def register(app: faust.App, in_flight: Callable[[], int], gather_lags: Lags) -> None:
+def register(app: faust.App, in_flight: Callable[[], int], processor_lags: Lags) -> None:
     """Serve `/metrics`: Faust's sensor, the project's counters and the state gauges, in the app's registry
     (one per app, so building a second app in a process, as tests do, registers nothing twice)."""
     registry = CollectorRegistry()
     setup_prometheus_sensors(app, registry=registry, name_prefix="prompt_streams_faust")
     registry.register(Shared())
-    registry.register(StateCollector(in_flight, [lambda: faust_lags(app), gather_lags]))
+    registry.register(StateCollector(in_flight, [lambda: faust_lags(app), processor_lags]))
