@@ -110,7 +110,7 @@ def night(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> It
         pool.stop_all()
 
 
-def test_views_merge_every_worker_and_forward_to_the_owner(night: Night) -> None:
+def test_views_merge_every_worker_whichever_answers(night: Night) -> None:
     view = night.wait_for("100 results", lambda v: v["counts"]["done"] + v["counts"]["failed"] == 100)
     expected = {d: "done" if d < 80 else "failed" if d < 100 else "waiting" for d in range(189)}
     assert states(view["ccds"]) == expected
