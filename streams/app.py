@@ -56,9 +56,10 @@ class PromptStreamsApp(faust.App):
         self.log_forwarder = log_forwarding.install(self.context.settings, self.context.topics.log_messages,
                                                     self.context.codec)
         await self.runner.start()
-        settings = self.context.settings
-        self.intake = ProcessorService(SalIntake(settings), self._processor_crashed, loop=self.loop, beacon=self.beacon)
-        self.gather = ProcessorService(GatherProcessor(settings), self._processor_crashed, loop=self.loop,
+        context = self.context
+        self.intake = ProcessorService(SalIntake(context.settings, context.instruments, context.surveys),
+                                       self._processor_crashed, loop=self.loop, beacon=self.beacon)
+        self.gather = ProcessorService(GatherProcessor(context.settings), self._processor_crashed, loop=self.loop,
                                        beacon=self.beacon)
         await self.add_runtime_dependency(self.intake)
         await self.add_runtime_dependency(self.gather)

@@ -10,13 +10,12 @@ detector commands, its VisitExpected, its table row and its offset become visibl
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from confluent_kafka import Message
 
 from streams.config import Settings
-from streams.core.instruments import parse_instruments
-from streams.core.surveys import parse_surveys
+from streams.core.instruments import Instrument
+from streams.core.surveys import SurveyTable
 from streams.core.visit import plan_cancel, plan_visit
 from streams.records import DetectorCommand, NextVisit, NextVisitCanceled, VisitExpected
 from streams.transactional import Batch, TransactionalProcessor, message_partition
@@ -33,12 +32,12 @@ class SalIntake(TransactionalProcessor[VisitExpected]):
     name = "sal-intake"
     row_type = VisitExpected
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, instruments: dict[str, Instrument], surveys: SurveyTable) -> None:
         topics = declare(settings)
         super().__init__(settings, [topics.next_visit, topics.next_visit_canceled],
                          changelog_topic(settings, declare_tables(settings).visits))
-        self.instruments = parse_instruments(Path(settings.instruments_file).read_text())
-        self.surveys = parse_surveys(Path(settings.surveys_file).read_text())
+        self.instruments = instruments
+        self.surveys = surveys
 
     def apply(self, batch: Batch[VisitExpected], message: Message, now: float) -> None:
         """Fan a visit out, or route its cancellation to the detectors it was fanned out to."""

@@ -1,1 +1,1 @@
-"""One thin agent per input topic: decode, call the core, send."""
+"""Thin Faust agents (detector, ocps): decode, call the core, send."""
