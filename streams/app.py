@@ -1,8 +1,8 @@
 """The Faust application: `faust -A streams.app worker -l info` starts a worker.
 
 This module only builds the app from the settings; the topology is declared in `topology/`, the
-logic lives in `streams/core/`, each agent in `streams/agents/`, and the two exactly-once processors
-(the SAL intake and the gather, `streams.transactional`) run in threads of every worker.
+logic lives in `streams/core/`, each agent in `streams/agents/`, and the three exactly-once processors
+(the SAL intake, the gather and the alert publisher, `streams.transactional`) run in threads of every worker.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from faust.types import TableT
 from connectors import s3_notifications
 from streams import commands, local_state, log_forwarding, logs
 from streams.agents import detector, ocps
+from streams.alert_publisher import AlertPublisher
 from streams.config import Settings
 from streams.context import Context
 from streams.gather_processor import GatherProcessor
@@ -35,6 +36,7 @@ class PromptStreamsApp(faust.App):
     runner: PipelineRunner
     gather: ProcessorService | None = None
     intake: ProcessorService | None = None
+    publisher: ProcessorService | None = None
     log_forwarder: log_forwarding.LogForwarder | None = None
 
     async def on_first_start(self) -> None:
@@ -61,8 +63,11 @@ class PromptStreamsApp(faust.App):
                                        self._processor_crashed, loop=self.loop, beacon=self.beacon)
         self.gather = ProcessorService(GatherProcessor(context.settings), self._processor_crashed, loop=self.loop,
                                        beacon=self.beacon)
+        self.publisher = ProcessorService(AlertPublisher(context.settings), self._processor_crashed, loop=self.loop,
+                                          beacon=self.beacon)
         await self.add_runtime_dependency(self.intake)
         await self.add_runtime_dependency(self.gather)
+        await self.add_runtime_dependency(self.publisher)
 
     def _processor_crashed(self, error: BaseException) -> None:
         self.add_future(self.crash(error))
@@ -136,7 +141,7 @@ def register_web(app: PromptStreamsApp) -> None:
         runner=app.runner, gather=gather, expected=expected, decode=context.codec.decode))
     dashboard.register(app, context.instruments)
     def processor_lags() -> dict[tuple[str, str, int], int]:
-        return {key: lag for service in (app.intake, app.gather) if service is not None
+        return {key: lag for service in (app.intake, app.gather, app.publisher) if service is not None
                 for key, lag in service.processor.lags.items()}
 
     metrics.register(app, in_flight=lambda: (processor.in_flight() if (processor := gather()) else 0),

@@ -145,6 +145,12 @@ class Codec:
             self._subject_ids[subject] = self._registry.register(subject, load_schema(record_type.SCHEMA))
         return self._subject_ids[subject]
 
+    def register_schema(self, subject: str, schema: Schema) -> int:
+        """Register a schema that is not one of `schemas/` (Rubin's alert packet) and return its id."""
+        if subject not in self._subject_ids:
+            self._subject_ids[subject] = self._registry.register(subject, schema)
+        return self._subject_ids[subject]
+
     def encode(self, topic: str, record: Record) -> bytes:
         """Confluent-framed Avro bytes of `record` for `topic`."""
         schema_id = self.register(topic, type(record))

@@ -71,12 +71,14 @@ def register(app: faust.App) -> None:
         option("--seed", type=int, default=2026, help="Random seed: the same seed writes the same night."),
         option("--survey", default="BLOCK-365", help="Survey of every visit (it selects the pipelines)."),
         option("--without-template", default="", help="Visits (from 0) left without templates, e.g. 1,3."),
+        option("--fields", type=int, default=0, help="Visit i points at field i mod FIELDS, whose transients "
+                                                      "vary and come back (0: a new field every visit)."),
         option("--start", default="", help="UTC start of the night, e.g. 2026-11-25T03:00:00 (default: now). "
                                             "With the seed, it fixes the night: its groups and exposures."),
     )
     async def simulate_night(self: faust.cli.AppCommand, visits: int, instrument: str, detectors: str, size: int,
                              lead_time: float, snap_interval: float, visit_interval: float, seed: int,
-                             survey: str, without_template: str, start: str) -> None:
+                             survey: str, without_template: str, fields: int, start: str) -> None:
         """Write a simulated night under the data root and replay it as events."""
         # Imported here: the science stack takes seconds to load, and only this command needs it.
         from streams.science.geometry import CcdShape
@@ -85,7 +87,7 @@ def register(app: faust.App) -> None:
         shape = CcdShape(size, size if size != 4000 else 4072)
         night = simulated.plan_night(visits, tuple(sorted(parse_detectors(detectors))), shape,
                                      instrument=instrument, seed=seed,
-                                     without_template=tuple(parse_detectors(without_template)),
+                                     without_template=tuple(parse_detectors(without_template)), fields=fields,
                                      start=datetime.fromisoformat(start).replace(tzinfo=UTC) if start else None)
         root = Path(settings.data_root)
         self.say(f"writing {visits} visits x {len(night.detectors)} detectors x 2 snaps ({size} px) under {root}")

@@ -90,6 +90,16 @@ class Settings:
     ccd_threads: int = _setting(1, "Threads one CCD's pipeline may use (ISR per amplifier, detection per band); "
                                 "worth raising when cores outnumber the CCDs in flight.")
     preload_cache_items: int = _setting(16, "Calibrations and template tiles kept per pipeline process.")
+    apdb_config: str = _setting(str(PROJECT_ROOT / ".local" / "apdb" / "apdb.yaml"),
+                                "The Alert Production Database: a dax_apdb configuration file (apdb-cli create-sql "
+                                "or create-cassandra writes one). `make setup` creates an SQLite one here if missing.")
+    association_radius: float = _setting(1.0, "A DIA source joins the nearest DIA object within this radius [arcsec].")
+    max_dia_sources: int = _setting(2000, "DIA sources kept per CCD (the highest |S/N|): more means a satellite trail "
+                                    "or a bad subtraction, and would flood the alert stream (at most 8192).")
+    alert_topic: str = _setting("lsst-alerts-v11", "Topic of the alert stream community brokers read (the real "
+                                "stream's name for the alert schema in use).")
+    apdb_retry_seconds: float = _setting(30.0, "How long a pipeline retries an APDB that does not answer before the "
+                                         "CCD fails, retriable (nothing is stored twice: ids are deterministic) [s].")
     message_expiration: float = _setting(3600.0, "nextVisit older than this is dropped [s].")
     image_timeout: float = _setting(120.0, "Wait for raws beyond 2 x duration (IMAGE_TIMEOUT) [s].")
     process_timeout: float = _setting(600.0, "After the image deadline, wait this long for results [s].")
@@ -133,6 +143,9 @@ class Settings:
         if self.chile_sal_index < 0 or self.chile_log_rate <= 0 or self.chile_log_burst < 1 \
                 or self.log_forward_rate <= 0 or self.log_forward_burst < 1:
             raise SettingsError("the SAL index must be >= 0 and log rates and bursts positive")
+        if not 1 <= self.max_dia_sources <= 8192 or self.association_radius <= 0 or self.apdb_retry_seconds < 0:
+            raise SettingsError("max_dia_sources must be within 1-8192, the association radius positive and the "
+                                "APDB retry time not negative")
         if self.detector_partitions < 1 or self.replication_factor < 1 or self.pipeline_processes < 1:
             raise SettingsError("partition counts, replication factors and process counts must be at least 1")
 

@@ -85,7 +85,7 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
         return sum(1 for rows in list(self.rows.values()) for v in list(rows.values()) if not v.summary_time)
 
 
-def count(records: list[tuple[TopicSpec, bytes | None, Record]], now: float) -> None:
+def count(records: list[tuple[TopicSpec, bytes | None, Record | bytes]], now: float) -> None:
     """Count what a committed transaction produced (results by status, summaries, latencies)."""
     for _spec, _key, record in records:
         if isinstance(record, CcdResult):

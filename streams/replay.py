@@ -83,6 +83,8 @@ def replay_settings(live: Settings, name: str, instruments_file: str | None = No
         raise ReplayError(f"replay name {name!r} is the live application id or topic prefix")
     return replace(live, app_id=name, topic_prefix=name, next_visit_topic=f"{name}.{live.next_visit_topic}",
                    next_visit_canceled_topic=f"{name}.{live.next_visit_canceled_topic}",
+                   alert_topic=f"{name}.{live.alert_topic}",
+                   apdb_config=str(Path(live.output_root) / "replays" / name / "apdb" / "apdb.yaml"),
                    output_root=str(Path(live.output_root) / "replays" / name), message_expiration=NO_EXPIRATION,
                    worker_name="", instruments_file=instruments_file or live.instruments_file)
 

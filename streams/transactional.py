@@ -39,7 +39,7 @@ from streams import local_state, logs
 from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
-from streams.errors import DecodeError, IgnorableEvent, InvalidEventError
+from streams.errors import DecodeError, IgnorableEvent, InvalidEventError, RetriableError
 from streams.record import Record
 from streams.records import DeadLetter
 from streams.registry import ConfluentRegistry
@@ -55,6 +55,8 @@ TRANSACTION_TIMEOUT_MS = 10_000
 CALL_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000  # waiting longer is pointless: the broker aborts the transaction
 COMMIT_STALL_S = 3 * CALL_TIMEOUT_S
 RESTORE_TIMEOUT_S = 60.0
+RETRY_PAUSE_S = 2.0
+"""After a transient failure (storage, APDB), the batch is consumed again after this pause."""
 
 Row = TypeVar("Row", bound=Record)
 
@@ -63,10 +65,15 @@ Row = TypeVar("Row", bound=Record)
 class Batch(Generic[Row]):
     """What one transaction will produce, and the table changes it will make."""
 
-    records: list[tuple[TopicSpec, bytes | None, Record]] = field(default_factory=list)
+    records: list[tuple[TopicSpec, bytes | None, Record | bytes]] = field(default_factory=list)
+    """(topic, key, record or value already encoded)."""
     changes: dict[int, dict[str, Row | None]] = field(default_factory=dict)
     consumed: int = 0
     ticked: bool = False
+    notes: list[Any] = field(default_factory=list)
+    """What the subclass wants to know in `committed` (not produced)."""
+    retry: RetriableError | None = None
+    """A message met a transient failure: nothing of this batch is committed, it is consumed again."""
 
     def __bool__(self) -> bool:
         return bool(self.records or self.changes or self.consumed)
@@ -79,7 +86,7 @@ class TransactionalProcessor(Generic[Row]):
     """Names the consumer group, the transactional id, the dead letters' agent and the local folder."""
     row_type: type[Row]
 
-    def __init__(self, settings: Settings, inputs: list[TopicSpec], changelog: TopicSpec) -> None:
+    def __init__(self, settings: Settings, inputs: list[TopicSpec], changelog: TopicSpec | None) -> None:
         self.settings = settings
         self.topics: Topics = declare(settings)
         self.inputs = inputs
@@ -99,6 +106,13 @@ class TransactionalProcessor(Generic[Row]):
         """(group, topic, partition) -> messages not yet consumed, refreshed every tick (read by /metrics)."""
         self.committing_since = 0.0
         """When the transaction being committed began (monotonic; 0: none), for `ProcessorService`'s watchdog."""
+
+    @property
+    def table_changelog(self) -> TopicSpec:
+        """The changelog of the processor's table (only a processor with a table has rows to restore or change)."""
+        if self.changelog is None:
+            raise TypeError(f"{self.name} has no table")
+        return self.changelog
 
     @property
     def group(self) -> str:
@@ -141,6 +155,12 @@ class TransactionalProcessor(Generic[Row]):
             while not stop.is_set():
                 messages = consumer.consume(BATCH, POLL_SECONDS)
                 batch = self._transform(messages, tai_now())
+                if batch.retry is not None:
+                    log.warning("%s: %s; the batch will be consumed again in %.0f s", self.name, batch.retry,
+                                RETRY_PAUSE_S)
+                    self._rewind(consumer)
+                    stop.wait(RETRY_PAUSE_S)
+                    continue
                 if batch:
                     self._commit(batch)
                 if batch.ticked:
@@ -155,7 +175,8 @@ class TransactionalProcessor(Generic[Row]):
         return {tp.partition for tp in tps if tp.topic == self.inputs[0].name}
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
-        self._restore(sorted(self._partitions(tps)))
+        if self.changelog is not None:
+            self._restore(sorted(self._partitions(tps)))
         self.assigned = True
         log.info("%s: assigned partitions %s (%d rows)", self.name, sorted(self.rows),
                  sum(len(rows) for rows in self.rows.values()))
@@ -181,7 +202,7 @@ class TransactionalProcessor(Generic[Row]):
             "enable.auto.commit": False, "enable.partition.eof": True,
         })
         try:
-            reader.assign([TopicPartition(self.changelog.name, p, offsets[p]) for p in partitions])
+            reader.assign([TopicPartition(self.table_changelog.name, p, offsets[p]) for p in partitions])
             pending = set(partitions)
             deadline = tai_now() + RESTORE_TIMEOUT_S
             while pending:
@@ -215,10 +236,10 @@ class TransactionalProcessor(Generic[Row]):
 
     def _restore_points(self, stores: dict[int, PartitionStore]) -> dict[int, int]:
         """Where each partition's changelog replay starts; a copy the changelog cannot continue is cleared."""
-        marks = local_state.watermarks(self.settings, [(self.changelog.name, p) for p in stores])
+        marks = local_state.watermarks(self.settings, [(self.table_changelog.name, p) for p in stores])
         points = {}
         for p, store in stores.items():
-            low, high = marks[(self.changelog.name, p)]
+            low, high = marks[(self.table_changelog.name, p)]
             if (reason := local_state.invalid(store.checkpoint, low, high)) is not None:
                 if store.checkpoint:
                     log.warning("%s partition %d: local state %s: cleared, restoring from the changelog",
@@ -254,7 +275,11 @@ class TransactionalProcessor(Generic[Row]):
                 log.warning("%s: consumer error %s", self.name, message.error())
                 continue
             batch.consumed += 1
-            self._guarded(batch, message, now)
+            try:
+                self._guarded(batch, message, now)
+            except RetriableError as transient:
+                batch.retry = transient
+                return batch
         if now - self._last_tick >= TICK_SECONDS:
             self._last_tick, batch.ticked = now, True
             self.tick(batch, now)
@@ -266,6 +291,8 @@ class TransactionalProcessor(Generic[Row]):
         with logs.labelled():
             try:
                 self.apply(batch, message, now)
+            except RetriableError:
+                raise
             except IgnorableEvent as why:
                 log.info("%s: ignored %s: %s", self.name, where, why)
             except (DecodeError, InvalidEventError) as error:
@@ -290,15 +317,18 @@ class TransactionalProcessor(Generic[Row]):
         try:
             producer.begin_transaction()
             for spec, record_key, record in batch.records:
-                producer.produce(spec.name, key=record_key, value=self.codec.encode(spec.name, record),
-                                 partition=spec.partition_of(record))
+                if isinstance(record, bytes):  # encoded by the processor, spread by key
+                    producer.produce(spec.name, key=record_key, value=record)
+                else:
+                    producer.produce(spec.name, key=record_key, value=self.codec.encode(spec.name, record),
+                                     partition=spec.partition_of(record))
             encoded: dict[int, dict[bytes, bytes | None]] = {}
             for partition, changes in batch.changes.items():
                 rows = encoded[partition] = {}
                 for row, state in changes.items():
-                    value = rows[row.encode()] = None if state is None else self.codec.encode(self.changelog.name,
+                    value = rows[row.encode()] = None if state is None else self.codec.encode(self.table_changelog.name,
                                                                                                state)
-                    producer.produce(self.changelog.name, key=row.encode(), value=value, partition=partition,
+                    producer.produce(self.table_changelog.name, key=row.encode(), value=value, partition=partition,
                                      on_delivery=self._on_changelog_delivery)
             if batch.consumed:
                 positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]

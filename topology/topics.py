@@ -67,6 +67,8 @@ class TopicSpec:
     role: Role
     doc: str
     config: dict[str, str] = field(default_factory=dict)
+    foreign: str = ""
+    """For a value that is not one of `schemas/`: its format (S3 event JSON, Rubin's alert packet)."""
 
     @property
     def accepts_json(self) -> bool:
@@ -102,6 +104,7 @@ class Topics:
     ocps_jobs: TopicSpec
     log_messages: TopicSpec
     dead_letter: TopicSpec
+    alerts: TopicSpec
 
     def all(self) -> list[TopicSpec]:
         """Every topic, in flow order."""
@@ -120,7 +123,8 @@ def declare(settings: Settings) -> Topics:
         next_visit_canceled=TopicSpec("next_visit_canceled", settings.next_visit_canceled_topic, NextVisitCanceled,
                                       1, single, "SAL key string", inp, "SAL nextVisitCanceled events.", KEEP),
         s3_notifications=TopicSpec("s3_notifications", t("s3-notifications"), None, 1, single, "none", inp,
-                                   "Object-store bucket notifications (S3 event JSON), all detectors.", KEEP),
+                                   "Object-store bucket notifications (S3 event JSON), all detectors.", KEEP,
+                                   foreign="S3 JSON"),
         raw_image_available=TopicSpec("raw_image_available", t("raw-image-available"), RawImageAvailable, n, det,
                                       "instrument/group/detector/snap", inp,
                                       "One record per raw image that landed in storage.", KEEP),
@@ -153,13 +157,16 @@ def declare(settings: Settings) -> Topics:
                                KEEP),
         dead_letter=TopicSpec("dead_letter", t("dead-letter"), DeadLetter, 1, single, "original key", out,
                               "Inputs that could not be used, with the reason.", KEEP_LONG),
+        alerts=TopicSpec("alerts", settings.alert_topic, None, n, single, "diaSourceId", out,
+                         "One alert packet per DIA source, Rubin's official schema (lsst-alert-packet), for the "
+                         "community brokers (transactional).", KEEP, foreign="lsst alert packet"),
     )
 
 
 def describe(topics: Topics) -> str:
     """A table of the topics, for people."""
     rows = [("topic", "record", "partitions", "by", "role")]
-    rows += [(t.name, t.record.SCHEMA if t.record else "S3 JSON", str(t.partitions), t.partitioning.value,
+    rows += [(t.name, t.record.SCHEMA if t.record else t.foreign, str(t.partitions), t.partitioning.value,
               t.role.value) for t in topics.all()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)

@@ -20,6 +20,7 @@ from astropy.io import fits
 from streams import repository
 from streams.config import Settings
 from streams.errors import NonRetriableError
+from streams.pipelines.associate_apdb import AssociateApdb
 from streams.pipelines.base import Outcome, PipelineUnavailable
 from streams.records import DetectorProgress
 from streams.science import isr
@@ -61,6 +62,7 @@ class Inputs:
     templates: list[Template]
     files: dict[str, str]
     """The calibration files used, by type (they go into the outputs' headers)."""
+    shape: CcdShape
 
 
 class Science:
@@ -95,7 +97,7 @@ class Science:
         timings |= {"prep_butlerSearchTime": search, "prep_butlerTransferTime": done - started - search,
                     "prep_butlerPreprocessTime": 0.0, "prep_butlerTotalTime": done - started}
         return Inputs(isr.Calibrations(calibs["bias"], calibs["dark"], calibs["flat"]), templates,
-                      {kind: f.path.name for kind, f in found.items()})
+                      {kind: f.path.name for kind, f in found.items()}, CcdShape(height, width))
 
     def preload(self, progress: DetectorProgress) -> dict[str, float]:
         """Fetch the inputs ahead of the raws; report the real system's preload timings."""
@@ -185,9 +187,23 @@ class SciencePipeline:
 
 
 class AlertProduction(SciencePipeline):
-    """ISR, calibration, difference imaging against the template, DIA source detection."""
+    """ISR, calibration, difference imaging against the template, DIA source detection, association with the
+    APDB and the alert packets."""
 
     name = "ap"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.associate = AssociateApdb(settings)
+
+    def preload(self, progress: DetectorProgress) -> dict[str, float]:
+        """Calibrations and templates, then the APDB's history of the detector's region (loadDiaCatalogs)."""
+        timings: dict[str, float] = {}
+        try:
+            inputs = self.science.inputs(progress, progress.filters.split(",")[0], timings)
+        except repository.MissingCalibration:
+            return {}  # the run will say so
+        return timings | {"prep_apdbTime": self.associate.preload(progress, inputs.shape)}
 
     def run(self, progress: DetectorProgress) -> Outcome:
         """The full chain; PipelineUnavailable if no template covers the detector."""
@@ -205,7 +221,9 @@ class AlertProduction(SciencePipeline):
             catalog = folder / "dia_sources.fits"
             diff.sources.write(catalog, overwrite=True)
             uris.append(catalog.as_uri())
-        metrics = calexp_metrics(calexp, timer) | {"diaSourceCount": float(len(diff.sources)),
+        alerts = self.associate.run(progress, raws, calexp, diff, folder, timer)
+        uris.append(alerts.uri)
+        metrics = calexp_metrics(calexp, timer) | alerts.metrics | {"diaSourceCount": float(len(diff.sources)),
                                                    "templateCoverage": diff.template_coverage,
                                                    "kernelStarCount": float(diff.kernel_stars),
                                                    "residualRejectedCount": float(diff.sources.meta["residuals"])}

@@ -71,6 +71,8 @@ class Difference:
 
     image: np.ndarray
     variance: np.ndarray
+    template: np.ndarray
+    """The template as subtracted: resampled and PSF-matched to the science image (for cutouts)."""
     sources: Table
     template_coverage: float
     kernel_stars: int
@@ -129,4 +131,4 @@ def difference(calexp: Calibrated, templates: list[Template], timer: Timer, thre
         reach = kernel.shape[0]
         inner = minimum_filter(covered.astype(np.uint8), size=2 * reach + 1, mode="constant") > 0
         sources = detection.detect(image, variance, inner, calexp.psf_sigma, calexp.wcs, matched, threads=threads)
-    return Difference(image, variance, sources, float(covered.mean()), len(stars))
+    return Difference(image, variance, matched, sources, float(covered.mean()), len(stars))

@@ -43,6 +43,8 @@ class PlannedVisit:
     camera_angle: float
     exposure_ids: tuple[int, ...]
     has_template: bool = True
+    field: int = -1
+    """The field it points at: visits of one field see the same sky, and its variable sources again."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,15 @@ class Night:
     conditions: Conditions = field(default_factory=Conditions)
     seed: int = 2026
     snaps: int = 2
+    repeats_fields: bool = False
+    """Visits return to earlier fields, whose transients are variable sources seen again at other fluxes."""
 
 
 def plan_night(visits: int, detectors: tuple[int, ...], shape: CcdShape, *, instrument: str = "LSSTCam",
-               seed: int = 2026, without_template: tuple[int, ...] = (), start: datetime | None = None) -> Night:
-    """A night of `visits` pointings along a strip of sky, each with two snaps, from `start` (now).
+               seed: int = 2026, without_template: tuple[int, ...] = (), start: datetime | None = None,
+               fields: int = 0) -> Night:
+    """A night of `visits` pointings along a strip of sky, each with two snaps, from `start` (now). With
+    `fields`, visit i points at field i mod `fields`, so later visits see earlier ones' variable sources.
 
     Group ids are the visits' start times and exposure ids count the night's seconds, so two nights
     never share a group or an exposure (Prompt Streams would rightly take them for duplicates).
@@ -70,15 +76,20 @@ def plan_night(visits: int, detectors: tuple[int, ...], shape: CcdShape, *, inst
     day_obs = int(start.strftime("%Y%m%d"))
     second = start.hour * 3600 + start.minute * 60 + start.second
     planned = []
+    pointings: dict[int, tuple[float, float, float]] = {}
     for i in range(visits):
         when = start + timedelta(seconds=32 * i)
         sequence = (second + 32 * i) % 50_000 * 2
+        where = i % fields if fields else i
+        if where not in pointings:
+            pointings[where] = (150.0 + 4.0 * where, float(rng.uniform(-30, 10)), float(rng.uniform(0, 90)))
+        ra, dec, angle = pointings[where]
         planned.append(PlannedVisit(
             index=i, group_id=when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}",
-            ra=150.0 + 4.0 * i, dec=float(rng.uniform(-30, 10)), camera_angle=float(rng.uniform(0, 90)),
+            ra=ra, dec=dec, camera_angle=angle,
             exposure_ids=(day_obs * 100_000 + sequence, day_obs * 100_000 + sequence + 1),
-            has_template=i not in without_template))
-    return Night(instrument, detectors, shape, tuple(planned), seed=seed)
+            has_template=i not in without_template, field=where))
+    return Night(instrument, detectors, shape, tuple(planned), seed=seed, repeats_fields=fields > 0)
 
 
 def _detector(night: Night, detector: int) -> Detector:
@@ -93,7 +104,7 @@ def _stars(night: Night, visit: PlannedVisit, detector: int) -> tuple[Sources, f
     radius = 0.75 * max(night.shape.width, night.shape.height) * 0.2 / 3600
     density = 1.5e5  # stars per square degree, down to the faintest flux: ~400 on a 1k x 1k CCD
     count = max(40, int(density * np.pi * radius ** 2))
-    return random_stars(np.random.default_rng([night.seed, visit.index, detector, 1]), ra, dec, radius, count), ra, dec
+    return random_stars(np.random.default_rng([night.seed, visit.field, detector, 1]), ra, dec, radius, count), ra, dec
 
 
 def raw_key(night: Night, visit: PlannedVisit, snap: int, detector: int) -> str:
@@ -122,7 +133,8 @@ def write_visit(root: Path, night: Night, visit: PlannedVisit) -> list[list[RawI
         rng = np.random.default_rng([night.seed, visit.index, detector, 2])
         stars, ra, dec = _stars(night, visit, detector)
         wcs = detector_wcs(night.instrument, detector, visit.ra, visit.dec, visit.camera_angle, night.shape)
-        truth = inject_transients(rng, wcs, night.shape, night.conditions, night.snaps)
+        places = np.random.default_rng([night.seed, visit.field, detector, 4]) if night.repeats_fields else None
+        truth = inject_transients(rng, wcs, night.shape, night.conditions, night.snaps, positions=places)
         headers = [fits.Header({
             "INSTRUME": night.instrument, "GROUPID": visit.group_id, "EXPID": visit.exposure_ids[snap],
             "DETECTOR": detector, "DETNAME": detector_name(night.instrument, detector), "FILTER": FILTER,
@@ -142,7 +154,7 @@ def write_visit(root: Path, night: Night, visit: PlannedVisit) -> list[list[RawI
         if visit.has_template:
             size = int(1.6 * max(night.shape.width, night.shape.height))
             image, variance, tile_wcs = template_tile(rng, stars, ra, dec, (size, size), night.conditions)
-            repository.write_template(root, night.instrument, FILTER, f"v{visit.index}_d{detector}", image,
+            repository.write_template(root, night.instrument, FILTER, f"v{visit.field}_d{detector}", image,
                                       variance, tile_wcs, night.conditions.template_sigma)
         truth_rows += [(detector, x, y, r, d, f, s) for x, y, r, d, f, s in
                        zip(truth.x, truth.y, truth.ra, truth.dec, truth.flux, truth.snr, strict=True)]

@@ -50,11 +50,14 @@ class Truth:
 
 
 def inject_transients(rng: np.random.Generator, wcs: WCS, shape: CcdShape, conditions: Conditions,
-                      snaps: int, margin: int = 40) -> Truth:
-    """Transients at random positions, fluxes drawn for S/N uniform in the configured range."""
+                      snaps: int, margin: int = 40, positions: np.random.Generator | None = None) -> Truth:
+    """Transients at random positions, fluxes drawn for S/N uniform in the configured range. With a
+    `positions` generator seeded by the field, they are variable sources: the same places every visit
+    of the field, at a new flux each time."""
     count = max(1, int(conditions.transients_per_mpix * shape.height * shape.width / 1e6))
-    x = rng.uniform(margin, shape.width - margin, count)
-    y = rng.uniform(margin, shape.height - margin, count)
+    places = positions or rng
+    x = places.uniform(margin, shape.width - margin, count)
+    y = places.uniform(margin, shape.height - margin, count)
     snr = rng.uniform(*conditions.snr_range, count)
     noise = np.sqrt(conditions.pixel_variance(snaps) * 4 * np.pi * conditions.seeing_sigma ** 2)
     ra, dec = wcs.all_pix2world(x, y, 0)

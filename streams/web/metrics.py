@@ -40,6 +40,13 @@ GATHER_LATENCY = Histogram(
 RAW_TO_RESULT = Histogram(
     "prompt_streams_raw_to_result_seconds", "From a detector's first raw to its result (the alert budget is 60 s).",
     buckets=SECONDS, registry=REGISTRY)
+ALERTS = Counter("prompt_streams_alerts", "Alerts committed to the alert stream by this worker's alert publisher.",
+                 ["instrument"], registry=REGISTRY)
+RAW_TO_ALERTS = Histogram(
+    "prompt_streams_raw_to_alerts_seconds",
+    "From a detector's first raw to its alerts' commit on the alert stream (the budget is 60 s from shutter close).",
+    buckets=SECONDS, registry=REGISTRY)
+
 
 def observe_dispatch(progress: DetectorProgress) -> None:
     """Count a dispatch's wait: from the last raw it holds (or from its image deadline, if earlier

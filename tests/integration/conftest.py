@@ -55,6 +55,9 @@ def settings(cluster: ClusterState, tmp_path: Path) -> Settings:
         next_visit_topic=f"t{tag}.lsst.sal.ScriptQueue.logevent_nextVisit",
         next_visit_canceled_topic=f"t{tag}.lsst.sal.ScriptQueue.logevent_nextVisitCanceled",
         data_dir=str(tmp_path / "data"),
+        alert_topic=f"t{tag}.lsst-alerts-v11",
+        apdb_config=str(tmp_path / "apdb" / "apdb.yaml"),
+        output_root=str(tmp_path / "outputs"),
         web_port=free_port(),
         detector_partitions=4,
     )

@@ -21,5 +21,6 @@ def isolated_settings(cluster: ClusterState, root: Path, **changes: object) -> S
         data_dir=str(root / "data"), data_root=str(root / "repo"), web_port=free_port(), detector_partitions=4,
         pipeline_processes=2, standin_preload_seconds=0.01, standin_run_seconds=0.01,
         surveys_file=str(Path(__file__).with_name("surveys.toml")), output_root=str(root / "outputs"),
+        alert_topic=f"t{tag}.lsst-alerts-v11", apdb_config=str(root / "apdb" / "apdb.yaml"),
     )
     return replace(base, **changes)  # type: ignore[arg-type]

@@ -45,7 +45,7 @@ def test_simulated_night_runs_alert_production_with_fallback(cluster: ClusterSta
     assert {(r.status, r.pipeline) for r in second} == {("success", "single-frame")}
     for result in first:
         assert {Path(urlsplit(u).path).name for u in result.output_uris} == {"calexp.fits", "difference.fits",
-                                                                            "dia_sources.fits"}
+                                                                            "dia_sources.fits", "alerts.avro"}
         assert all(Path(urlsplit(u).path).is_relative_to(settings.output_root) for u in result.output_uris)
         assert result.metrics["diaSourceCount"] >= 1 and result.metrics["psfFwhm"] > 0
         assert result.metrics["prep_butlerTotalTime"] > 0, "calibrations and templates were preloaded"
