@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import sqlite3
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import astropy.units as u
 import numpy as np
@@ -14,11 +18,13 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
+from confluent_kafka import Consumer, TopicPartition
 from lsst.dax.apdb import Apdb
 from lsst.sphgeom import Angle, Circle, LonLat, UnitVector3d
 
 from stack.cluster import ClusterState
 from stack.workers import FAUST, WorkerPool
+from streams.config import Settings
 from streams.driver import Visits
 from streams.science.association import visit_of
 from tests.integration.alert_stream import latest_schema, read_alerts
@@ -27,30 +33,53 @@ from tests.integration.settings import isolated_settings
 DETECTOR = 94
 
 
+def only(folder: Path, detectors: tuple[int, ...]) -> str:
+    """An instruments file with only these LSSTCam detectors switched on."""
+    path = folder / "instruments.toml"
+    path.write_text(f'[LSSTCam]\ndetectors = "0-188"\ndisabled = {sorted(set(range(189)) - set(detectors))}\n')
+    return str(path)
+
+
+def simulate(settings: Settings, detectors: tuple[int, ...]) -> subprocess.Popen[str]:
+    """Two visits of one field, 10 s apart (visit 1 is stored when visit 2's preload reads the APDB), through
+    `simulate-night`."""
+    command = [str(FAUST), "-A", "streams.app", "simulate-night", "--visits", "2", "--fields", "1",
+               "--detectors", ",".join(map(str, detectors)), "--size", "512", "--lead-time", "1",
+               "--snap-interval", "0.5", "--visit-interval", "10", "--survey", "BLOCK-AP365",
+               "--start", "2026-11-25T03:00:00"]
+    return subprocess.Popen(command, env=os.environ | settings.to_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def wait_for_alerts(settings: Settings, expected: int) -> list[dict[str, Any]]:
+    """The committed alerts, once `expected` are there (the publisher commits shortly after the results)."""
+    alerts = read_alerts(settings)
+    for _ in range(20):
+        if len(alerts) >= expected:
+            break
+        alerts = read_alerts(settings)
+    return alerts
+
+
+def stored_source_ids(settings: Settings) -> list[int]:
+    """Every DiaSource id in the test's SQLite APDB, with repeats if any."""
+    with sqlite3.connect(Path(settings.apdb_config).with_name("apdb.db")) as db:
+        return [row[0] for row in db.execute('SELECT "diaSourceId" FROM "DiaSource"')]
+
+
 def test_two_visits_of_one_field_alert_once_with_history(cluster: ClusterState, tmp_path: Path) -> None:
     """Two visits of one field: one valid alert per DIA source, cutouts centred on it, each source stored once in
     the APDB, and visit 2's alerts for recurring sources carry visit 1's sources under the same diaObjectId.
 
     Visit 2 comes 10 s after visit 1, once visit 1 is stored: its preload reads the APDB at its nextVisit."""
-    instruments = tmp_path / "instruments.toml"
-    instruments.write_text(f'[LSSTCam]\ndetectors = "0-188"\ndisabled = {sorted(set(range(189)) - {DETECTOR})}\n')
-    settings = isolated_settings(cluster, tmp_path, instruments_file=str(instruments))
+    settings = isolated_settings(cluster, tmp_path, instruments_file=only(tmp_path, (DETECTOR,)))
     pool = WorkerPool(settings, tmp_path / "logs")
     try:
         pool.start("w1")
-        command = [str(FAUST), "-A", "streams.app", "simulate-night", "--visits", "2", "--fields", "1",
-                   "--detectors", str(DETECTOR), "--size", "512", "--lead-time", "1", "--snap-interval", "0.5",
-                   "--visit-interval", "10", "--survey", "BLOCK-AP365", "--start", "2026-11-25T03:00:00"]
-        done = subprocess.run(command, env=os.environ | settings.to_env(), capture_output=True, text=True,
-                              timeout=300, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert simulate(settings, (DETECTOR,)).wait(timeout=300) == 0, "simulate-night sent the night"
         results = Visits(settings).results(2, timeout=240, settle=2.0)
         expected = sum(int(r.metrics.get("alertCount", 0)) for r in results)
-        alerts = read_alerts(settings)
-        for _ in range(20):  # the publisher commits shortly after the results
-            if len(alerts) >= expected:
-                break
-            alerts = read_alerts(settings)
+        alerts = wait_for_alerts(settings, expected)
     finally:
         pool.stop_all()
     assert [(r.status, r.pipeline) for r in results] == [("success", "ap")] * 2, [r.error_message for r in results]
@@ -89,3 +118,40 @@ def test_two_visits_of_one_field_alert_once_with_history(cluster: ClusterState, 
     stored = apdb.getDiaSources(region, [int(i) for i in objects["diaObjectId"]], after)
     assert sorted(stored["diaSourceId"]) == sorted(ids), "every DIA source stored once, and only those"
 
+
+
+def test_a_worker_killed_while_alerting_alerts_each_source_once(cluster: ClusterState, tmp_path: Path) -> None:
+    """SIGKILL as the first alerts are being published, then a restart: every DIA source of both visits is
+    stored once and alerted once (read_committed), and the alerts match the results' counts."""
+    detectors = (0, 94, 188)
+    settings = isolated_settings(cluster, tmp_path, instruments_file=only(tmp_path, detectors))
+    pool = WorkerPool(settings, tmp_path / "logs")
+    watcher = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "watch"})
+    try:
+        worker = pool.start("w1")
+        night = simulate(settings, detectors)
+        deadline = time.monotonic() + 240
+        while not _appended(watcher, settings.alert_topic):  # uncommitted ones count: the kill lands mid-publish
+            assert time.monotonic() < deadline, "no alert was ever produced"
+            time.sleep(0.05)
+        worker.stop(signal.SIGKILL)
+        pool.start("w1")  # same name: its transactional ids fence what the dead one left open
+        assert night.wait(timeout=300) == 0, "simulate-night sent the night"
+        results = Visits(settings).results(6, timeout=240, settle=3.0)
+        expected = sum(int(r.metrics.get("alertCount", 0)) for r in results)
+        alerts = wait_for_alerts(settings, expected)
+    finally:
+        watcher.close()
+        pool.stop_all()
+    assert sorted((r.detector, r.status) for r in results) == sorted((d, "success") for d in detectors * 2)
+    alerted = Counter(alert["diaSourceId"] for alert in alerts)
+    stored = Counter(stored_source_ids(settings))
+    assert len(alerts) == expected > 0 and max(alerted.values()) == 1, "each DIA source alerted once"
+    assert stored == alerted, "each DIA source stored once, and alerted"
+
+
+def _appended(consumer: Consumer, topic: str) -> bool:
+    """Whether anything, committed or not, was appended to the topic."""
+    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+    return any(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] > 0
+               for p in metadata.partitions)
