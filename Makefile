@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup test unit integration lint demo up down status records clean bench-pipeline bench chaos
 
-setup: $(VENV)/.installed .local/.jars .local/.kcat .local/.chromium
+setup: $(VENV)/.installed .local/.jars .local/.cassandra .local/.kcat .local/.chromium
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,11 @@ $(VENV)/.installed: pyproject.toml
 # Apache Kafka and Apicurio Registry jars from Maven Central (see stack/pom.xml).
 .local/.jars: stack/pom.xml
 	mvn -B -q -f stack/pom.xml -Dlocal.dir=$(CURDIR)/.local package
+	touch $@
+
+# Apache Cassandra's jars from Maven Central, for the APDB (see stack/cassandra-pom.xml, stack/cassandra.py).
+.local/.cassandra: stack/cassandra-pom.xml
+	mvn -B -q -f stack/cassandra-pom.xml -Dlocal.dir=$(CURDIR)/.local package
 	touch $@
 
 # kcat, for users and for the tests that run the README's recipes (Debian package).
@@ -51,7 +56,7 @@ up: setup
 	$(PY) -m stack up
 
 down:
-	$(PY) -m stack down
+	$(PY) -m stack down --cassandra
 
 status:
 	$(PY) -m stack status

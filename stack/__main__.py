@@ -1,4 +1,4 @@
-"""`python -m stack up|down|status|env`: run the local Kafka broker and schema registry.
+"""`python -m stack up|down|status|env`: run the local Kafka broker and schema registry (and a Cassandra).
 
     python -m stack up                       # the main cluster on 9092 (+9093 controller) and 8081
     python -m stack up --name chile --broker-port 9192 --controller-port 9193 --registry-port 8181
@@ -7,6 +7,8 @@
     python -m stack up --name secure --secure --broker-port 9292 --controller-port 9293 --registry-port 8281
     eval "$(python -m stack env --name secure)"   # SASL_SSL settings, with the generated credentials
     eval "$(python -m stack env --name chile --as-chile)"   # the SAL bridge's PROMPT_STREAMS_CHILE_* settings
+    python -m stack up --cassandra           # also a Cassandra for the APDB, CQL on 127.0.0.1:9042
+    python -m stack down --cassandra         # stops both; without --cassandra, Cassandra keeps running
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from stack.cassandra import NATIVE_PORT, STORAGE_PORT, Cassandra
 from stack.cluster import LOCAL_DIR, Cluster, Ports, StackError, credentials_env, settings_env, stored_security
 
 
@@ -30,7 +33,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="clients only on SASL_SSL with SCRAM-SHA-512 (a throwaway CA and generated passwords)")
     parser.add_argument("--as-chile", action="store_true",
                         help="env: print the settings as the SAL bridge's PROMPT_STREAMS_CHILE_* variables")
+    parser.add_argument("--cassandra", action="store_true",
+                        help="up/down/status: also a single-node Cassandra (the APDB's database) next to the cluster")
+    parser.add_argument("--cassandra-port", type=int, default=NATIVE_PORT, help="Cassandra's CQL port")
+    parser.add_argument("--cassandra-storage-port", type=int, default=STORAGE_PORT,
+                        help="Cassandra's inter-node port (bound even by one node)")
     args = parser.parse_args(argv)
+    if args.cassandra and args.action == "env":
+        parser.error("--cassandra applies to up, down and status")
+    cassandra = Cassandra(args.name, args.cassandra_port, args.cassandra_storage_port) if args.cassandra else None
     root = LOCAL_DIR / "stacks" / args.name
     cluster = Cluster(args.name, Ports(args.broker_port, args.controller_port, args.registry_port), root,
                       security=stored_security(root) if args.secure else None)
@@ -38,15 +49,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "up":
             state = cluster.up()
             print(f"{state.name}: Kafka at {state.bootstrap}, schema registry at {state.registry_url}")
+            if cassandra:
+                node = cassandra.up()
+                print(f"{node.name}: Cassandra (CQL) at {node.host}:{node.native_port}, log {node.log}")
         elif args.action == "down":
             cluster.down()
             print(f"{args.name}: stopped")
+            if cassandra:
+                cassandra.down()
+                print(f"{args.name}: Cassandra stopped")
         else:
             running = cluster.status()
             if running is None:
                 print(f"{args.name}: not running", file=sys.stderr)
-                return 1
-            if args.action == "env":
+            elif args.action == "env":
                 env = settings_env(running) | credentials_env(root)
                 if args.as_chile:
                     env = {k.replace("PROMPT_STREAMS_", "PROMPT_STREAMS_CHILE_", 1): v for k, v in env.items()}
@@ -54,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"{running.name}: Kafka at {running.bootstrap} (pid {running.broker_pid}), "
                       f"schema registry at {running.registry_url} (pid {running.registry_pid})")
+            node_state = cassandra.status() if cassandra else None
+            if cassandra and node_state is None:
+                print(f"{args.name}: Cassandra not running", file=sys.stderr)
+            elif node_state:
+                print(f"{node_state.name}: Cassandra (CQL) at {node_state.host}:{node_state.native_port} "
+                      f"(pid {node_state.pid})")
+            if running is None or (cassandra and node_state is None):
+                return 1
     except StackError as error:
         print(f"stack: {error}", file=sys.stderr)
         return 2

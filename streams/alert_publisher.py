@@ -1,14 +1,17 @@
-"""The alert publisher: each committed per-CCD result's alert packets go to the alert stream, exactly once.
+"""The alert publisher: each detector's alert packets go to the alert stream, exactly once, as soon as its
+pipeline has run.
 
-It reads `ccd-result` with `read_committed`, where each expected detector has exactly one result
-(the gather's guarantee). For a result whose pipeline wrote alert packets (`alerts.avro`, see
-`streams.pipelines.associate_apdb`), it produces one alert per DIA source to the alert topic
-(`PROMPT_STREAMS_ALERT_TOPIC`, `lsst-alerts-v11` by default), Confluent-framed Avro with the official
-schema of `lsst-alert-packet` registered under `<topic>-value`, keyed by diaSourceId, in the same
-transaction as its consumed offset (`streams.transactional`). So a detector processed twice after a
-crash is alerted once (only its first outcome became its result), and a publisher killed mid-batch
-sends that batch again only inside a transaction that was aborted: a `read_committed` consumer sees
-each alert once. An alerts file that cannot be read for now (storage down) is retried, never skipped.
+It reads the detectors' outcomes (`ccd-outcome`, at least once) with `read_committed`. The first
+successful outcome of a detector whose pipeline wrote alert packets (`alerts.avro`, see
+`streams.pipelines.associate_apdb`) is published: one alert per DIA source to the alert topic
+(`PROMPT_STREAMS_ALERT_TOPIC`, `lsst-alerts-v11` by default), Confluent-framed Avro with the
+official schema of `lsst-alert-packet` registered under `<topic>-value`, keyed by diaSourceId. The
+alerts, the `alerted` table row that remembers the detector and the consumed offset commit in one
+transaction (`streams.transactional`), so a repeated outcome, a detector processed twice after a
+crash or a publisher killed mid-batch alert nothing twice: a `read_committed` consumer sees each
+alert once. It does not wait for the gather: a detector that ends after its visit's deadline (its
+result says `timeout`) has stored its sources in the APDB, and they are alerted all the same.
+An alerts file that cannot be read for now (storage down) is retried, never skipped.
 """
 
 from __future__ import annotations
@@ -27,22 +30,25 @@ from streams.codec import frame, write_datum
 from streams.config import Settings
 from streams.errors import InvalidEventError, RetriableError
 from streams.records import CcdResult
-from streams.transactional import Batch, TransactionalProcessor
+from streams.transactional import Batch, TransactionalProcessor, message_partition
 from streams.web import metrics
+from topology.keys import detector_key
+from topology.tables import changelog_topic, declare_tables
 from topology.topics import declare
 
 log = logging.getLogger(__name__)
 ALERTS_FILE = "alerts.avro"
+SWEEP_SECONDS = 60.0
 
 
-def alerts_path(result: CcdResult, output_root: Path) -> Path | None:
-    """The alerts file a result names, if any; one outside the output root is refused.
+def alerts_path(outcome: CcdResult, output_root: Path) -> Path | None:
+    """The alerts file a successful outcome names, if any.
 
     Raises:
-        InvalidEventError: the result names an alerts file outside the output root.
+        InvalidEventError: the outcome names an alerts file outside the output root.
     """
-    uri = next((u for u in result.output_uris if u.endswith("/" + ALERTS_FILE)), None)
-    if uri is None or result.status != "success":
+    uri = next((u for u in outcome.output_uris if u.endswith("/" + ALERTS_FILE)), None)
+    if uri is None or outcome.status != "success":
         return None
     parsed = urlparse(uri)
     path = Path(unquote(parsed.path)).resolve()
@@ -52,18 +58,18 @@ def alerts_path(result: CcdResult, output_root: Path) -> Path | None:
 
 
 class AlertPublisher(TransactionalProcessor[CcdResult]):
-    """Sends each result's alert packets to the alert stream, in the transaction that consumes the result."""
+    """Sends each detector's alert packets to the alert stream once, in the transaction that records it."""
 
     name = "alert-publisher"
-    row_type = CcdResult  # no table: nothing to remember beyond the consumed offsets
+    row_type = CcdResult
 
     def __init__(self, settings: Settings) -> None:
         topics = declare(settings)
-        super().__init__(settings, [topics.ccd_result], None)
+        super().__init__(settings, [topics.ccd_outcome], changelog_topic(settings, declare_tables(settings).alerted))
         self.alerts = topics.alerts
         self.output_root = Path(settings.output_root)
         self._schema: tuple[int, Any] | None = None
-        self.published = 0
+        self._swept = 0.0
 
     def _writer(self) -> tuple[int, Any]:
         """The official schema's registry id (registered on first use) and its parsed form."""
@@ -74,11 +80,13 @@ class AlertPublisher(TransactionalProcessor[CcdResult]):
         return self._schema
 
     def apply(self, batch: Batch[CcdResult], message: Message, now: float) -> None:
-        """Stage one alert per packet of the result's alerts file."""
-        result = self.decode(self.topics.ccd_result, message, CcdResult)
-        path = alerts_path(result, self.output_root)
-        if path is None:
-            return
+        """Stage one alert per packet of a detector's first successful outcome."""
+        outcome = self.decode(self.topics.ccd_outcome, message, CcdResult)
+        partition = message_partition(message)
+        key = detector_key(outcome.instrument, outcome.group_id, outcome.detector)
+        path = alerts_path(outcome, self.output_root)
+        if path is None or self.state(batch, partition, key) is not None:
+            return  # nothing to alert, or alerted already
         try:
             packets = alert_packets.read_packets(path)
         except FileNotFoundError as gone:
@@ -89,13 +97,27 @@ class AlertPublisher(TransactionalProcessor[CcdResult]):
         for packet in packets:
             batch.records.append((self.alerts, str(packet["diaSourceId"]).encode(),
                                   frame(schema_id, write_datum(parsed, packet))))
-        batch.notes.append((result, len(packets)))
+        self.stage(batch, partition, key, CcdResult(
+            instrument=outcome.instrument, group_id=outcome.group_id, detector=outcome.detector, status="success",
+            exposure_ids=outcome.exposure_ids, first_raw_time=outcome.first_raw_time, result_time=now,
+            metrics={"alertCount": float(len(packets))}))
+        batch.notes.append((outcome, len(packets)))
+
+    def tick(self, batch: Batch[CcdResult], now: float) -> None:
+        """Forget detectors alerted longer ago than the retention time (their outcomes no longer come); the
+        table is swept once a minute, not at every tick."""
+        if now - self._swept < SWEEP_SECONDS:
+            return
+        self._swept = now
+        for partition, rows in self.rows.items():
+            for key, row in list(rows.items()):
+                if now - row.result_time > self.policy.retention:
+                    self.stage(batch, partition, key, None)
 
     def committed(self, batch: Batch[CcdResult], now: float) -> None:
         """Count the alerts and their latency from the detector's first raw."""
-        for result, count in batch.notes:
-            self.published += count
-            metrics.ALERTS.labels(result.instrument).inc(count)
-            if count and result.first_raw_time > 0:
-                metrics.RAW_TO_ALERTS.observe(max(now - result.first_raw_time, 0.0))
-            log.info("alerts of detector %d of %s: %d sent", result.detector, result.group_id, count)
+        for outcome, count in batch.notes:
+            metrics.ALERTS.labels(outcome.instrument).inc(count)
+            if count and outcome.first_raw_time > 0:
+                metrics.RAW_TO_ALERTS.observe(max(now - outcome.first_raw_time, 0.0))
+            log.info("alerts of detector %d of %s: %d sent", outcome.detector, outcome.group_id, count)

@@ -13,7 +13,10 @@ An APDB that does not answer is retried until `apdb_retry_seconds`; then the CCD
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,15 +139,26 @@ class ApdbAccess:
         return self._retrying("store", write)
 
 
-def create_sqlite(path: Path, config: Path) -> None:
-    """Create an empty SQLite APDB at `path`, its configuration written to `config` (the embedded default)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def create_sqlite(path: Path, config: Path) -> bool:
+    """Create an empty SQLite APDB at `path`, its configuration written to `config` (the embedded default), unless
+    the configuration exists; return whether it was created. Workers starting together create it once: under a
+    lock, and the configuration appears only once the database is complete."""
     config.parent.mkdir(parents=True, exist_ok=True)
-    ApdbSql.init_database(db_url=f"sqlite:///{path.resolve()}").save(str(config))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with config.with_name(config.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if config.exists():
+            return False
+        partial = config.with_name(config.name + ".partial")
+        # drop=True: a database left by a creation that died before its configuration was written
+        ApdbSql.init_database(db_url=f"sqlite:///{path.resolve()}", drop=True).save(str(partial))
+        with sqlite3.connect(path) as db:  # readers no longer wait for writers: several workers share the file
+            db.execute("PRAGMA journal_mode=WAL")
+        os.replace(partial, config)
+        return True
 
 
 if __name__ == "__main__":
     target = Path(Settings.from_env().apdb_config)
-    if not target.exists():
-        create_sqlite(target.with_name("apdb.db"), target)
-    print(f"APDB: {target}")
+    created = create_sqlite(target.with_name("apdb.db"), target)
+    print(f"APDB: {target} ({'created, SQLite' if created else 'exists'})")

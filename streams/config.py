@@ -107,6 +107,9 @@ class Settings:
     pipeline_processes: int = _setting(os.cpu_count() or 1, "Processes running pipelines in this worker.")
     standin_preload_seconds: float = _setting(0.05, "Cost of the stand-in pipeline's preload [s].")
     standin_run_seconds: float = _setting(0.2, "CPU cost of the stand-in pipeline's run [s].")
+    standin_dia_sources: int = _setting(0, "DIA sources the stand-in pipeline finds per CCD, at the same places "
+                                        "every visit of a pointing: they go through association, the APDB and the "
+                                        "alert stream like real ones (0: none, no APDB and no alerts).")
     log_format: str = _setting("text", "Worker log lines: text (for people) or json (one object per line, "
                                "labelled with instrument, group, detector and visit, for a log store).")
     log_forward_rate: float = _setting(1.0, "Worker log records at WARNING and above sent per second on "
@@ -143,9 +146,10 @@ class Settings:
         if self.chile_sal_index < 0 or self.chile_log_rate <= 0 or self.chile_log_burst < 1 \
                 or self.log_forward_rate <= 0 or self.log_forward_burst < 1:
             raise SettingsError("the SAL index must be >= 0 and log rates and bursts positive")
-        if not 1 <= self.max_dia_sources <= 8192 or self.association_radius <= 0 or self.apdb_retry_seconds < 0:
-            raise SettingsError("max_dia_sources must be within 1-8192, the association radius positive and the "
-                                "APDB retry time not negative")
+        if not 1 <= self.max_dia_sources <= 8192 or not 0 <= self.standin_dia_sources <= 8192 \
+                or self.association_radius <= 0 or self.apdb_retry_seconds < 0:
+            raise SettingsError("DIA source counts must be within 0-8192 (max_dia_sources at least 1), the "
+                                "association radius positive and the APDB retry time not negative")
         if self.detector_partitions < 1 or self.replication_factor < 1 or self.pipeline_processes < 1:
             raise SettingsError("partition counts, replication factors and process counts must be at least 1")
 

@@ -72,8 +72,8 @@ class Context:
             from streams.apdb import create_sqlite  # dax_apdb's stack, only when there is an APDB to create
 
             config = Path(self.settings.apdb_config)
-            create_sqlite(config.with_name("apdb.db"), config)
-            log.warning("no APDB configuration at %s: created an empty SQLite APDB there", config)
+            if create_sqlite(config.with_name("apdb.db"), config):
+                log.warning("no APDB configuration at %s: created an empty SQLite APDB there", config)
 
     def decode(self, spec: TopicSpec, value: bytes | None, record_type: type[R]) -> R:
         """The record in a value read from `spec`'s topic; what follows is logged with its labels."""

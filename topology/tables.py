@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 from streams.config import Settings
 from streams.record import Record
-from streams.records import DetectorProgress, OcpsJob, VisitExpected, VisitProgress
+from streams.records import CcdResult, DetectorProgress, OcpsJob, VisitExpected, VisitProgress
 from topology.topics import Partitioning, Role, TopicSpec
 
 
@@ -40,6 +40,7 @@ class Tables:
     detectors: TableSpec
     gather: TableSpec
     jobs: TableSpec
+    alerted: TableSpec
 
     def all(self) -> list[TableSpec]:
         """Every table."""
@@ -58,6 +59,8 @@ def declare_tables(settings: Settings) -> Tables:
                          "Each visit's progress: expected detectors, results so far, summary sent."),
         jobs=TableSpec("jobs", OcpsJob, 1, Partitioning.SINGLE, "job id", "ocps agent",
                        "Each OCPS job's state: the single writer's copy of the ocps-jobs topic."),
+        alerted=TableSpec("alerted", CcdResult, n, Partitioning.VISIT, "instrument/group/detector", "alert publisher",
+                          "Detectors whose alerts were sent: each one's first successful outcome."),
     )
 
 

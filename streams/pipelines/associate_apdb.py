@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import astropy.time
 import numpy as np
@@ -58,11 +60,54 @@ def visit_midpoint(raws: list[isr.Raw]) -> astropy.time.Time:
 
 
 @dataclass(frozen=True)
+class Exposure:
+    """What association and packaging need of one detector's processed visit: the images (in one pixel grid,
+    with its WCS) and the detections in the difference image."""
+
+    visit: int
+    """The visit's id: its first exposure id."""
+    detector: int
+    midpoint: astropy.time.Time
+    band: str
+    exposure_time: float
+    """[s], summed over the snaps."""
+    wcs: WCS
+    psf_sigma: float
+    """[pixel]"""
+    science: np.ndarray
+    science_variance: np.ndarray
+    difference: np.ndarray
+    difference_variance: np.ndarray
+    template: np.ndarray
+    """The template as subtracted: resampled and PSF-matched."""
+    detections: pd.DataFrame
+    """x, y [pixel], ra, dec [deg], psf_flux, psf_flux_err, snr, is_negative: one row per detection."""
+
+    @classmethod
+    def from_ap(cls, progress: DetectorProgress, raws: list[isr.Raw], calexp: Calibrated,
+                diff: Difference) -> Exposure:
+        """The outputs of Alert Production's difference imaging."""
+        return cls(progress.snaps[0].exposure_id, progress.detector, visit_midpoint(raws),
+                   association.band_of(str(raws[0].header.get("FILTER", progress.filters.split(",")[0]))),
+                   float(sum(raw.exposure_time for raw in raws)), calexp.wcs, calexp.psf_sigma, calexp.image,
+                   calexp.variance, diff.image, diff.variance, diff.template, diff.sources.to_pandas())
+
+
+@dataclass(frozen=True)
 class Alerts:
     """What the step produced for one detector."""
 
     uri: str
     metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Preloaded:
+    """A detector's history, and when it was read."""
+
+    history: association.History
+    read_at: float
+    """[monotonic s]"""
 
 
 class AssociateApdb:
@@ -71,7 +116,9 @@ class AssociateApdb:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.apdb = ApdbAccess(settings.apdb_config, settings.apdb_retry_seconds)
-        self._histories: OrderedDict[str, association.History] = OrderedDict()
+        self._histories: OrderedDict[str, Preloaded] = OrderedDict()
+        self._stored_at: dict[int, float] = {}
+        """Detector -> when this process last stored one of its visits [monotonic s]."""
 
     def preload(self, progress: DetectorProgress, shape: CcdShape) -> float:
         """Read the detector's DIA objects, sources and forced sources now, ahead of the raws (loadDiaCatalogs);
@@ -79,28 +126,29 @@ class AssociateApdb:
         started = time.perf_counter()
         visit_time = astropy.time.Time(progress.next_visit_time, format="unix_tai")
         key = detector_key(progress.instrument, progress.group_id, progress.detector)
-        self._histories[key] = self.apdb.history(detector_sky(progress, shape), visit_time)
+        self._histories[key] = Preloaded(self.apdb.history(detector_sky(progress, shape), visit_time),
+                                         time.monotonic())
         while len(self._histories) > HISTORIES_KEPT:
             self._histories.popitem(last=False)
         return time.perf_counter() - started
 
     def _history(self, progress: DetectorProgress, shape: CcdShape) -> association.History:
+        """The preloaded history, read again if this process stored a visit of the detector since: a field
+        observed again within a minute would otherwise miss its previous visit's sources."""
         key = detector_key(progress.instrument, progress.group_id, progress.detector)
-        if key not in self._histories:
+        preloaded = self._histories.pop(key, None)
+        if preloaded is None or preloaded.read_at < self._stored_at.get(progress.detector, 0.0):
             self.preload(progress, shape)
-        return self._histories.pop(key)
+            preloaded = self._histories.pop(key)
+        return preloaded.history
 
-    def run(self, progress: DetectorProgress, raws: list[isr.Raw], calexp: Calibrated, diff: Difference,
-            folder: Path, timer: Timer) -> Alerts:
+    def run(self, progress: DetectorProgress, exposure: Exposure, folder: Path, timer: Timer) -> Alerts:
         """Associate, measure, store once and package this detector's DIA sources."""
-        shape = CcdShape(*calexp.image.shape)
-        visit, detector = progress.snaps[0].exposure_id, progress.detector
-        midpoint = visit_midpoint(raws)
-        mjd = float(midpoint.mjd)
-        band = association.band_of(str(raws[0].header.get("FILTER", progress.filters.split(",")[0])))
+        shape = CcdShape(*exposure.science.shape)
+        visit, detector = exposure.visit, exposure.detector
         with timer.step("associateApdb"):
             history = self._history(progress, shape).before(visit)
-            detected = diff.sources.to_pandas()
+            detected = exposure.detections
             dropped = max(len(detected) - self.settings.max_dia_sources, 0)
             if dropped:
                 keep = np.sort(np.argsort(-np.abs(detected["snr"].to_numpy()), kind="stable")
@@ -110,45 +158,49 @@ class AssociateApdb:
                             ": the %d with the lowest |S/N| are dropped", detector, progress.group_id,
                             len(detected) + dropped, self.settings.max_dia_sources, dropped)
             processed = float(astropy.time.Time.now().tai.mjd)
-            sources = self._sources(detected, visit, detector, mjd, band, processed, raws, calexp, diff)
+            sources = self._sources(exposure, detected, processed)
             sources, matched = association.associate(sources, history, self.settings.association_radius)
-            forced = self._forced(sources, history, calexp, diff, visit, detector, mjd, band, processed)
+            forced = self._forced(exposure, sources, history, processed)
+            mjd = float(exposure.midpoint.mjd)
             objects = association.summarise(sources["diaObjectId"].unique(),
                                             association.combine(history.sources, sources),
                                             association.combine(history.forced, forced), mjd)
-            stored = self.apdb.store_once(visit, detector, detector_sky(progress, shape), midpoint, objects, sources,
-                                          forced)
+            stored = self.apdb.store_once(visit, detector, detector_sky(progress, shape), exposure.midpoint, objects,
+                                          sources, forced)
+            self._stored_at[detector] = time.monotonic()
         with timer.step("packageAlerts"):
-            uri, padded = self._package(stored.sources, objects, history, calexp, diff, folder)
+            uri, padded = self._package(exposure, stored.sources, objects, history, folder)
         return Alerts(uri, {
             "diaSourcesDropped": float(dropped), "diaObjectsMatched": float(matched),
             "diaObjectsCreated": float(len(sources) - matched), "diaForcedSourceCount": float(len(stored.forced)),
             "alertCount": float(len(stored.sources)), "cutoutsPaddedCount": float(padded),
             "apdbAlreadyStored": float(stored.already)})
 
-    def _sources(self, detected: pd.DataFrame, visit: int, detector: int, mjd: float, band: str, processed: float,
-                 raws: list[isr.Raw], calexp: Calibrated, diff: Difference) -> pd.DataFrame:
+    @staticmethod
+    def _sources(exposure: Exposure, detected: pd.DataFrame, processed: float) -> pd.DataFrame:
+        """The DiaSource rows: detections with ids, times, forced fluxes on the science and template images."""
         x, y = detected["x"].to_numpy(float), detected["y"].to_numpy(float)
-        science = psf_photometry(calexp.image, calexp.variance, calexp.psf_sigma, x, y)
-        template = psf_photometry(diff.template, diff.variance, calexp.psf_sigma, x, y)
-        half = int(np.ceil(4 * calexp.psf_sigma))
-        height, width = calexp.image.shape
+        science = psf_photometry(exposure.science, exposure.science_variance, exposure.psf_sigma, x, y)
+        template = psf_photometry(exposure.template, exposure.difference_variance, exposure.psf_sigma, x, y)
+        half = int(np.ceil(4 * exposure.psf_sigma))
+        height, width = exposure.science.shape
         reach = cutouts.SIZE // 2  # a source this near the edge gets a padded cutout: flagged
         near_edge = (x < reach) | (y < reach) | (x > width - 1 - reach) | (y > height - 1 - reach)
         return pd.DataFrame({
-            "diaSourceId": association.dia_source_id(visit, detector, np.arange(len(detected))),
-            "visit": visit, "detector": detector, "midpointMjdTai": mjd,
-            "exposureTime": float(sum(raw.exposure_time for raw in raws)),
+            "diaSourceId": association.dia_source_id(exposure.visit, exposure.detector, np.arange(len(detected))),
+            "visit": exposure.visit, "detector": exposure.detector, "midpointMjdTai": float(exposure.midpoint.mjd),
+            "exposureTime": exposure.exposure_time,
             "ra": detected["ra"].to_numpy(float), "dec": detected["dec"].to_numpy(float), "x": x, "y": y,
             "psfFlux": detected["psf_flux"].to_numpy(float), "psfFluxErr": detected["psf_flux_err"].to_numpy(float),
             "snr": detected["snr"].to_numpy(float), "isNegative": detected["is_negative"].to_numpy(bool),
             "psfNdata": (2 * half + 1) ** 2, "trailNdata": 0, "dipoleNdata": 0, "bboxSize": 2 * half + 1,
             "scienceFlux": science.flux, "scienceFluxErr": science.flux_err,
             "templateFlux": template.flux, "templateFluxErr": template.flux_err,
-            "pixelFlags_edge": science.edge | near_edge, "band": band, "timeProcessedMjdTai": processed})
+            "pixelFlags_edge": science.edge | near_edge, "band": exposure.band, "timeProcessedMjdTai": processed})
 
-    def _forced(self, sources: pd.DataFrame, history: association.History, calexp: Calibrated, diff: Difference,
-                visit: int, detector: int, mjd: float, band: str, processed: float) -> pd.DataFrame:
+    @staticmethod
+    def _forced(exposure: Exposure, sources: pd.DataFrame, history: association.History,
+                processed: float) -> pd.DataFrame:
         """Forced photometry on the difference and the science image at every DIA object on the detector: the
         earlier ones (at their positions from earlier sources) and those this visit founded."""
         known = association.object_positions(history)
@@ -156,42 +208,59 @@ class AssociateApdb:
         ids = np.concatenate([known["diaObjectId"].to_numpy(np.int64), new["diaObjectId"].to_numpy(np.int64)])
         ra = np.concatenate([known["ra"].to_numpy(float), new["ra"].to_numpy(float)])
         dec = np.concatenate([known["dec"].to_numpy(float), new["dec"].to_numpy(float)])
-        x, y = _pixels(calexp.wcs, ra, dec)
-        height, width = calexp.image.shape
+        x, y = _pixels(exposure.wcs, ra, dec)
+        height, width = exposure.science.shape
         on = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
         ids, ra, dec, x, y = ids[on], ra[on], dec[on], x[on], y[on]
-        difference: Forced = psf_photometry(diff.image, diff.variance, calexp.psf_sigma, x, y)
-        science = psf_photometry(calexp.image, calexp.variance, calexp.psf_sigma, x, y)
+        difference: Forced = psf_photometry(exposure.difference, exposure.difference_variance, exposure.psf_sigma,
+                                            x, y)
+        science = psf_photometry(exposure.science, exposure.science_variance, exposure.psf_sigma, x, y)
+        visit, detector = exposure.visit, exposure.detector
         return pd.DataFrame({
             "diaForcedSourceId": np.array([association.forced_source_id(int(i), visit, detector) for i in ids],
                                           dtype=np.int64),
-            "diaObjectId": ids, "ra": ra, "dec": dec, "visit": visit, "detector": detector, "midpointMjdTai": mjd,
-            "psfFlux": difference.flux, "psfFluxErr": difference.flux_err, "scienceFlux": science.flux,
-            "scienceFluxErr": science.flux_err, "band": band, "timeProcessedMjdTai": processed})
+            "diaObjectId": ids, "ra": ra, "dec": dec, "visit": visit, "detector": detector,
+            "midpointMjdTai": float(exposure.midpoint.mjd), "psfFlux": difference.flux,
+            "psfFluxErr": difference.flux_err, "scienceFlux": science.flux, "scienceFluxErr": science.flux_err,
+            "band": exposure.band, "timeProcessedMjdTai": processed})
 
-    def _package(self, sources: pd.DataFrame, objects: pd.DataFrame, history: association.History,
-                 calexp: Calibrated, diff: Difference, folder: Path) -> tuple[str, int]:
+    @staticmethod
+    def _package(exposure: Exposure, sources: pd.DataFrame, objects: pd.DataFrame, history: association.History,
+                 folder: Path) -> tuple[str, int]:
         """One packet per DIA source, with its object, its history and three cutouts; written atomically."""
-        objects_by_id = {int(row["diaObjectId"]): row for row in objects.to_dict("records")}
-        earlier = dict(tuple(history.sources.groupby("diaObjectId"))) if len(history.sources) else {}
-        earlier_forced = dict(tuple(history.forced.groupby("diaObjectId"))) if len(history.forced) else {}
+        objects_by_id = {int(row["diaObjectId"]): row for row in records(objects)}
+        ids = sources["diaObjectId"]
+        earlier = _by_object(history.sources, ids)
+        earlier_forced = _by_object(history.forced, ids)
         padded = 0
         packets = []
-        for source in sources.to_dict("records"):
+        for source in records(sources):
             object_id = int(source["diaObjectId"])
-            stamps = [cutouts.cutout(image, calexp.wcs, float(source["x"]), float(source["y"]))
-                      for image in (diff.image, calexp.image, diff.template)]
+            stamps = [cutouts.cutout(image, exposure.wcs, float(source["x"]), float(source["y"]))
+                      for image in (exposure.difference, exposure.science, exposure.template)]
             padded += any(stamp.padded for stamp in stamps)
-            prv = earlier.get(object_id)
-            prv_forced = earlier_forced.get(object_id)
             packets.append(alert_packets.packet(
-                source, objects_by_id.get(object_id),
-                prv.sort_values("midpointMjdTai").to_dict("records") if prv is not None else [],
-                prv_forced.sort_values("midpointMjdTai").to_dict("records") if prv_forced is not None else [],
+                source, objects_by_id.get(object_id), earlier.get(object_id, []), earlier_forced.get(object_id, []),
                 (stamps[0].fits, stamps[1].fits, stamps[2].fits)))
         path = folder / "alerts.avro"
         alert_packets.write_packets(path, packets)
         return path.as_uri(), padded
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of a frame as dicts (column by column: pandas' own to_dict("records") is several times slower)."""
+    columns = frame.to_dict("list")
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _by_object(frame: pd.DataFrame, ids: pd.Series) -> dict[int, list[dict[str, Any]]]:
+    """The rows of these objects, in time order, by object."""
+    if not len(frame):
+        return {}
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for row in records(frame[frame["diaObjectId"].isin(ids)].sort_values("midpointMjdTai")):
+        grouped.setdefault(int(row["diaObjectId"]), []).append(row)
+    return grouped
 
 
 def _pixels(wcs: WCS, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,3 +268,47 @@ def _pixels(wcs: WCS, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.n
         return np.array([]), np.array([])
     x, y = wcs.all_world2pix(ra, dec, 0)
     return np.asarray(x, float), np.asarray(y, float)
+
+
+class SyntheticAlerts:
+    """The stand-in pipeline's DIA sources: `standin_dia_sources` point sources on a small flat image of the
+    detector's pointing, at the same places every visit of the pointing and at new fluxes each visit."""
+
+    SIZE = 256
+    """Pixels on a side of the synthetic image."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.step = AssociateApdb(settings)
+        self.shape = CcdShape(self.SIZE, self.SIZE)
+
+    def preload(self, progress: DetectorProgress) -> dict[str, float]:
+        """The APDB's history of the detector's region."""
+        return {"prep_apdbTime": self.step.preload(progress, self.shape)}
+
+    def run(self, progress: DetectorProgress) -> Alerts:
+        """Association, the APDB and the alert packets of the synthetic sources; their metrics and step times."""
+        timer = Timer()
+        folder = Path(self.settings.output_root) / progress.instrument / progress.group_id / str(progress.detector)
+        folder.mkdir(parents=True, exist_ok=True)
+        alerts = self.step.run(progress, self.exposure(progress), folder, timer)
+        return Alerts(alerts.uri, alerts.metrics | {"diaSourceCount": alerts.metrics["alertCount"]}
+                      | {f"{step}Time": seconds for step, seconds in timer.steps.items()})
+
+    def exposure(self, progress: DetectorProgress) -> Exposure:
+        """The synthetic image and its detections: places seeded by the pointing, fluxes by the visit too."""
+        wcs = detector_wcs(progress.instrument, progress.detector, progress.position[0], progress.position[1],
+                           progress.camera_angle, self.shape)
+        pointing = f"{progress.instrument}/{progress.detector}/{progress.position[0]:.4f}/{progress.position[1]:.4f}"
+        places = np.random.default_rng(zlib.crc32(pointing.encode()))
+        count = self.settings.standin_dia_sources
+        x, y = places.uniform(2, self.SIZE - 3, count), places.uniform(2, self.SIZE - 3, count)
+        snr = np.random.default_rng(zlib.crc32(f"{pointing}/{progress.group_id}".encode())).uniform(6, 40, count)
+        ra, dec = wcs.all_pix2world(x, y, 0)
+        flat = np.ones((self.SIZE, self.SIZE), dtype=np.float32)
+        detections = pd.DataFrame({"x": x, "y": y, "ra": ra, "dec": dec, "psf_flux": 10.0 * snr,
+                                   "psf_flux_err": 10.0, "snr": snr, "is_negative": False})
+        return Exposure(progress.snaps[0].exposure_id, progress.detector,
+                        astropy.time.Time(progress.next_visit_time, format="unix_tai"),
+                        association.band_of(progress.filters.split(",")[0]) or "r", 30.0, wcs, 1.0, flat, flat,
+                        flat, flat, flat, detections)

@@ -20,7 +20,7 @@ from astropy.io import fits
 from streams import repository
 from streams.config import Settings
 from streams.errors import NonRetriableError
-from streams.pipelines.associate_apdb import AssociateApdb
+from streams.pipelines.associate_apdb import AssociateApdb, Exposure
 from streams.pipelines.base import Outcome, PipelineUnavailable
 from streams.records import DetectorProgress
 from streams.science import isr
@@ -221,7 +221,7 @@ class AlertProduction(SciencePipeline):
             catalog = folder / "dia_sources.fits"
             diff.sources.write(catalog, overwrite=True)
             uris.append(catalog.as_uri())
-        alerts = self.associate.run(progress, raws, calexp, diff, folder, timer)
+        alerts = self.associate.run(progress, Exposure.from_ap(progress, raws, calexp, diff), folder, timer)
         uris.append(alerts.uri)
         metrics = calexp_metrics(calexp, timer) | alerts.metrics | {"diaSourceCount": float(len(diff.sources)),
                                                    "templateCoverage": diff.template_coverage,

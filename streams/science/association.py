@@ -136,31 +136,49 @@ def associate(sources: pd.DataFrame, history: History, radius_arcsec: float) -> 
     return sources, int(found.sum())
 
 
-def _band_columns(band: str, fluxes: pd.Series, errors: pd.Series, times: pd.Series) -> dict[str, float]:
-    n = int(fluxes.notna().sum())
-    if n == 0:
-        return {f"{band}_psfFluxNdata": 0}
-    values, errs = fluxes.dropna().to_numpy(float), errors.dropna().to_numpy(float)
-    sigma = float(np.std(values, ddof=1)) if n > 1 else float("nan")
-    order = np.argsort(times[fluxes.notna()].to_numpy(float))
-    slopes = np.diff(values[order]) / np.maximum(np.diff(times[fluxes.notna()].to_numpy(float)[order]), 1e-6)
-    return {f"{band}_psfFluxMean": float(values.mean()),
-            f"{band}_psfFluxMeanErr": sigma / np.sqrt(n) if n > 1 else float(errs.mean()) if len(errs) else np.nan,
-            f"{band}_psfFluxSigma": sigma, f"{band}_psfFluxNdata": n,
-            f"{band}_psfFluxMin": float(values.min()), f"{band}_psfFluxMax": float(values.max()),
-            f"{band}_psfFluxMaxSlope": float(np.abs(slopes).max()) if len(slopes) else float("nan"),
-            f"{band}_psfFluxErrMean": float(errs.mean()) if len(errs) else float("nan")}
+def _weighted(frame: pd.DataFrame, keys: list[str], flux: str, error: str) -> pd.DataFrame:
+    """Per group: the inverse-variance weighted mean of `flux` and its error, as the SDM defines
+    <band>_psfFluxMean and _psfFluxMeanErr (values without a usable error are left out)."""
+    usable = frame[np.isfinite(frame[flux]) & np.isfinite(frame[error]) & (frame[error] > 0)]
+    weights = 1.0 / usable[error].to_numpy(float) ** 2
+    sums = pd.DataFrame({"w": weights, "wf": weights * usable[flux].to_numpy(float)},
+                        index=pd.MultiIndex.from_frame(usable[keys])).groupby(level=keys).sum()
+    return pd.DataFrame({"mean": sums["wf"] / sums["w"], "err": np.sqrt(1.0 / sums["w"])})
 
 
-def _forced_columns(band: str, forced: pd.DataFrame) -> dict[str, float]:
-    columns: dict[str, float] = {}
-    for kind, column in (("fp", "psfFlux"), ("science", "scienceFlux")):
-        values = forced[column].dropna().to_numpy(float) if len(forced) else np.array([])
-        if len(values):
-            columns[f"{band}_{kind}FluxMean"] = float(values.mean())
-            columns[f"{band}_{kind}FluxMeanErr"] = float(values.std(ddof=1) / np.sqrt(len(values))) \
-                if len(values) > 1 else float(forced[f"{column}Err"].dropna().mean())
-    return columns
+def _wide(stats: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
+    """(object, band) rows -> one row per object with `<band>_<name>` columns."""
+    wide = stats[list(names)].unstack("band")
+    wide.columns = [f"{band}_{names[stat]}" for stat, band in wide.columns]
+    return wide
+
+
+def _source_statistics(sources: pd.DataFrame) -> pd.DataFrame:
+    """Per object and band: the DIA sources' PSF flux statistics, SDM columns."""
+    keys = ["diaObjectId", "band"]
+    measured = sources[[*keys, "psfFlux", "psfFluxErr", "midpointMjdTai"]].dropna(subset=["psfFlux"])
+    groups = measured.groupby(keys)
+    stats = pd.DataFrame({"sigma": groups["psfFlux"].std(ddof=1), "ndata": groups["psfFlux"].count(),
+                          "min": groups["psfFlux"].min(), "max": groups["psfFlux"].max(),
+                          "errmean": groups["psfFluxErr"].mean()})
+    ordered = measured.sort_values([*keys, "midpointMjdTai"])
+    same = (ordered[keys] == ordered[keys].shift()).all(axis=1)
+    slopes = (ordered["psfFlux"].diff() / ordered["midpointMjdTai"].diff().clip(lower=1e-6)).abs().where(same)
+    stats["slope"] = slopes.groupby([ordered[k] for k in keys]).max()
+    stats = stats.join(_weighted(measured, keys, "psfFlux", "psfFluxErr"))
+    return _wide(stats, {"mean": "psfFluxMean", "err": "psfFluxMeanErr", "sigma": "psfFluxSigma",
+                         "ndata": "psfFluxNdata", "min": "psfFluxMin", "max": "psfFluxMax",
+                         "slope": "psfFluxMaxSlope", "errmean": "psfFluxErrMean"})
+
+
+def _forced_statistics(forced: pd.DataFrame) -> pd.DataFrame:
+    """Per object and band: weighted means of the forced fluxes on the difference and the science image."""
+    keys = ["diaObjectId", "band"]
+    difference = _weighted(forced, keys, "psfFlux", "psfFluxErr")
+    science = _weighted(forced, keys, "scienceFlux", "scienceFluxErr")
+    stats = difference.join(science.add_suffix("_science"), how="outer")
+    return _wide(stats, {"mean": "fpFluxMean", "err": "fpFluxMeanErr", "mean_science": "scienceFluxMean",
+                         "err_science": "scienceFluxMeanErr"})
 
 
 def combine(earlier: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
@@ -173,24 +191,23 @@ def combine(earlier: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
 def summarise(object_ids: np.ndarray, sources: pd.DataFrame, forced: pd.DataFrame, visit_mjd: float) -> pd.DataFrame:
     """The new DiaObject version of each object: position, per-band flux statistics, source count and
     times, from all its sources (earlier ones and this visit's) and forced sources, valid from this visit."""
-    rows = []
-    by_object = dict(tuple(sources.groupby("diaObjectId"))) if len(sources) else {}
-    forced_by_object = dict(tuple(forced.groupby("diaObjectId"))) if len(forced) else {}
-    for object_id in object_ids:
-        own = by_object[object_id]
-        own_forced = forced_by_object.get(object_id, forced.iloc[0:0])
-        (ra,), (dec,) = lonlat(unit_vectors(own["ra"].to_numpy(float), own["dec"].to_numpy(float)).mean(axis=0)[None])
-        row: dict[str, float | int] = {
-            "diaObjectId": int(object_id), "validityStartMjdTai": visit_mjd, "ra": float(ra), "dec": float(dec),
-            "nDiaSources": len(own), "firstDiaSourceMjdTai": float(own["midpointMjdTai"].min()),
-            "lastDiaSourceMjdTai": float(own["midpointMjdTai"].max())}
-        for band in BANDS:
-            in_band = own[own["band"] == band]
-            row |= _band_columns(band, in_band["psfFlux"], in_band["psfFluxErr"], in_band["midpointMjdTai"])
-            row |= _forced_columns(band, own_forced[own_forced["band"] == band] if len(own_forced) else own_forced)
-        rows.append(row)
-    frame = pd.DataFrame(rows)
+    ids = np.asarray(object_ids, dtype=np.int64)
+    own = sources[sources["diaObjectId"].isin(ids)]
+    groups = own.groupby("diaObjectId")
+    vectors = pd.DataFrame(unit_vectors(own["ra"].to_numpy(float), own["dec"].to_numpy(float)),
+                           columns=["vx", "vy", "vz"], index=own["diaObjectId"].to_numpy())
+    ra, dec = lonlat(vectors.groupby(level=0).mean().reindex(ids).to_numpy())
+    frame = pd.DataFrame({"diaObjectId": ids, "validityStartMjdTai": visit_mjd, "ra": ra, "dec": dec,
+                          "nDiaSources": groups.size().reindex(ids).to_numpy(np.int64),
+                          "firstDiaSourceMjdTai": groups["midpointMjdTai"].min().reindex(ids).to_numpy(float),
+                          "lastDiaSourceMjdTai": groups["midpointMjdTai"].max().reindex(ids).to_numpy(float)})
+    statistics = [_source_statistics(own)]
+    own_forced = forced[forced["diaObjectId"].isin(ids)] if len(forced) else forced
+    if len(own_forced):
+        statistics.append(_forced_statistics(own_forced))
+    frame = frame.join(pd.concat(statistics, axis=1).reindex(ids), on="diaObjectId") if len(own) else frame
     for band in BANDS:
         column = f"{band}_psfFluxNdata"
-        frame[column] = frame[column].fillna(0).astype(np.int64) if len(frame) else pd.Series(dtype=np.int64)
-    return frame
+        values = frame[column] if column in frame else pd.Series(0, index=frame.index)
+        frame[column] = values.fillna(0).astype(np.int64)
+    return frame.reset_index(drop=True)

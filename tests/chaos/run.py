@@ -30,6 +30,11 @@ from topology.tables import gather_changelog
 from topology.topics import declare
 
 INSTRUMENTS = '[LSSTComCam]\ndetectors = "0-8"\n'
+DIA_SOURCES = 3
+"""DIA sources the stand-in finds per CCD: each goes through association, the APDB and the alert stream."""
+FIELDS = 50
+"""Visit i points at field i mod FIELDS: sources come back, so alerts carry history (bounded: a 1000-visit run
+revisits each field 20 times)."""
 
 
 def settings_for(state: ClusterState, root: Path) -> Settings:
@@ -42,6 +47,7 @@ def settings_for(state: ClusterState, root: Path) -> Settings:
                    data_dir=str(root / "data"), data_root=str(root / "repo"), output_root=str(root / "out"),
                    instruments_file=str(instruments), surveys_file=str(surveys), detector_partitions=6,
                    pipeline_processes=1, standin_preload_seconds=0.01, standin_run_seconds=0.05,
+                   standin_dia_sources=DIA_SOURCES, apdb_config=str(root / "apdb" / "apdb.yaml"),
                    image_timeout=4.0, process_timeout=60.0, web_port=free_port())
 
 
@@ -87,11 +93,12 @@ def send_visits(visits: Visits, count: int, interval: float, rng: random.Random)
         first = 1 + 2 * index
         arrivals = [visits.raw(group, d, s, first + s) for d in range(9) for s in (0, 1)]
         kind = index % 6
+        field = [10.0 + 2.0 * (index % FIELDS), -5.0]
         if kind == 1:  # raws before their nextVisit
             visits.raws(arrivals)
-            visits.next_visit(group, duration=1.0)
+            visits.next_visit(group, duration=1.0, position=field)
         else:
-            visits.next_visit(group, duration=1.0)
+            visits.next_visit(group, duration=1.0, position=field)
             if kind == 2:  # duplicates
                 arrivals += rng.sample(arrivals, 6)
             if kind == 3:  # a detector that never gets its raws
@@ -163,18 +170,20 @@ def run(visits_count: int, kill_every: float, interval: float, root: Path, settl
         topics = declare(settings)
         wiring = Wiring(settings.kafka_config(), settings.registry_url, topics.next_visit.name,
                         topics.next_visit_canceled.name, topics.raw_image_available.name, topics.ccd_result.name,
-                        topics.visit_summary.name, gather_changelog(settings).name, Path(settings.instruments_file))
+                        topics.visit_summary.name, gather_changelog(settings).name, Path(settings.instruments_file),
+                        topics.alerts.name, Path(settings.apdb_config).with_name("apdb.db"))
         deadline = time.monotonic() + settle
-        outputs = [topics.ccd_result.name, topics.visit_summary.name]
+        outputs = [topics.ccd_result.name, topics.visit_summary.name, topics.alerts.name]
         verdict = Verdict()
         while time.monotonic() < deadline:
             wait_quiet(settings, outputs, deadline)
             print(f"[{time.monotonic() - started:5.1f} s] outputs quiet; verifying", flush=True)
             verdict = verify(wiring)
-            if not (verdict.lost or verdict.missing_summaries):
+            if not (verdict.lost or verdict.missing_summaries or verdict.missing_alerts):
                 break
-            print(f"[{time.monotonic() - started:5.1f} s] {len(verdict.lost)} results and "
-                  f"{len(verdict.missing_summaries)} summaries not out yet", flush=True)
+            print(f"[{time.monotonic() - started:5.1f} s] {len(verdict.lost)} results, "
+                  f"{len(verdict.missing_summaries)} summaries and the alerts of {len(verdict.missing_alerts)} CCDs "
+                  "not out yet", flush=True)
         print(f"[{time.monotonic() - started:5.1f} s] verified", flush=True)
         print(f"workers restarted by the supervisor: {supervisor.restarts}", flush=True)
         return verdict
@@ -195,7 +204,8 @@ def main() -> int:
         verdict = run(args.visits, args.kill_every, args.interval, Path(folder))
     print(verdict.line())
     for name in ("lost", "duplicated_results", "unexpected_results", "wrong_status", "missing_summaries",
-                 "duplicated_summaries", "wrong_counts", "table_mismatches"):
+                 "duplicated_summaries", "wrong_counts", "table_mismatches", "missing_alerts", "wrong_alert_counts",
+                 "duplicated_alerts", "stored_not_alerted", "alerted_not_stored"):
         if getattr(verdict, name):
             print(f"  {name}: {getattr(verdict, name)[:10]}")
     return 0 if verdict.ok else 1

@@ -2,12 +2,15 @@
 
 It shares no code with the topology (only the instruments file and the topic names): inputs and
 outputs are read with `read_committed` and decoded with confluent-kafka's own Avro deserializer
-against the schema registry; the expectations are recomputed here from the inputs alone.
+against the schema registry; the expectations are recomputed here from the inputs alone. DIA sources
+are judged from the alert stream and the APDB's own SQLite file: each source a result counted is
+alerted once and stored once.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import tomllib
 import uuid
@@ -35,6 +38,9 @@ class Wiring:
     summaries: str
     gather_changelog: str
     instruments_file: Path
+    alerts: str
+    apdb: Path
+    """The SQLite file of the APDB."""
 
 
 @dataclass
@@ -52,6 +58,14 @@ class Verdict:
     duplicated_summaries: list[str] = field(default_factory=list)
     wrong_counts: list[str] = field(default_factory=list)
     table_mismatches: list[str] = field(default_factory=list)
+    alerts: int = 0
+    missing_alerts: list[tuple[str, int]] = field(default_factory=list)
+    """Successful detectors with fewer alerts on the stream than their result counted (yet)."""
+    wrong_alert_counts: list[tuple[str, int]] = field(default_factory=list)
+    """Detectors with more alerts on the stream than their result counted."""
+    duplicated_alerts: list[int] = field(default_factory=list)
+    stored_not_alerted: list[int] = field(default_factory=list)
+    alerted_not_stored: list[int] = field(default_factory=list)
     deadline_timeouts: int = 0
     """Detectors whose raws came but whose result did not before the visit deadline (legitimate after a
     long outage: the gather times them out; counted, not failed)."""
@@ -61,7 +75,8 @@ class Verdict:
         """No loss, no duplicate, nothing unexpected."""
         return not any((self.lost, self.duplicated_results, self.unexpected_results, self.wrong_status,
                         self.missing_summaries, self.duplicated_summaries, self.wrong_counts,
-                        self.table_mismatches))
+                        self.table_mismatches, self.missing_alerts, self.wrong_alert_counts, self.duplicated_alerts,
+                        self.stored_not_alerted, self.alerted_not_stored))
 
     def line(self) -> str:
         """The one-line verdict."""
@@ -69,7 +84,11 @@ class Verdict:
                   f"duplicated results {len(self.duplicated_results)}, unexpected {len(self.unexpected_results)}, "
                   f"wrong status {len(self.wrong_status)}, missing summaries {len(self.missing_summaries)}, "
                   f"duplicated summaries {len(self.duplicated_summaries)}, wrong counts {len(self.wrong_counts)}, "
-                  f"table mismatches {len(self.table_mismatches)}; deadline timeouts {self.deadline_timeouts}")
+                  f"table mismatches {len(self.table_mismatches)}; {self.alerts} alerts: missing for "
+                  f"{len(self.missing_alerts)} CCDs, too many for {len(self.wrong_alert_counts)}, duplicated "
+                  f"alerts {len(self.duplicated_alerts)}, stored not "
+                  f"alerted {len(self.stored_not_alerted)}, alerted not stored {len(self.alerted_not_stored)}; "
+                  f"deadline timeouts {self.deadline_timeouts}")
         return f"ALL-RESULTS-DELIVERED-ONCE ({counts})" if self.ok else f"FAILED ({counts})"
 
 
@@ -173,4 +192,29 @@ def verify(wiring: Wiring) -> Verdict:
         reported = {o["detector"] for o in row["outcomes"]} if row else set()
         if row is None or not row["summary_time"] or reported != active(instrument):
             verdict.table_mismatches.append(group)
+    judge_alerts(wiring, results, verdict)
     return verdict
+
+
+def judge_alerts(wiring: Wiring, results: list[dict[str, Any]], verdict: Verdict) -> None:
+    """Each DIA source a successful result counted is on the alert stream, and each DIA source in the APDB is
+    alerted once."""
+    sources = [alert["diaSource"] for _, alert in read_topic(wiring, wiring.alerts)]
+    verdict.alerts = len(sources)
+    alerted = Counter(source["diaSourceId"] for source in sources)
+    verdict.duplicated_alerts = sorted(i for i, n in alerted.items() if n > 1)
+    per_detector = Counter((source["visit"], source["detector"]) for source in sources)
+    for r in results:
+        if r["status"] != "success":
+            continue  # a detector that ended after its visit's deadline still alerts what it stored: judged below
+        counted = int(r["metrics"].get("alertCount", 0))
+        found = per_detector[(r["exposure_ids"][0], r["detector"])] if r["exposure_ids"] else 0
+        if found < counted:
+            verdict.missing_alerts.append((r["group_id"], r["detector"]))
+        elif found > counted:
+            verdict.wrong_alert_counts.append((r["group_id"], r["detector"]))
+    with sqlite3.connect(f"file:{wiring.apdb}?mode=ro", uri=True) as db:
+        stored = Counter(row[0] for row in db.execute('SELECT "diaSourceId" FROM "DiaSource"'))
+    verdict.duplicated_alerts += sorted(i for i, n in stored.items() if n > 1)
+    verdict.stored_not_alerted = sorted(set(stored) - set(alerted))
+    verdict.alerted_not_stored = sorted(set(alerted) - set(stored))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from stack.cassandra import Cassandra, CassandraState
 from stack.cluster import Cluster, ClusterState, Ports, Security, free_port
 from stack.workers import WorkerPool
 from streams.config import Settings
@@ -26,6 +27,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     state = stack.up()
     yield state
     stack.down()
+
+
+@pytest.fixture(scope="session")
+def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraState]:
+    """One Cassandra node (the APDB at scale) on free loopback ports, stopped when the run ends (and killed with
+    pytest)."""
+    node = Cassandra("pytest", native_port=0, storage_port=0, root=tmp_path_factory.mktemp("cassandra"),
+                     bound_to_parent=True)
+    state = node.up()
+    yield state
+    node.down()
 
 
 CHILE_USER, CHILE_PASSWORD = "bridge", secrets.token_urlsafe(16)

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 from lsst.dax.apdb import Apdb
 from lsst.sphgeom import Angle, Circle, LonLat, UnitVector3d
 
+from stack.cassandra import CassandraState, create_apdb
 from stack.cluster import ClusterState
 from stack.workers import FAUST, WorkerPool
 from streams.config import Settings
@@ -155,3 +157,31 @@ def _appended(consumer: Consumer, topic: str) -> bool:
     metadata = consumer.list_topics(topic, timeout=10).topics[topic]
     return any(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] > 0
                for p in metadata.partitions)
+
+
+def test_a_visit_on_the_cassandra_apdb(cluster: ClusterState, cassandra: CassandraState, tmp_path: Path) -> None:
+    """The APDB at scale: two visits of one field with the APDB on a real Cassandra node (created by dax_apdb's
+    apdb-cli), every DIA source alerted once and stored there, visit 2's alerts with visit 1's history."""
+    config = create_apdb(cassandra.host, cassandra.native_port, f"apdb_{uuid.uuid4().hex[:8]}",
+                         tmp_path / "apdb" / "cassandra.yaml")
+    settings = isolated_settings(cluster, tmp_path, instruments_file=only(tmp_path, (DETECTOR,)),
+                                 apdb_config=str(config))
+    pool = WorkerPool(settings, tmp_path / "logs")
+    try:
+        pool.start("w1")
+        assert simulate(settings, (DETECTOR,)).wait(timeout=300) == 0, "simulate-night sent the night"
+        results = Visits(settings).results(2, timeout=240, settle=2.0)
+        alerts = wait_for_alerts(settings, sum(int(r.metrics.get("alertCount", 0)) for r in results))
+    finally:
+        pool.stop_all()
+    assert [(r.status, r.pipeline) for r in results] == [("success", "ap")] * 2, [r.error_message for r in results]
+    first = min(r.exposure_ids[0] for r in results)
+    assert len(alerts) == sum(int(r.metrics["alertCount"]) for r in results) > 0
+    assert any(alert["prvDiaSources"] and alert["prvDiaSources"][0]["visit"] == first for alert in alerts)
+    apdb = Apdb.from_uri(str(config))
+    ra, dec = alerts[0]["diaSource"]["ra"], alerts[0]["diaSource"]["dec"]
+    region = Circle(UnitVector3d(LonLat.fromDegrees(ra, dec)), Angle.fromDegrees(0.1))
+    objects = apdb.getDiaObjects(region)
+    after = Time(max(alert["diaSource"]["midpointMjdTai"] for alert in alerts) + 1, format="mjd", scale="tai")
+    stored = apdb.getDiaSources(region, [int(i) for i in objects["diaObjectId"]], after)
+    assert sorted(stored["diaSourceId"]) == sorted(alert["diaSourceId"] for alert in alerts)
