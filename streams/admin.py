@@ -7,14 +7,17 @@ and the tables rely on it.
 
 from __future__ import annotations
 
+import json
+
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from streams import alert_packets
 from streams.codec import Codec
 from streams.config import Settings
 from streams.errors import PromptStreamsError
 from topology.tables import changelogs
-from topology.topics import TopicSpec, declare
+from topology.topics import ALERT_PACKET, TopicSpec, declare
 
 TIMEOUT_S = 30.0
 
@@ -63,5 +66,8 @@ def prepare(settings: Settings, codec: Codec) -> list[str]:
 
 
 def register_schemas(codec: Codec, specs: list[TopicSpec]) -> dict[str, int]:
-    """Register each topic's value schema under `<topic>-value`; return the ids by topic."""
-    return {spec.name: codec.register(spec.name, spec.record) for spec in specs if spec.record is not None}
+    """Register each topic's value schema under `<topic>-value` (the alert stream's: Rubin's official alert
+    schema, so brokers find it before the first alert); return the ids by topic."""
+    ids = {spec.name: codec.register(spec.name, spec.record) for spec in specs if spec.record is not None}
+    return ids | {spec.name: codec.register_schema(f"{spec.name}-value", json.loads(alert_packets.schema_json()))
+                  for spec in specs if spec.foreign == ALERT_PACKET}

@@ -92,6 +92,8 @@ class ApdbAccess:
                     self._apdb = Apdb.from_uri(self.config)
                 return call(self._apdb)
             except TRANSIENT as error:
+                if duplicate(error):  # pandas wraps it in an OSError: a conflict, not an outage
+                    raise
                 self._apdb = None  # reconnect: the session may be dead
                 wait = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                 if time.monotonic() + wait > deadline:
@@ -125,7 +127,9 @@ class ApdbAccess:
                 try:
                     apdb.store(visit_time, objects, sources, forced)
                     return Stored(sources, forced, already=False)
-                except sqlalchemy.exc.IntegrityError:
+                except Exception as error:
+                    if not duplicate(error):
+                        raise
                     # Another attempt at this detector stored the same rows meanwhile: read them back.
                     log.warning("APDB: visit %d detector %d was stored meanwhile by another attempt", visit, detector)
             ids = [int(i) for i in objects["diaObjectId"]]
@@ -137,6 +141,16 @@ class ApdbAccess:
             return Stored(stored[mine].sort_values("diaSourceId").reset_index(drop=True),
                           stored_forced[mine_forced].reset_index(drop=True), already=True)
         return self._retrying("store", write)
+
+
+def duplicate(error: BaseException) -> bool:
+    """Whether a database error is a primary key conflict (pandas and SQLAlchemy wrap the driver's)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (sqlalchemy.exc.IntegrityError, sqlite3.IntegrityError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def create_sqlite(path: Path, config: Path) -> bool:

@@ -177,6 +177,19 @@ class Codec:
             datum = read_datum(payload, self._writer(schema_id), reader)
         return record_type.from_dict(datum)
 
+    def decode_any(self, data: bytes | None) -> dict[str, Any]:
+        """A Confluent-framed Avro value read with its own writer schema: for records that are not ours (Rubin's
+        alert packets), shown as they are.
+
+        Raises:
+            DecodeError: not framed Avro, an unknown schema id, or corrupt Avro bytes.
+        """
+        if data is None:
+            raise WireFormatError("empty value (tombstone): an event is expected")
+        schema_id, payload = unframe(data)
+        writer = self._writer(schema_id)
+        return read_datum(payload, writer, writer)
+
     def _writer(self, schema_id: int) -> Any:
         if schema_id not in self._writers:
             schema = self._registry.schema_by_id(schema_id)

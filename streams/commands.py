@@ -16,7 +16,7 @@ from confluent_kafka import KafkaException
 from faust.cli import argument, option
 
 from streams import admin, status
-from streams.clock import tai_now
+from streams.clock import tai_minus_utc, tai_now
 from streams.config import Settings
 from streams.core.instruments import parse_detectors
 from streams.driver import Visits
@@ -96,6 +96,45 @@ def register(app: faust.App) -> None:
         simulated.replay(driver, night, arrivals, lead_time=lead_time, snap_interval=snap_interval,
                          visit_interval=visit_interval)
         self.say(f"sent {visits} visits: groups {', '.join(v.group_id for v in night.visits)}")
+
+    @app.command(
+        argument("files", nargs=-1, required=True),
+        option("--instrument", default="LSSTCam", help="Instrument whose visits may use the templates."),
+        option("--filter", "filter_name", required=True, help="Physical filter, e.g. r_57."),
+        option("--psf-sigma", type=float, default=None, help="PSF Gaussian sigma [pixels] when the header has no "
+                                                            "PSFSIGMA."),
+    )
+    async def ingest_templates(self: faust.cli.AppCommand, files: tuple[str, ...], instrument: str,
+                               filter_name: str, psf_sigma: float | None) -> None:
+        """Add template tiles (FITS images with a celestial WCS) to the repository under the data root."""
+        from streams.ingest import ingest_template  # the science stack, only for this command
+
+        with plain_errors(settings):
+            for file in files:
+                done = ingest_template(Path(settings.data_root), instrument, filter_name, Path(file), psf_sigma)
+                self.say(f"{file}: {done.what} -> {done.path}")
+
+    @app.command(
+        argument("file"),
+        option("--instrument", default="LSSTCam", help="Instrument."),
+        option("--type", "calib_type", required=True, help="bias, dark or flat."),
+        option("--detector", type=int, required=True, help="Detector id."),
+        option("--filter", "filter_name", default="any", help="Physical filter (flats only)."),
+        option("--valid-from", required=True, help="UTC start of validity, e.g. 2026-11-25T00:00:00."),
+        option("--valid-to", required=True, help="UTC end of validity."),
+    )
+    async def ingest_calibration(self: faust.cli.AppCommand, file: str, instrument: str, calib_type: str,
+                                 detector: int, filter_name: str, valid_from: str, valid_to: str) -> None:
+        """Add a master calibration of one detector to the repository under the data root."""
+        from streams.ingest import ingest_calibration  # the science stack, only for this command
+
+        def tai(text: str) -> float:
+            return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() + tai_minus_utc()
+
+        with plain_errors(settings):
+            done = ingest_calibration(Path(settings.data_root), instrument, calib_type, detector, Path(file),
+                                      tai(valid_from), tai(valid_to), filter_name)
+        self.say(f"{file}: {done.what} -> {done.path}")
 
     @app.command(
         option("--group", required=True, help="Group id of the visit, e.g. 2026-11-25T03:14:15.926."),

@@ -1,9 +1,10 @@
 """`make demo`: a short simulated night through the topology and the Alert Production pipeline.
 
 It starts the local stack and a worker (the faust CLI), writes a night (master calibrations,
-templates, and raws of every detector with transients injected at known positions), replays its
-visits as nextVisit and raw-arrival events, and prints, per visit, the summary and how many of
-the injected transients the pipeline found. The stack stays up afterwards (`make down` stops it).
+templates, and raws of every detector with variable sources injected at known positions; the third
+visit returns to the first one's field), replays its visits as nextVisit and raw-arrival events,
+and prints, per visit, the summary, the alerts sent, and how many of the injected transients the
+alerts recovered. The stack stays up afterwards (`make down` stops it).
 """
 
 from __future__ import annotations
@@ -13,18 +14,23 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from stack.cluster import LOCAL_DIR, Cluster
 from stack.workers import WorkerPool
 from streams.config import Settings
 from streams.driver import Visits, by_group
+from streams.inspection import Inspector
 from streams.records import VisitSummary
 from streams.science.geometry import CcdShape
 from streams.simulate.night import plan_night, replay, write_night
-from streams.simulate.scoring import score
+from streams.simulate.scoring import score_alerts
 
 VISITS = 3
+FIELDS = 2
+"""Visit i points at field i mod FIELDS: the third visit's alerts carry the first one's sources as history."""
 SIZE = 256
+ALERT_WAIT_S = 60.0
 
 
 def show(summary: VisitSummary) -> str:
@@ -44,12 +50,23 @@ def show(summary: VisitSummary) -> str:
     ])
 
 
+def read_alerts(settings: Settings, expected: int) -> list[dict[str, Any]]:
+    """The committed alerts of the alert stream, once `expected` are there (or after ALERT_WAIT_S)."""
+    deadline = time.monotonic() + ALERT_WAIT_S
+    while True:
+        alerts = [a for _m, a in Inspector(settings).records(settings.alert_topic) if isinstance(a, dict)]
+        if len(alerts) >= expected or time.monotonic() > deadline:
+            return alerts
+        time.sleep(2.0)
+
+
 def main() -> int:
     """Run the demo; return the exit status."""
     state = Cluster("main").up()
     print(f"stack: Kafka at {state.bootstrap}, schema registry at {state.registry_url}")
     settings = replace(Settings.from_env(), bootstrap=state.bootstrap, registry_url=state.registry_url)
-    night = plan_night(VISITS, tuple(range(189)), CcdShape(SIZE, SIZE), seed=int(time.time()))  # ids from now
+    night = plan_night(VISITS, tuple(range(189)), CcdShape(SIZE, SIZE), seed=int(time.time()),  # ids from now
+                       fields=FIELDS)
     print(f"writing a night of {VISITS} visits x 189 detectors x 2 snaps ({SIZE} x {SIZE} pixels) "
           f"under {settings.data_root}")
     arrivals = write_night(Path(settings.data_root), night)
@@ -62,15 +79,20 @@ def main() -> int:
         groups = [v.group_id for v in night.visits]
         results = [r for r in visits.results(189 * VISITS, timeout=900, settle=2.0) if r.group_id in groups]
         summaries = [s for s in visits.summaries(VISITS, timeout=120, settle=1.0) if s.group_id in groups]
+        alerts = read_alerts(settings, sum(int(r.metrics.get("alertCount", 0)) for r in results))
     finally:
         pool.stop_all()
     for visit in night.visits:
         for summary in by_group(summaries, visit.group_id):
             print(show(summary))
-        recovery = score(Path(settings.data_root) / "truth" / f"{visit.group_id}.fits",
-                         by_group(results, visit.group_id))
-        print(f"  transients with S/N >= 10 found within 1 pixel: {recovery.found}/{recovery.bright} "
-              f"({100 * recovery.completeness:.0f}%); detections not injected: {recovery.spurious}/"
+        mine = [alert for alert in alerts if alert["diaSource"]["visit"] == visit.exposure_ids[0]]
+        recurring = sum(1 for alert in mine if alert["prvDiaSources"])
+        print(f"  alerts sent {len(mine)}: {recurring} of them for sources seen in an earlier visit (with history)")
+        processed = [r.detector for r in by_group(results, visit.group_id)
+                     if r.status == "success" and r.pipeline == "ap"]
+        recovery = score_alerts(Path(settings.data_root) / "truth" / f"{visit.group_id}.fits", mine, processed)
+        print(f"  transients with S/N >= 10 recovered from the alerts within 1 pixel: {recovery.found}/"
+              f"{recovery.bright} ({100 * recovery.completeness:.0f}%); alerts not injected: {recovery.spurious}/"
               f"{recovery.detections}")
     print("the stack is still running: `make down` stops it")
     return 0 if len(summaries) == VISITS else 1

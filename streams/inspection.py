@@ -8,7 +8,7 @@ now. Nothing here joins a consumer group or writes anything.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import Message
 
@@ -71,18 +71,22 @@ class Inspector:
     def spec(self, topic: str) -> TopicSpec:
         """The declaration of one of this deployment's topics, by full name or short id (`ccd_result`)."""
         for spec in [*self.topics.all(), *changelogs(self.settings)]:
-            if topic in (spec.name, spec.id) and spec.record is not None:
+            if topic in (spec.name, spec.id) and spec.avro:
                 return spec
-        known = ", ".join(s.name for s in self.topics.all() if s.record is not None)
+        known = ", ".join(s.name for s in self.topics.all() if s.avro)
         raise UnknownTopicError(f"{topic!r} is not an Avro topic of this deployment (app {self.settings.app_id}, "
                                 f"prefix {self.settings.topic_prefix}); known: {known}")
 
-    def records(self, topic: str, last: int | None = None) -> Iterator[tuple[Message, Record | DecodeError]]:
-        """Each committed record of a topic, decoded by its declared schema (or the reason it cannot be)."""
+    def records(self, topic: str, last: int | None = None) \
+            -> Iterator[tuple[Message, Record | dict[str, Any] | DecodeError]]:
+        """Each committed record of a topic, decoded by its declared schema, or by its writer's for the alert
+        packets (or the reason it cannot be)."""
         spec = self.spec(topic)
-        assert spec.record is not None
         for message in read_to_end(self.settings, spec.name, last=last):
             try:
-                yield message, self.codec.decode(message.value(), spec.record, accept_json=spec.accepts_json)
+                if spec.record is None:
+                    yield message, self.codec.decode_any(message.value())
+                else:
+                    yield message, self.codec.decode(message.value(), spec.record, accept_json=spec.accepts_json)
             except DecodeError as error:
                 yield message, error

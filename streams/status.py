@@ -33,9 +33,9 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def record_json(record: Record) -> str:
-    """One record as a line of JSON."""
-    return json.dumps(jsonable(record.to_dict()), sort_keys=False)
+def record_json(record: Record | dict[str, Any]) -> str:
+    """One record (or an alert packet) as a line of JSON."""
+    return json.dumps(jsonable(record.to_dict() if isinstance(record, Record) else record), sort_keys=False)
 
 
 def detector_states(progress: VisitProgress | None, detectors: Iterable[DetectorProgress]) -> dict[int, str]:

@@ -30,6 +30,8 @@ from streams.records import (
 from topology.keys import detector_partition, visit_partition
 
 DAY_MS = 24 * 3600 * 1000
+ALERT_PACKET = "lsst alert packet"
+"""The values of the alert stream: Rubin's official alert schema (lsst-alert-packet), Confluent-framed Avro."""
 KEEP = {"retention.ms": str(7 * DAY_MS)}
 KEEP_LONG = {"retention.ms": str(30 * DAY_MS)}
 
@@ -69,6 +71,11 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
     foreign: str = ""
     """For a value that is not one of `schemas/`: its format (S3 event JSON, Rubin's alert packet)."""
+
+    @property
+    def avro(self) -> bool:
+        """Its values are Confluent-framed Avro: one of our records, or Rubin's alert packet."""
+        return self.record is not None or self.foreign == ALERT_PACKET
 
     @property
     def accepts_json(self) -> bool:
@@ -159,7 +166,7 @@ def declare(settings: Settings) -> Topics:
                               "Inputs that could not be used, with the reason.", KEEP_LONG),
         alerts=TopicSpec("alerts", settings.alert_topic, None, n, single, "diaSourceId", out,
                          "One alert packet per DIA source, Rubin's official schema (lsst-alert-packet), for the "
-                         "community brokers (transactional).", KEEP, foreign="lsst alert packet"),
+                         "community brokers (transactional).", KEEP, foreign=ALERT_PACKET),
     )
 
 

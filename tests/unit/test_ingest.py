@@ -1,0 +1,68 @@
+"""Bringing your own templates and calibrations: what the preload then finds, and what is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from streams import repository
+from streams.ingest import IngestError, ingest_calibration, ingest_template
+from streams.science.geometry import tan_wcs
+
+
+def template_file(folder: Path, *, wcs: bool = True, psf: bool = True) -> Path:
+    """A 300 x 300 template around (150, 2), as a user would bring it."""
+    header = tan_wcs(150.0, 2.0, 30.0, (150.5, 150.5)).to_header() if wcs else fits.Header()
+    if psf:
+        header["PSFSIGMA"] = 1.7
+    path = folder / "deep_r.fits"
+    image = np.random.default_rng(5).normal(0, 3, (300, 300)).astype(np.float32)
+    fits.PrimaryHDU(image, header=header).writeto(path)
+    return path
+
+
+def test_an_ingested_template_is_found_for_a_detector_over_it(tmp_path: Path) -> None:
+    """The tile lands in the repository, is found for a footprint it covers, with its WCS, PSF and a variance
+    estimated from the image when it brings none."""
+    done = ingest_template(tmp_path / "repo", "LSSTCam", "r_57", template_file(tmp_path))
+    found = repository.find_templates(tmp_path / "repo", "LSSTCam", "r_57", np.array([149.99, 150.01]),
+                                      np.array([1.99, 2.01]))
+    assert found == [done.path]
+    tile = repository.read_template(done.path)
+    assert tile.psf_sigma == pytest.approx(1.7)
+    assert np.asarray(tile.wcs.pixel_to_world_values(149.5, 149.5)) == pytest.approx([150.0, 2.0], abs=1e-6)
+    assert float(np.median(tile.variance)) == pytest.approx(9.0, rel=0.1)
+
+
+def test_templates_without_a_wcs_or_a_psf_or_with_a_bad_name_are_refused(tmp_path: Path) -> None:
+    """Each refusal names what is missing or wrong, and nothing is written."""
+    repo = tmp_path / "repo"
+    with pytest.raises(IngestError, match="celestial WCS"):
+        ingest_template(repo, "LSSTCam", "r_57", template_file(tmp_path, wcs=False))
+    (tmp_path / "deep_r.fits").unlink()
+    with pytest.raises(IngestError, match="PSFSIGMA"):
+        ingest_template(repo, "LSSTCam", "r_57", template_file(tmp_path, psf=False))
+    with pytest.raises(IngestError, match="filter"):
+        ingest_template(repo, "LSSTCam", "../../etc", tmp_path / "deep_r.fits", psf_sigma=1.5)
+    with pytest.raises(IngestError, match="not a FITS file"):
+        ingest_template(repo, "LSSTCam", "r_57", Path(__file__), psf_sigma=1.5)
+    assert not repo.exists()
+
+
+def test_an_ingested_calibration_is_used_within_its_validity(tmp_path: Path) -> None:
+    """A master bias of detector 94 valid for a day is what the preload finds in that day, and only then."""
+    path = tmp_path / "bias.fits"
+    fits.PrimaryHDU(np.full((64, 64), 12.0, dtype=np.float32)).writeto(path)
+    start = 1.796e9
+    done = ingest_calibration(tmp_path / "repo", "LSSTCam", "bias", 94, path, start, start + 86400)
+    found = repository.find_calibration(tmp_path / "repo", "LSSTCam", "bias", 94, "r_57", start + 3600)
+    assert found.path == done.path and float(repository.read_calibration(found.path).mean()) == 12.0
+    with pytest.raises(repository.MissingCalibration):
+        repository.find_calibration(tmp_path / "repo", "LSSTCam", "bias", 94, "r_57", start + 2 * 86400)
+    with pytest.raises(IngestError, match="flat needs its filter"):
+        ingest_calibration(tmp_path / "repo", "LSSTCam", "flat", 94, path, start, start + 86400)
+    with pytest.raises(IngestError, match="empty"):
+        ingest_calibration(tmp_path / "repo", "LSSTCam", "dark", 94, path, start, start)
