@@ -18,13 +18,10 @@ SIGTERM makes Cassandra flush its memtables first.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -32,12 +29,13 @@ from pathlib import Path
 from stack.cluster import (
     LOCAL_DIR,
     StackError,
-    _die_with_parent,
-    _port_open,
-    _wait_until,
+    die_with_parent,
     free_port,
+    port_open,
+    terminate,
+    wait_until,
 )
-from stack.java import _candidates, _major_version, find_java
+from stack.java import find_java, java_candidates, major_version
 
 CASSANDRA_LIB = LOCAL_DIR / "cassandra" / "lib"
 NATIVE_PORT = 9042
@@ -135,15 +133,15 @@ def cassandra_java() -> Path:
     Raises:
         StackError: no Java 17 is installed.
     """
-    for java in (find_java(17), *_candidates()):
-        if _major_version(java) == 17:
+    for java in (find_java(17), *java_candidates()):
+        if major_version(java) == 17:
             return java
     raise StackError("Cassandra 5.0 needs Java 17 (or 11); none found")
 
 
 def _cql_answers(port: int) -> bool:
     """Whether the node answers a real CQL query: an open port alone comes before schema is ready."""
-    if not _port_open(port):
+    if not port_open(port):
         return False
     # Imported here: the driver takes 0.2 s to import, and `python -m stack` without --cassandra never uses it.
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
@@ -226,10 +224,10 @@ class Cassandra:
         with self.log.open("ab") as out:
             proc = subprocess.Popen(
                 self._command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root,
-                preexec_fn=_die_with_parent if self.bound_to_parent else os.setsid,
+                preexec_fn=die_with_parent if self.bound_to_parent else os.setsid,
             )
         try:
-            _wait_until(lambda: _cql_answers(native_port), proc, self.log, "Cassandra", timeout)
+            wait_until(lambda: _cql_answers(native_port), proc, self.log, "Cassandra", timeout)
         except StackError as error:
             self._terminate([proc.pid])
             raise StackError(f"{error}\nits errors:\n{_errors(self.log)}") from None
@@ -324,20 +322,7 @@ class Cassandra:
         return f"-Dcassandra.config=file://{self.config}".encode() in argv
 
     def _terminate(self, pids: list[int], timeout: float = 60.0) -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        alive = pids
-        while alive and time.monotonic() < deadline:
-            time.sleep(0.1)
-            for pid in alive:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-            alive = [pid for pid in pids if self._is_ours(pid)]
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        terminate(pids, self._is_ours, timeout)
 
 
 def create_apdb(host: str, port: int, keyspace: str, config_path: Path) -> Path:

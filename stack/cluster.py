@@ -87,7 +87,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """Whether something listens on this loopback port."""
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -112,14 +113,14 @@ def _jvms_from(root: Path) -> Iterator[int]:
                     yield int(proc.name)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: own session, and SIGTERM when the parent dies."""
     os.setsid()
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, what: str,
+def wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, what: str,
                 timeout: float) -> None:
     """Poll `ready` until it holds; fail fast, with the log's tail, if the JVM exits first."""
     deadline = time.monotonic() + timeout
@@ -175,7 +176,7 @@ class Cluster:
         except (OSError, ValueError, TypeError, KeyError):
             return None
         alive = all(_pid_runs_from(pid, self.root) for pid in (state.broker_pid, state.registry_pid))
-        if alive and _port_open(state.ports.broker) and _port_open(state.ports.registry):
+        if alive and port_open(state.ports.broker) and port_open(state.ports.registry):
             return state
         return None
 
@@ -314,7 +315,7 @@ class Cluster:
             return subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.root,
-                preexec_fn=_die_with_parent if self.bound_to_parent else os.setsid,
+                preexec_fn=die_with_parent if self.bound_to_parent else os.setsid,
             )
 
     def _start_broker(self, properties: Path, ports: Ports, timeout: float) -> subprocess.Popen[bytes]:
@@ -329,9 +330,9 @@ class Cluster:
         ], log)
 
         def ready() -> bool:
-            return _port_open(ports.broker) and BROKER_READY_LINE in log.read_text(errors="replace")
+            return port_open(ports.broker) and BROKER_READY_LINE in log.read_text(errors="replace")
 
-        _wait_until(ready, proc, log, "Kafka broker", timeout)
+        wait_until(ready, proc, log, "Kafka broker", timeout)
         return proc
 
     def _start_registry(self, ports: Ports, timeout: float) -> subprocess.Popen[bytes]:
@@ -349,24 +350,29 @@ class Cluster:
             "-jar", str(REGISTRY_JAR),
         ], log)
         url = f"http://127.0.0.1:{ports.registry}{CCOMPAT_PATH}/subjects"
-        _wait_until(lambda: _http_ok(url), proc, log, "schema registry", timeout)
+        wait_until(lambda: _http_ok(url), proc, log, "schema registry", timeout)
         return proc
 
     def _terminate(self, pids: list[int], timeout: float = 30.0) -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        alive = pids
-        while alive and time.monotonic() < deadline:
-            time.sleep(0.1)
-            for pid in alive:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-            alive = [pid for pid in pids if _pid_runs_from(pid, self.root)]
+        terminate(pids, lambda pid: _pid_runs_from(pid, self.root), timeout)
+
+
+def terminate(pids: list[int], still_ours: Callable[[int], bool], timeout: float) -> None:
+    """SIGTERM the processes, reap them, and SIGKILL those still running as ours after `timeout`."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
         for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        alive = [pid for pid in pids if still_ours(pid)]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def settings_env(state: ClusterState) -> dict[str, str]:

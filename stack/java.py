@@ -20,7 +20,7 @@ class JavaNotFoundError(RuntimeError):
     """No Java runtime of the required major version is installed."""
 
 
-def _major_version(java: Path) -> int:
+def major_version(java: Path) -> int:
     """The major version `java -version` reports (17 for "17.0.15", 8 for "1.8.0")."""
     out = subprocess.run(
         [str(java), "-version"], capture_output=True, text=True, timeout=30, check=False
@@ -32,7 +32,8 @@ def _major_version(java: Path) -> int:
     return int(match.group(2) or 0) if major == 1 else major
 
 
-def _candidates() -> list[Path]:
+def java_candidates() -> list[Path]:
+    """Every Java installation found on this machine (JAVA_HOME, PATH, the usual JVM folders)."""
     found: list[Path] = []
     if home := os.environ.get("JAVA_HOME"):
         found.append(Path(home) / "bin" / "java")
@@ -51,8 +52,8 @@ def find_java(min_major: int) -> Path:
     Raises:
         JavaNotFoundError: when none is installed.
     """
-    for java in _candidates():
-        if _major_version(java) >= min_major:
+    for java in java_candidates():
+        if major_version(java) >= min_major:
             return java
     raise JavaNotFoundError(
         f"no Java {min_major}+ found (looked at JAVA_HOME, PATH and {', '.join(map(str, JVM_ROOTS))})"

@@ -39,7 +39,7 @@ from streams import local_state, logs
 from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
-from streams.errors import DecodeError, IgnorableEvent, InvalidEventError, RetriableError
+from streams.errors import DecodeError, IgnorableEvent, InvalidEventError, RegistryError, RetriableError
 from streams.record import Record
 from streams.records import DeadLetter
 from streams.registry import ConfluentRegistry
@@ -72,7 +72,7 @@ class Batch(Generic[Row]):
     ticked: bool = False
     notes: list[Any] = field(default_factory=list)
     """What the subclass wants to know in `committed` (not produced)."""
-    retry: RetriableError | None = None
+    retry: RetriableError | RegistryError | None = None
     """A message met a transient failure: nothing of this batch is committed, it is consumed again."""
 
     def __bool__(self) -> bool:
@@ -277,7 +277,7 @@ class TransactionalProcessor(Generic[Row]):
             batch.consumed += 1
             try:
                 self._guarded(batch, message, now)
-            except RetriableError as transient:
+            except (RetriableError, RegistryError) as transient:
                 batch.retry = transient
                 return batch
         if now - self._last_tick >= TICK_SECONDS:
@@ -291,7 +291,7 @@ class TransactionalProcessor(Generic[Row]):
         with logs.labelled():
             try:
                 self.apply(batch, message, now)
-            except RetriableError:
+            except (RetriableError, RegistryError):  # transient (storage, the registry): the batch again, later
                 raise
             except IgnorableEvent as why:
                 log.info("%s: ignored %s: %s", self.name, where, why)

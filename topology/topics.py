@@ -53,6 +53,8 @@ class Partitioning(StrEnum):
     SINGLE = "single"
     DETECTOR = "detector"
     VISIT = "visit"
+    KEY = "key"
+    """By the hash of the record's key (the client's partitioner): the alert stream, by diaSourceId."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def declare(settings: Settings) -> Topics:
                                KEEP),
         dead_letter=TopicSpec("dead_letter", t("dead-letter"), DeadLetter, 1, single, "original key", out,
                               "Inputs that could not be used, with the reason.", KEEP_LONG),
-        alerts=TopicSpec("alerts", settings.alert_topic, None, n, single, "diaSourceId", out,
+        alerts=TopicSpec("alerts", settings.alert_topic, None, n, Partitioning.KEY, "diaSourceId", out,
                          "One alert packet per DIA source, Rubin's official schema (lsst-alert-packet), for the "
                          "community brokers (transactional).", KEEP, foreign=ALERT_PACKET),
     )
