@@ -9,6 +9,8 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bench import alerts
+from bench.alerts import AlertRun
 from bench.harness import LSSTCAM_DETECTORS, Spread
 from bench.overhead import Overhead
 from bench.pipeline import machine
@@ -37,6 +39,7 @@ class Results:
     rates: list[Rate] = field(default_factory=list)
     payload: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    alerts: list[AlertRun] = field(default_factory=list)
 
 
 def _ms(spread: Spread) -> str:
@@ -144,6 +147,52 @@ def _payload(results: Results) -> list[str]:
                                             for line in results.payload), ""]
 
 
+def _alerts(results: Results) -> list[str]:
+    if not results.alerts:
+        return []
+    standin = next((a for a in results.alerts if a.label.startswith("stand-in")), None)
+    ap = next((a for a in results.alerts if a.label.startswith("built-in AP")), None)
+    runs = []
+    if standin is not None:
+        runs.append(f"*Stand-in*: {standin.visits} LSSTCam visits of one field after {alerts.WARM_UP_VISITS} "
+                    f"warm-up visit, sent as in case 1 (once the {LSSTCAM_DETECTORS} start commands are out, all "
+                    f"{2 * LSSTCAM_DETECTORS} raws at once), {standin.processes} pipeline processes; "
+                    f"{alerts.DIA_SOURCES} synthetic DIA sources per CCD, at the same places every visit, go "
+                    "through the real association, APDB and alert publisher.")
+    if ap is not None:
+        runs.append(f"*Built-in AP*: a simulated night of {ap.visits} visits of one field, detectors "
+                    f"{', '.join(map(str, alerts.AP_DETECTORS))} at {alerts.AP_SIZE} x {alerts.AP_SIZE} pixels, "
+                    f"{ap.processes} pipeline processes, the raws snap by snap as `simulate-night` sends them "
+                    f"({alerts.AP_SNAP_INTERVAL_S:g} s apart, the first {alerts.AP_LEAD_S:g} s after the fan-out).")
+    return [
+        "## 6. Alerts", "",
+        "Per CCD, from the later snap's raw arrival event (stamped as the harness produces it) to when a "
+        "`read_committed` consumer of the alert topic, reading from its end, receives the CCD's last alert (its "
+        "CCD read from the diaSourceId, the first field of the Avro body). One worker per run, with its own alert "
+        "topic and SQLite APDB; a visit is sent once every alert of the previous one is read. "
+        + " ".join(runs) + " p50 / p99 / max in milliseconds.", "",
+        "| run | CCDs (lost) | alerts | last raw -> alerts readable [ms] | associateApdb [ms] | packageAlerts [ms] |",
+        "|---|---|---|---|---|---|",
+        *(f"| {a.label} | {a.ccds} ({a.lost}) | {a.alerts} | {_ms(a.raw_to_alerts)} | {_ms(a.associate)} | "
+          f"{_ms(a.package)} |" for a in results.alerts),
+        "",
+        "- *last raw -> alerts readable* includes the wait for a pipeline process behind the visit's other CCDs "
+        "(their preloads, which read the APDB, and their runs). Of it, " + "; ".join(
+            f"{a.label.split(',')[0]}: last raw -> pipeline start {_ms(a.raw_to_start)} ms, pipeline end -> "
+            f"alerts readable {_ms(a.end_to_readable)} ms, preload finished before the last raw on {a.preloaded} "
+            f"of {a.raw_to_alerts.count} CCDs" for a in results.alerts) + ". *Pipeline end -> alerts readable* "
+        "is the framework's part: the outcome, the alert publisher reading `alerts.avro`, its transaction.",
+        "- *associateApdb* and *packageAlerts*: the pipeline's own steps, from each per-CCD result's "
+        "`associateApdbTime` and `packageAlertsTime` (every result of the measured visits). associateApdb: "
+        "association against the preloaded history, forced photometry at every DIA object, the catalogues stored "
+        "once in the APDB; packageAlerts: one packet per DIA source, with its history and three cutouts, written "
+        "to `alerts.avro`. Both are inside the pipeline's run, so inside the latency.",
+        f"- *alerts*: read of the measured visits, one per DIA source; *lost*: CCDs without a successful result, "
+        f"or with alerts missing {alerts.VISIT_TIMEOUT_S:.0f} s after the last raw (see the worker's log under "
+        ".local/bench/run/alerts-*/logs/).", "",
+    ]
+
+
 def render(results: Results, args: argparse.Namespace) -> str:
     """The whole report."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -152,7 +201,7 @@ def render(results: Results, args: argparse.Namespace) -> str:
         f"`make bench` at commit {_commit()}, {when}, in {results.seconds / 60:.1f} minutes. Machine: {machine()}, "
         f"{platform.system()} {platform.release()}; one local Kafka 4.1 broker (KRaft) and the registry on the "
         f"same machine. Arguments: {vars(args)}.", "",
-        *_overhead(results), *_throughput(results), *_payload(results), *_memory(results),
+        *_overhead(results), *_throughput(results), *_payload(results), *_memory(results), *_alerts(results),
         "## What was changed for speed", "",
         *(f"- {change} (moves: {figure})" for change, figure in CHANGES), *([] if CHANGES else ["- nothing yet"]), "",
     ]

@@ -2,8 +2,8 @@
 APDB's DIA objects, forced photometry at every object on the detector, the catalogues stored once, and
 one official alert packet per DIA source written next to the other outputs (`alerts.avro`).
 
-The packets are not sent from here, as Rubin's pipeline sends them: the alert publisher sends them
-when the detector's one result is committed (`streams.alert_publisher`), in one Kafka transaction
+The packets are not sent from here, as Rubin's pipeline sends them: the alert publisher sends those
+of the detector's first successful outcome (`streams.alert_publisher`), in one Kafka transaction
 with its input offset, so a detector processed twice is alerted once. What this step writes is the
 same on every attempt (see `streams.apdb` and `streams.science.association`).
 """

@@ -59,6 +59,9 @@ def test_an_error_storm_is_rate_limited_and_reported(settings: Settings) -> None
     last = records[-1]
     assert len(records) <= 5 + 4.0 * elapsed + 1, "at most the burst plus the rate over the time taken"
     assert last.message == "after the storm" and "ValueError: bad raw" in last.traceback
-    assert last.suppressed == 1000 - (len(records) - 1) and last.worker == "w7" and last.level == logging.ERROR
+    # every error is either forwarded or counted as suppressed by the next one forwarded (on a busy machine a
+    # token may come back during the storm, so the count can be split over two records)
+    assert sum(r.suppressed for r in records) + len(records) == 1001 and last.suppressed > 0
+    assert last.worker == "w7" and last.level == logging.ERROR
     assert last.function_name == "test_an_error_storm_is_rate_limited_and_reported"
     assert abs(last.timestamp - (time.time() + 37)) < 60, "TAI"

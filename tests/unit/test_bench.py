@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
+import fastavro
+import numpy as np
+import pytest
+
+from bench import report
+from bench.alerts import AlertRun, detector_of, dia_source_id
 from bench.harness import Spread
 from bench.overhead import Overhead
 from bench.report import Results, render
 from bench.throughput import Rate
+from streams.codec import frame, write_datum
+from streams.science import association
 
 
 def test_percentiles_are_observed_values_by_nearest_rank() -> None:
@@ -38,3 +47,36 @@ def test_the_report_has_a_row_for_every_run_and_the_ratios() -> None:
     assert "| Quix Streams | 3780 | 20.0 | 2.00 |" in text
     assert "| overhead run, 2 worker(s) | 50 | 100, 110 | 125, 130 | 100, 200 |" in text
     assert "### Built-in Alert Production" in text and "| isr | 0.25 |" in text
+
+
+def test_an_alerts_ccd_is_read_from_the_first_field_of_its_avro_body() -> None:
+    schema = fastavro.parse_schema({"type": "record", "name": "alert", "fields": [
+        {"name": "diaSourceId", "type": "long"}, {"name": "rest", "type": "bytes"}]})
+    ids = association.dia_source_id(2026112500003, 188, np.array([0, 8191]))
+    for source in (int(i) for i in ids):
+        value = frame(7, write_datum(schema, {"diaSourceId": source, "rest": b"cutouts" * 100}))
+        assert dia_source_id(value) == source
+        assert detector_of(source) == 188
+        assert int(association.visit_of(np.array([source]))[0]) == 2026112500003
+
+
+def test_the_alerts_section_has_a_row_per_run_and_the_readme_quotes_it(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    ms = Spread.of([0.001, 0.002, 0.010])
+    runs = [AlertRun("stand-in, 10 DIA sources per CCD", 5, 944, 1, 9440, ms, ms, Spread.of([0.0005]), ms, ms,
+                     preloaded=2, processes=2),
+            AlertRun("built-in AP, 1024 px CCDs", 2, 6, 0, 300, Spread.of([4.0]), ms, ms, ms, ms, processes=2)]
+    text = render(Results(alerts=runs), argparse.Namespace(visits=50))
+    assert "## 6. Alerts" in text
+    assert "| stand-in, 10 DIA sources per CCD | 944 (1) | 9440 | 2.0 / 10.0 / 10.0 | 2.0 / 10.0 / 10.0 " \
+           "| 0.5 / 0.5 / 0.5 |" in text
+    assert "| built-in AP, 1024 px CCDs | 6 (0) | 300 | 4000.0 / 4000.0 / 4000.0 |" in text
+    assert "5 LSSTCam visits of one field" in text and "a simulated night of 2 visits" in text
+    assert "preload finished before the last raw on 2 of 3 CCDs" in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.QUOTE_START}\nold\n{report.QUOTE_END}\nrest\n")
+    monkeypatch.setattr(report, "README", readme)
+    report.quote_in_readme(text)
+    quoted = readme.read_text()
+    assert "#### 6. Alerts" in quoted and "| built-in AP, 1024 px CCDs | 6 (0) |" in quoted
+    assert "old" not in quoted and "Per CCD, from" not in quoted and quoted.endswith(f"{report.QUOTE_END}\nrest\n")
