@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup test unit integration lint demo up down status records clean bench-pipeline bench chaos
 
-setup: $(VENV)/.installed .local/.jars .local/.cassandra .local/.kcat .local/.chromium
+setup: $(VENV)/.installed .local/.jars .local/.cassandra .local/.kcat .local/.chromium .local/apdb/apdb.yaml
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ $(VENV)/.installed: pyproject.toml
 .local/.cassandra: stack/cassandra-pom.xml
 	mvn -B -q -f stack/cassandra-pom.xml -Dlocal.dir=$(CURDIR)/.local package
 	touch $@
+
+# The embedded Alert Production Database: an empty SQLite APDB made by dax_apdb (a worker would create it too).
+.local/apdb/apdb.yaml: $(VENV)/.installed
+	$(PY) -m streams.apdb
 
 # kcat, for users and for the tests that run the README's recipes (Debian package).
 .local/.kcat:

@@ -39,6 +39,7 @@ from streams.admin import ensure_topics
 from streams.clock import tai_minus_utc, tai_now
 from streams.codec import Codec, frame, parse, write_datum
 from streams.config import Settings, SettingsError
+from streams.dead_letters import dead_letter
 from streams.errors import DecodeError
 from streams.records import DeadLetter, SalBridgeCheckpoint
 from streams.registry import ConfluentRegistry
@@ -204,9 +205,8 @@ class SalBridge:
             try:
                 record = self.source_codec.decode(message.value(), spec.record)
             except DecodeError as error:
-                dead.append(DeadLetter(topic=topic, partition=partition, offset=offset, key=message.key(),
-                                       value=message.value(), error_class=type(error).__name__, reason=str(error),
-                                       agent="sal_bridge", dead_letter_time=now))
+                dead.append(dead_letter(topic, partition, offset, message.key(), message.value(), error, "sal_bridge",
+                                        now))
             else:
                 checkpoint, converted = step(checkpoint, record, now, self.config)
                 outputs += converted

@@ -86,7 +86,8 @@ class ApdbAccess:
 
     def _retrying(self, what: str, call: Callable[[Apdb], T]) -> T:
         deadline = time.monotonic() + self.retry_seconds
-        for attempt in range(10_000):
+        attempt = 0
+        while True:
             try:
                 if self._apdb is None:
                     self._apdb = Apdb.from_uri(self.config)
@@ -101,7 +102,7 @@ class ApdbAccess:
                                          f"({type(error).__name__}: {error})") from error
                 log.warning("APDB %s failed (%s: %s); trying again in %.1f s", what, type(error).__name__, error, wait)
                 time.sleep(wait)
-        raise AssertionError("unreachable")
+                attempt += 1
 
     def history(self, sky: Sky, visit_time: astropy.time.Time) -> History:
         """The DIA objects in the region, with their DIA sources and forced sources in the history window."""

@@ -17,6 +17,7 @@ from faust.types import EventT
 from streams import logs
 from streams.clock import tai_now
 from streams.context import Context
+from streams.dead_letters import dead_letter as bounded_dead_letter
 from streams.errors import DecodeError, IgnorableEvent, InvalidEventError
 from streams.records import DeadLetter
 from streams.web import metrics
@@ -27,11 +28,8 @@ log = logging.getLogger(__name__)
 def dead_letter_for(event: EventT[bytes], error: BaseException, agent: str) -> DeadLetter:
     """The dead letter recording `event`'s original bytes, origin and what is wrong with it."""
     message = event.message
-    return DeadLetter(
-        topic=message.topic, partition=message.partition, offset=message.offset,
-        key=message.key, value=message.value, error_class=type(error).__name__,
-        reason=str(error) or repr(error), agent=agent, dead_letter_time=tai_now(),
-    )
+    return bounded_dead_letter(message.topic, message.partition, message.offset, message.key, message.value, error,
+                               agent, tai_now())
 
 
 @asynccontextmanager

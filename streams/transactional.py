@@ -39,6 +39,7 @@ from streams import local_state, logs
 from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
+from streams.dead_letters import dead_letter
 from streams.errors import DecodeError, IgnorableEvent, InvalidEventError, RegistryError, RetriableError
 from streams.record import Record
 from streams.records import DeadLetter
@@ -303,10 +304,8 @@ class TransactionalProcessor(Generic[Row]):
                 batch.records.append((self.topics.dead_letter, message.key(), self._dead_letter(message, error, now)))
 
     def _dead_letter(self, message: Message, error: BaseException, now: float) -> DeadLetter:
-        return DeadLetter(topic=message.topic() or "", partition=message_partition(message),
-                          offset=message_offset(message), key=message.key(), value=message.value(),
-                          error_class=type(error).__name__, reason=str(error) or repr(error), agent=self.name,
-                          dead_letter_time=now)
+        return dead_letter(message.topic() or "", message_partition(message), message_offset(message),
+                           message.key(), message.value(), error, self.name, now)
 
     # -- commit ----------------------------------------------------------------------------------
     def _commit(self, batch: Batch[Row]) -> None:
