@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 	@mkdir -p .local && touch $@
 
 test: setup lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

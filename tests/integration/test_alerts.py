@@ -69,12 +69,54 @@ def stored_source_ids(settings: Settings) -> list[int]:
         return [row[0] for row in db.execute('SELECT "diaSourceId" FROM "DiaSource"')]
 
 
-def test_two_visits_of_one_field_alert_once_with_history(cluster: ClusterState, tmp_path: Path) -> None:
-    """Two visits of one field: one valid alert per DIA source, cutouts centred on it, each source stored once in
-    the APDB, and visit 2's alerts for recurring sources carry visit 1's sources under the same diaObjectId.
+def test_a_worker_killed_while_alerting_alerts_each_source_once(cluster: ClusterState, tmp_path: Path) -> None:
+    """SIGKILL as the first alerts are being published, then a restart: every DIA source of both visits is
+    stored once and alerted once (read_committed), and the alerts match the results' counts."""
+    detectors = (0, 94, 188)
+    settings = isolated_settings(cluster, tmp_path, instruments_file=only(tmp_path, detectors))
+    pool = WorkerPool(settings, tmp_path / "logs")
+    watcher = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "watch"})
+    try:
+        worker = pool.start("w1")
+        night = simulate(settings, detectors)
+        deadline = time.monotonic() + 240
+        while not _appended(watcher, settings.alert_topic):  # uncommitted ones count: the kill lands mid-publish
+            assert time.monotonic() < deadline, "no alert was ever produced"
+            time.sleep(0.05)
+        worker.stop(signal.SIGKILL)
+        pool.start("w1")  # same name: its transactional ids fence what the dead one left open
+        assert night.wait(timeout=300) == 0, "simulate-night sent the night"
+        results = Visits(settings).results(6, timeout=240, settle=3.0)
+        expected = sum(int(r.metrics.get("alertCount", 0)) for r in results)
+        alerts = wait_for_alerts(settings, expected)
+    finally:
+        watcher.close()
+        pool.stop_all()
+    assert sorted((r.detector, r.status) for r in results) == sorted((d, "success") for d in detectors * 2)
+    alerted = Counter(alert["diaSourceId"] for alert in alerts)
+    stored = Counter(stored_source_ids(settings))
+    assert len(alerts) == expected > 0 and max(alerted.values()) == 1, "each DIA source alerted once"
+    assert stored == alerted, "each DIA source stored once, and alerted"
+
+
+def _appended(consumer: Consumer, topic: str) -> bool:
+    """Whether anything, committed or not, was appended to the topic."""
+    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+    return any(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] > 0
+               for p in metadata.partitions)
+
+
+def test_two_visits_of_one_field_alert_once_with_history_on_cassandra(cluster: ClusterState,
+                                                                    cassandra: CassandraState, tmp_path: Path) -> None:
+    """Two visits of one field, with the APDB at scale (a real Cassandra node; dax_apdb's apdb-cli made the
+    schema): one valid alert per DIA source, cutouts centred on it, each source stored once in the APDB, and
+    visit 2's alerts for recurring sources carry visit 1's sources under the same diaObjectId.
 
     Visit 2 comes 10 s after visit 1, once visit 1 is stored: its preload reads the APDB at its nextVisit."""
-    settings = isolated_settings(cluster, tmp_path, instruments_file=only(tmp_path, (DETECTOR,)))
+    config = create_apdb(cassandra.host, cassandra.native_port, f"apdb_{uuid.uuid4().hex[:8]}",
+                         tmp_path / "apdb" / "cassandra.yaml")
+    settings = isolated_settings(cluster, tmp_path, instruments_file=only(tmp_path, (DETECTOR,)),
+                                 apdb_config=str(config))
     pool = WorkerPool(settings, tmp_path / "logs")
     try:
         pool.start("w1")
@@ -118,70 +160,4 @@ def test_two_visits_of_one_field_alert_once_with_history(cluster: ClusterState, 
     objects = apdb.getDiaObjects(region)
     after = Time(max(alert["diaSource"]["midpointMjdTai"] for alert in alerts) + 1, format="mjd", scale="tai")
     stored = apdb.getDiaSources(region, [int(i) for i in objects["diaObjectId"]], after)
-    assert sorted(stored["diaSourceId"]) == sorted(ids), "every DIA source stored once, and only those"
-
-
-
-def test_a_worker_killed_while_alerting_alerts_each_source_once(cluster: ClusterState, tmp_path: Path) -> None:
-    """SIGKILL as the first alerts are being published, then a restart: every DIA source of both visits is
-    stored once and alerted once (read_committed), and the alerts match the results' counts."""
-    detectors = (0, 94, 188)
-    settings = isolated_settings(cluster, tmp_path, instruments_file=only(tmp_path, detectors))
-    pool = WorkerPool(settings, tmp_path / "logs")
-    watcher = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "watch"})
-    try:
-        worker = pool.start("w1")
-        night = simulate(settings, detectors)
-        deadline = time.monotonic() + 240
-        while not _appended(watcher, settings.alert_topic):  # uncommitted ones count: the kill lands mid-publish
-            assert time.monotonic() < deadline, "no alert was ever produced"
-            time.sleep(0.05)
-        worker.stop(signal.SIGKILL)
-        pool.start("w1")  # same name: its transactional ids fence what the dead one left open
-        assert night.wait(timeout=300) == 0, "simulate-night sent the night"
-        results = Visits(settings).results(6, timeout=240, settle=3.0)
-        expected = sum(int(r.metrics.get("alertCount", 0)) for r in results)
-        alerts = wait_for_alerts(settings, expected)
-    finally:
-        watcher.close()
-        pool.stop_all()
-    assert sorted((r.detector, r.status) for r in results) == sorted((d, "success") for d in detectors * 2)
-    alerted = Counter(alert["diaSourceId"] for alert in alerts)
-    stored = Counter(stored_source_ids(settings))
-    assert len(alerts) == expected > 0 and max(alerted.values()) == 1, "each DIA source alerted once"
-    assert stored == alerted, "each DIA source stored once, and alerted"
-
-
-def _appended(consumer: Consumer, topic: str) -> bool:
-    """Whether anything, committed or not, was appended to the topic."""
-    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-    return any(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] > 0
-               for p in metadata.partitions)
-
-
-def test_a_visit_on_the_cassandra_apdb(cluster: ClusterState, cassandra: CassandraState, tmp_path: Path) -> None:
-    """The APDB at scale: two visits of one field with the APDB on a real Cassandra node (created by dax_apdb's
-    apdb-cli), every DIA source alerted once and stored there, visit 2's alerts with visit 1's history."""
-    config = create_apdb(cassandra.host, cassandra.native_port, f"apdb_{uuid.uuid4().hex[:8]}",
-                         tmp_path / "apdb" / "cassandra.yaml")
-    settings = isolated_settings(cluster, tmp_path, instruments_file=only(tmp_path, (DETECTOR,)),
-                                 apdb_config=str(config))
-    pool = WorkerPool(settings, tmp_path / "logs")
-    try:
-        pool.start("w1")
-        assert simulate(settings, (DETECTOR,)).wait(timeout=300) == 0, "simulate-night sent the night"
-        results = Visits(settings).results(2, timeout=240, settle=2.0)
-        alerts = wait_for_alerts(settings, sum(int(r.metrics.get("alertCount", 0)) for r in results))
-    finally:
-        pool.stop_all()
-    assert [(r.status, r.pipeline) for r in results] == [("success", "ap")] * 2, [r.error_message for r in results]
-    first = min(r.exposure_ids[0] for r in results)
-    assert len(alerts) == sum(int(r.metrics["alertCount"]) for r in results) > 0
-    assert any(alert["prvDiaSources"] and alert["prvDiaSources"][0]["visit"] == first for alert in alerts)
-    apdb = Apdb.from_uri(str(config))
-    ra, dec = alerts[0]["diaSource"]["ra"], alerts[0]["diaSource"]["dec"]
-    region = Circle(UnitVector3d(LonLat.fromDegrees(ra, dec)), Angle.fromDegrees(0.1))
-    objects = apdb.getDiaObjects(region)
-    after = Time(max(alert["diaSource"]["midpointMjdTai"] for alert in alerts) + 1, format="mjd", scale="tai")
-    stored = apdb.getDiaSources(region, [int(i) for i in objects["diaObjectId"]], after)
-    assert sorted(stored["diaSourceId"]) == sorted(alert["diaSourceId"] for alert in alerts)
+    assert Counter(stored["diaSourceId"]) == ids, "every DIA source stored once, and only those"
