@@ -24,6 +24,8 @@ import fastavro.validation
 import numpy as np
 from lsst.alert.packet import Schema, get_latest_schema_version, get_schema_path
 
+FILE_NAME = "alerts.avro"
+"""The file of a detector's alert packets, next to its other outputs."""
 _MAJOR, _MINOR = get_latest_schema_version()
 SCHEMA_VERSION: tuple[int, int] = (int(_MAJOR), int(_MINOR))
 """(major, minor) of the newest alert schema lsst.alert.packet ships."""

@@ -37,7 +37,6 @@ from topology.tables import changelog_topic, declare_tables
 from topology.topics import declare
 
 log = logging.getLogger(__name__)
-ALERTS_FILE = "alerts.avro"
 SWEEP_SECONDS = 60.0
 
 
@@ -47,7 +46,7 @@ def alerts_path(outcome: CcdResult, output_root: Path) -> Path | None:
     Raises:
         InvalidEventError: the outcome names an alerts file outside the output root.
     """
-    uri = next((u for u in outcome.output_uris if u.endswith("/" + ALERTS_FILE)), None)
+    uri = next((u for u in outcome.output_uris if u.endswith("/" + alert_packets.FILE_NAME)), None)
     if uri is None or outcome.status != "success":
         return None
     parsed = urlparse(uri)

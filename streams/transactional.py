@@ -87,7 +87,7 @@ class TransactionalProcessor(Generic[Row]):
     """Names the consumer group, the transactional id, the dead letters' agent and the local folder."""
     row_type: type[Row]
 
-    def __init__(self, settings: Settings, inputs: list[TopicSpec], changelog: TopicSpec | None) -> None:
+    def __init__(self, settings: Settings, inputs: list[TopicSpec], changelog: TopicSpec) -> None:
         self.settings = settings
         self.topics: Topics = declare(settings)
         self.inputs = inputs
@@ -107,13 +107,6 @@ class TransactionalProcessor(Generic[Row]):
         """(group, topic, partition) -> messages not yet consumed, refreshed every tick (read by /metrics)."""
         self.committing_since = 0.0
         """When the transaction being committed began (monotonic; 0: none), for `ProcessorService`'s watchdog."""
-
-    @property
-    def table_changelog(self) -> TopicSpec:
-        """The changelog of the processor's table (only a processor with a table has rows to restore or change)."""
-        if self.changelog is None:
-            raise TypeError(f"{self.name} has no table")
-        return self.changelog
 
     @property
     def group(self) -> str:
@@ -176,8 +169,7 @@ class TransactionalProcessor(Generic[Row]):
         return {tp.partition for tp in tps if tp.topic == self.inputs[0].name}
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
-        if self.changelog is not None:
-            self._restore(sorted(self._partitions(tps)))
+        self._restore(sorted(self._partitions(tps)))
         self.assigned = True
         log.info("%s: assigned partitions %s (%d rows)", self.name, sorted(self.rows),
                  sum(len(rows) for rows in self.rows.values()))
@@ -203,7 +195,7 @@ class TransactionalProcessor(Generic[Row]):
             "enable.auto.commit": False, "enable.partition.eof": True,
         })
         try:
-            reader.assign([TopicPartition(self.table_changelog.name, p, offsets[p]) for p in partitions])
+            reader.assign([TopicPartition(self.changelog.name, p, offsets[p]) for p in partitions])
             pending = set(partitions)
             deadline = tai_now() + RESTORE_TIMEOUT_S
             while pending:
@@ -237,10 +229,10 @@ class TransactionalProcessor(Generic[Row]):
 
     def _restore_points(self, stores: dict[int, PartitionStore]) -> dict[int, int]:
         """Where each partition's changelog replay starts; a copy the changelog cannot continue is cleared."""
-        marks = local_state.watermarks(self.settings, [(self.table_changelog.name, p) for p in stores])
+        marks = local_state.watermarks(self.settings, [(self.changelog.name, p) for p in stores])
         points = {}
         for p, store in stores.items():
-            low, high = marks[(self.table_changelog.name, p)]
+            low, high = marks[(self.changelog.name, p)]
             if (reason := local_state.invalid(store.checkpoint, low, high)) is not None:
                 if store.checkpoint:
                     log.warning("%s partition %d: local state %s: cleared, restoring from the changelog",
@@ -325,9 +317,9 @@ class TransactionalProcessor(Generic[Row]):
             for partition, changes in batch.changes.items():
                 rows = encoded[partition] = {}
                 for row, state in changes.items():
-                    value = rows[row.encode()] = None if state is None else self.codec.encode(self.table_changelog.name,
+                    value = rows[row.encode()] = None if state is None else self.codec.encode(self.changelog.name,
                                                                                                state)
-                    producer.produce(self.table_changelog.name, key=row.encode(), value=value, partition=partition,
+                    producer.produce(self.changelog.name, key=row.encode(), value=value, partition=partition,
                                      on_delivery=self._on_changelog_delivery)
             if batch.consumed:
                 positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]

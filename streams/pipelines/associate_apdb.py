@@ -242,7 +242,7 @@ class AssociateApdb:
             packets.append(alert_packets.packet(
                 source, objects_by_id.get(object_id), earlier.get(object_id, []), earlier_forced.get(object_id, []),
                 (stamps[0].fits, stamps[1].fits, stamps[2].fits)))
-        path = folder / "alerts.avro"
+        path = folder / alert_packets.FILE_NAME
         alert_packets.write_packets(path, packets)
         return path.as_uri(), padded
 
