@@ -323,9 +323,10 @@ class TransactionalProcessor(Generic[Row]):
                                      on_delivery=self._on_changelog_delivery)
             if batch.consumed:
                 positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(),
-                                                     CALL_TIMEOUT_S)
-            producer.commit_transaction(CALL_TIMEOUT_S)
+                metadata = consumer.consumer_group_metadata()
+                self._until_done("send_offsets_to_transaction",
+                                 lambda: producer.send_offsets_to_transaction(positions, metadata, CALL_TIMEOUT_S))
+            self._until_done("commit_transaction", lambda: producer.commit_transaction(CALL_TIMEOUT_S))
         except KafkaException as exception:
             error = exception.args[0]
             if not error.txn_requires_abort():
@@ -337,6 +338,18 @@ class TransactionalProcessor(Generic[Row]):
         finally:
             self.committing_since = 0.0
         self._apply(batch, encoded)
+
+    def _until_done(self, what: str, call: Callable[[], None]) -> None:
+        """Call again while librdkafka says the error is retriable ("retry call to resume", as during a broker
+        bounce); anything else goes up. The watchdog stops a worker stuck here for COMMIT_STALL_S."""
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exception:
+                if not exception.args[0].retriable():
+                    raise
+                log.warning("%s: %s: %s; calling it again", self.name, what, exception.args[0])
 
     def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is None:

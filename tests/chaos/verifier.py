@@ -66,6 +66,9 @@ class Verdict:
     duplicated_alerts: list[int] = field(default_factory=list)
     stored_not_alerted: list[int] = field(default_factory=list)
     alerted_not_stored: list[int] = field(default_factory=list)
+    stored_abandoned: int = 0
+    """DIA sources stored by a CCD whose result is the visit deadline's timeout (its worker died after the store,
+    and no attempt finished it before the deadline): not alerted; counted, not failed (see the README)."""
     deadline_timeouts: int = 0
     """Detectors whose raws came but whose result did not before the visit deadline (legitimate after a
     long outage: the gather times them out; counted, not failed)."""
@@ -88,7 +91,8 @@ class Verdict:
                   f"{len(self.missing_alerts)} CCDs, too many for {len(self.wrong_alert_counts)}, duplicated "
                   f"alerts {len(self.duplicated_alerts)}, stored not "
                   f"alerted {len(self.stored_not_alerted)}, alerted not stored {len(self.alerted_not_stored)}; "
-                  f"deadline timeouts {self.deadline_timeouts}")
+                  f"deadline timeouts {self.deadline_timeouts} (their stored, unalerted DIA sources "
+                  f"{self.stored_abandoned})")
         return f"ALL-RESULTS-DELIVERED-ONCE ({counts})" if self.ok else f"FAILED ({counts})"
 
 
@@ -157,8 +161,11 @@ def verify(wiring: Wiring) -> Verdict:
     visits = {(v["instrument"], v["groupId"]) for _, v in read_topic(wiring, wiring.next_visit)}
     canceled = {v["groupId"] for _, v in read_topic(wiring, wiring.next_visit_canceled)}
     raws: dict[tuple[str, str, int], set[int]] = defaultdict(set)
+    group_of: dict[int, str] = {}
+    """exposure id -> its group (a visit's id is its first exposure's)"""
     for _, raw in read_topic(wiring, wiring.raws):
         raws[(raw["instrument"], raw["group_id"], raw["detector"])].add(raw["snap"])
+        group_of[raw["exposure_id"]] = raw["group_id"]
     expected = {(instrument, group, d) for instrument, group in visits for d in active(instrument)}
     results = [value for _, value in read_topic(wiring, wiring.results)]
     summaries = [value for _, value in read_topic(wiring, wiring.summaries)]
@@ -192,13 +199,14 @@ def verify(wiring: Wiring) -> Verdict:
         reported = {o["detector"] for o in row["outcomes"]} if row else set()
         if row is None or not row["summary_time"] or reported != active(instrument):
             verdict.table_mismatches.append(group)
-    judge_alerts(wiring, results, verdict)
+    judge_alerts(wiring, results, group_of, verdict)
     return verdict
 
 
-def judge_alerts(wiring: Wiring, results: list[dict[str, Any]], verdict: Verdict) -> None:
+def judge_alerts(wiring: Wiring, results: list[dict[str, Any]], group_of: dict[int, str], verdict: Verdict) -> None:
     """Each DIA source a successful result counted is on the alert stream, and each DIA source in the APDB is
-    alerted once."""
+    alerted once, except those of a CCD whose pipeline stored them and was then abandoned (its result is the
+    visit deadline's `timeout`): counted apart."""
     sources = [alert["diaSource"] for _, alert in read_topic(wiring, wiring.alerts)]
     verdict.alerts = len(sources)
     alerted = Counter(source["diaSourceId"] for source in sources)
@@ -214,7 +222,15 @@ def judge_alerts(wiring: Wiring, results: list[dict[str, Any]], verdict: Verdict
         elif found > counted:
             verdict.wrong_alert_counts.append((r["group_id"], r["detector"]))
     with sqlite3.connect(f"file:{wiring.apdb}?mode=ro", uri=True) as db:
-        stored = Counter(row[0] for row in db.execute('SELECT "diaSourceId" FROM "DiaSource"'))
+        rows = list(db.execute('SELECT "diaSourceId", visit, detector FROM "DiaSource"'))
+    stored = Counter(row[0] for row in rows)
     verdict.duplicated_alerts += sorted(i for i, n in stored.items() if n > 1)
-    verdict.stored_not_alerted = sorted(set(stored) - set(alerted))
+    status = {(r["group_id"], r["detector"]): (r["status"], r["error_class"]) for r in results}
+    for source, visit, detector in rows:
+        if source in alerted:
+            continue
+        if status.get((group_of.get(visit, ""), detector)) == ("timeout", "VisitDeadline"):
+            verdict.stored_abandoned += 1
+        else:
+            verdict.stored_not_alerted.append(source)
     verdict.alerted_not_stored = sorted(set(alerted) - set(stored))
