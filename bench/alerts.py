@@ -33,7 +33,7 @@ import numpy as np
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from bench.harness import LSSTCAM_DETECTORS, SURVEY, Spread, bench_settings
-from bench.overhead import PRELOAD_PAUSE_S, SETTLE_S, SNAPS, Watcher
+from bench.overhead import PRELOAD_PAUSE_S, SETTLE_S, SNAPS, Watcher, announce
 from stack.cluster import ClusterState
 from stack.workers import WorkerPool
 from streams.clock import tai_minus_utc, tai_now
@@ -250,19 +250,9 @@ def standin(state: ClusterState, root: Path, visits: int) -> AlertRun:
 
 def _standin_visit(driver: Visits, commands: Watcher, tracker: Tracker, group: str, number: int) -> _Visit:
     """nextVisit, the fan-out, every raw at once, then its alerts."""
-    codec = driver.codec
     visit = exposure_id(number * SNAPS + 1)  # a visit is its first exposure id
-    driver.next_visit(group, instrument="LSSTCam", nimages=SNAPS, duration=30.0)
-    starts: set[int] = set()
-
-    def fanned_out(value: bytes) -> bool:
-        command = codec.decode(value, DetectorCommand)
-        if command.group_id == group and command.action == "start":
-            starts.add(command.detector)
-        return len(starts) == LSSTCAM_DETECTORS
-
     try:
-        commands.until(fanned_out, VISIT_TIMEOUT_S)
+        announce(driver, commands, group)
     except TimeoutError as error:  # every CCD of the visit is lost; the run goes on
         log.warning("visit %s: %s", group, error)
         return _Visit(group, visit, dict.fromkeys(range(LSSTCAM_DETECTORS), math.nan), set())

@@ -146,20 +146,29 @@ def run(state: ClusterState, root: Path, workers: int, visits: int) -> Overhead:
                     rss_start, rss_warm, rss_end, time.monotonic() - started, lost)
 
 
-def _visit(driver: Visits, commands: Watcher, summaries: Watcher, group: str, number: int,
-           arrivals: dict[tuple[str, int], float], readable: dict[str, float]) -> None:
-    """One visit: nextVisit, the fan-out, every raw at once, then its summary."""
-    codec = driver.codec
+def announce(driver: Visits, commands: Watcher, group: str) -> None:
+    """An LSSTCam nextVisit, and the wait until all 189 detectors have their start command.
+
+    Raises:
+        TimeoutError: the fan-out did not complete within VISIT_TIMEOUT_S.
+    """
     driver.next_visit(group, instrument="LSSTCam", nimages=SNAPS, duration=30.0)
     starts: set[int] = set()
 
     def fanned_out(value: bytes) -> bool:
-        command = codec.decode(value, DetectorCommand)
+        command = driver.codec.decode(value, DetectorCommand)
         if command.group_id == group and command.action == "start":
             starts.add(command.detector)
         return len(starts) == LSSTCAM_DETECTORS
 
     commands.until(fanned_out, VISIT_TIMEOUT_S)
+
+
+def _visit(driver: Visits, commands: Watcher, summaries: Watcher, group: str, number: int,
+           arrivals: dict[tuple[str, int], float], readable: dict[str, float]) -> None:
+    """One visit: nextVisit, the fan-out, every raw at once, then its summary."""
+    codec = driver.codec
+    announce(driver, commands, group)
     time.sleep(PRELOAD_PAUSE_S)
     spec = driver.topics.raw_image_available
     for snap in range(SNAPS):
