@@ -64,7 +64,8 @@ def register(app: faust.App) -> None:
         option("--visits", type=int, default=3, help="Visits in the night."),
         option("--instrument", default="LSSTCam", help="Instrument."),
         option("--detectors", default="0-188", help="Detector ids, e.g. 0-188 or 0,94,188."),
-        option("--size", type=int, default=256, help="CCD size in pixels (4000 = full LSSTCam size)."),
+        option("--size", type=int, default=256, help="CCD size in pixels (4000 = each sensor's full size: "
+                                                        "E2V 4096 x 4004, ITL 4072 x 4000)."),
         option("--lead-time", type=float, default=5.0, help="Seconds from nextVisit to the first raw."),
         option("--snap-interval", type=float, default=2.0, help="Seconds between the two snaps' raws."),
         option("--visit-interval", type=float, default=5.0, help="Seconds between visits (real time: 32)."),
@@ -84,7 +85,7 @@ def register(app: faust.App) -> None:
         from streams.science.geometry import CcdShape
         from streams.simulate import night as simulated
 
-        shape = CcdShape(size, size if size != 4000 else 4072)
+        shape = None if size == 4000 else CcdShape(size, size)
         night = simulated.plan_night(visits, tuple(sorted(parse_detectors(detectors))), shape,
                                      instrument=instrument, seed=seed,
                                      without_template=tuple(parse_detectors(without_template)), fields=fields,
@@ -117,7 +118,8 @@ def register(app: faust.App) -> None:
     @app.command(
         argument("file"),
         option("--instrument", default="LSSTCam", help="Instrument."),
-        option("--type", "calib_type", required=True, help="bias, dark or flat."),
+        option("--type", "calib_type", required=True, help="bias, dark, flat (images) or ptc (a table of the "
+                                                             "amplifiers' gain [e-/ADU] and read_noise [e-])."),
         option("--detector", type=int, required=True, help="Detector id."),
         option("--filter", "filter_name", default="any", help="Physical filter (flats only)."),
         option("--valid-from", required=True, help="UTC start of validity, e.g. 2026-11-25T00:00:00."),
@@ -135,6 +137,19 @@ def register(app: faust.App) -> None:
             done = ingest_calibration(Path(settings.data_root), instrument, calib_type, detector, Path(file),
                                       tai(valid_from), tai(valid_to), filter_name)
         self.say(f"{file}: {done.what} -> {done.path}")
+
+    @app.command(
+        argument("files", nargs=-1, required=True),
+    )
+    async def ingest_refcat(self: faust.cli.AppCommand, files: tuple[str, ...]) -> None:
+        """Add reference stars (FITS or Parquet tables: ra, dec, <band>_mag or <band>_flux [nJy], optional proper
+        motions) to the sharded reference catalogue under the data root, for astrometry and the zero point."""
+        from streams.ingest import ingest_refcat  # the science stack, only for this command
+
+        with plain_errors(settings):
+            for file in files:
+                done = ingest_refcat(Path(settings.data_root), Path(file))
+                self.say(f"{file}: {done.what} -> {done.path}")
 
     @app.command(
         option("--group", required=True, help="Group id of the visit, e.g. 2026-11-25T03:14:15.926."),

@@ -1,11 +1,12 @@
 """The data repository under the data root: calibrations valid over time ranges, template tiles.
 
     <root>/calib/<instrument>/<type>/<detector>/<type>_<filter>_<valid start>_<valid end>.fits
+        (bias, dark, flat: an image in DM's frame; ptc: a table of per-amplifier gains and read noise)
     <root>/templates/<instrument>/<filter>/index.json      (tile paths and sky bounding boxes)
     <root>/templates/<instrument>/<filter>/<tile>.fits      (image, VARIANCE extension, WCS, PSFSIGMA)
     <root>/raw/<instrument>/<day_obs>/<obs_id>/<obs_id>_<detector name>.fits   (as the camera names raws)
 
-Validity times are TAI Unix seconds (as private_sndStamp); the filter is `any` for bias and dark.
+Validity times are TAI Unix seconds (as private_sndStamp); the filter is `any` for bias, dark and ptc.
 Calibration lookups list one small folder; template lookups read one index; both are cheap.
 """
 
@@ -20,10 +21,14 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from streams.core.calibrations import calibration_name, parse_calibration_name
+from streams.science import amplifiers, isr
 from streams.science.alert_production import Template
 
-CALIB_TYPES = ("bias", "dark", "flat")
+CALIB_TYPES = ("bias", "dark", "flat", "ptc")
+FILTERLESS_TYPES = ("bias", "dark", "ptc")
+"""Calibration types that do not depend on the filter (stored with filter `any`)."""
 ANY_FILTER = "any"
+PTC_TABLE = "PTC"
 
 
 class MissingCalibration(LookupError):  # noqa: N818 (a condition the pipeline reports)
@@ -72,7 +77,7 @@ def find_calibration(root: Path, instrument: str, calib_type: str, detector: int
     Raises:
         MissingCalibration: none is valid then.
     """
-    wanted = ANY_FILTER if calib_type in ("bias", "dark") else filter_name
+    wanted = ANY_FILTER if calib_type in FILTERLESS_TYPES else filter_name
     folder = root / "calib" / instrument / calib_type / str(detector)
     files = [describe_calibration(path) for path in folder.glob(f"{calib_type}_*.fits")] if folder.is_dir() else []
     candidates = [f for f in files if f.filter == wanted and f.valid_start <= when < f.valid_end]
@@ -86,6 +91,53 @@ def read_calibration(path: Path) -> np.ndarray:
     """A master calibration's pixels."""
     with fits.open(path, memmap=False) as hdus:
         return np.asarray(hdus[0].data, dtype=np.float32)
+
+
+def write_ptc(path: Path, amps: isr.AmpCalibration, detector: int, valid_start: float, valid_end: float) -> None:
+    """Write a detector's ptc calibration: the primary header as for the masters, then a table with one row per
+    amplifier (amplifier, gain [e-/ADU], read_noise [e-]).
+
+    Raises:
+        ValueError: an amplifier with a gain but no read noise, or the reverse.
+    """
+    if set(amps.gains) != set(amps.read_noise):
+        raise ValueError(f"gains for {sorted(amps.gains)} but read noise for {sorted(amps.read_noise)}")
+    order = {name: index for index, name in enumerate(amplifiers.SEGMENTS)}
+    names = sorted(amps.gains, key=lambda name: (order.get(name, len(order)), name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = fits.Header({"CALIBTYP": "ptc", "DETECTOR": detector, "FILTER": ANY_FILTER,
+                          "VALIDSTA": valid_start, "VALIDEND": valid_end})
+    table = fits.BinTableHDU.from_columns([
+        fits.Column("amplifier", f"{max([len(n) for n in names] + [1])}A", array=names),
+        fits.Column("gain", "D", unit="electron/adu", array=[amps.gains[n] for n in names]),
+        fits.Column("read_noise", "D", unit="electron", array=[amps.read_noise[n] for n in names])], name=PTC_TABLE)
+    fits.HDUList([fits.PrimaryHDU(header=header), table]).writeto(path, overwrite=True)
+
+
+def read_ptc(path: Path) -> isr.AmpCalibration:
+    """A detector's ptc calibration: gains and read noise by segment.
+
+    Raises:
+        ValueError: not a ptc file, or one lacking a segment (named) or holding an impossible value.
+    """
+    try:
+        with fits.open(path, memmap=False) as hdus:
+            calib_type = hdus[0].header.get("CALIBTYP")
+            rows = hdus[PTC_TABLE].data
+            names = [str(name).strip() for name in rows["amplifier"]]
+            gains = [float(gain) for gain in rows["gain"]]
+            noise = [float(value) for value in rows["read_noise"]]
+    except (OSError, KeyError, IndexError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable ptc calibration ({type(error).__name__}: {error})") from error
+    if calib_type != "ptc":
+        raise ValueError(f"{path}: CALIBTYP is {calib_type!r}, not ptc")
+    missing = [name for name in amplifiers.SEGMENTS if name not in names]
+    if missing:
+        raise ValueError(f"{path}: the ptc has no row for {', '.join(missing)}")
+    try:
+        return isr.AmpCalibration(dict(zip(names, gains, strict=True)), dict(zip(names, noise, strict=True)))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
 
 
 def template_folder(root: Path, instrument: str, filter_name: str) -> Path:

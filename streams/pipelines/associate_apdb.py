@@ -81,16 +81,18 @@ class Exposure:
     template: np.ndarray
     """The template as subtracted: resampled and PSF-matched."""
     detections: pd.DataFrame
-    """x, y [pixel], ra, dec [deg], psf_flux, psf_flux_err, snr, is_negative: one row per detection."""
+    """x, y [pixel], ra, dec [deg], psf_flux, psf_flux_err [electrons], snr, is_negative: one per detection."""
+    njy_per_electron: float
+    """The photometric calibration: the APDB and the alerts carry fluxes in nJy."""
 
     @classmethod
     def from_ap(cls, progress: DetectorProgress, raws: list[isr.Raw], calexp: Calibrated,
                 diff: Difference) -> Exposure:
         """The outputs of Alert Production's difference imaging."""
-        return cls(progress.snaps[0].exposure_id, progress.detector, visit_midpoint(raws),
-                   association.band_of(str(raws[0].header.get("FILTER", progress.filters.split(",")[0]))),
+        return cls(progress.snaps[0].exposure_id, progress.detector, visit_midpoint(raws), raws[0].band,
                    float(sum(raw.exposure_time for raw in raws)), calexp.wcs, calexp.psf_sigma, calexp.image,
-                   calexp.variance, diff.image, diff.variance, diff.template, diff.sources.to_pandas())
+                   calexp.variance, diff.image, diff.variance, diff.template, diff.sources.to_pandas(),
+                   calexp.photo_calib.njy_per_electron)
 
 
 @dataclass(frozen=True)
@@ -178,8 +180,9 @@ class AssociateApdb:
 
     @staticmethod
     def _sources(exposure: Exposure, detected: pd.DataFrame, processed: float) -> pd.DataFrame:
-        """The DiaSource rows: detections with ids, times, forced fluxes on the science and template images."""
+        """The DiaSource rows: detections with ids, times, forced fluxes on the science and template images [nJy]."""
         x, y = detected["x"].to_numpy(float), detected["y"].to_numpy(float)
+        njy = exposure.njy_per_electron
         science = psf_photometry(exposure.science, exposure.science_variance, exposure.psf_sigma, x, y)
         template = psf_photometry(exposure.template, exposure.difference_variance, exposure.psf_sigma, x, y)
         half = int(np.ceil(4 * exposure.psf_sigma))
@@ -191,18 +194,19 @@ class AssociateApdb:
             "visit": exposure.visit, "detector": exposure.detector, "midpointMjdTai": float(exposure.midpoint.mjd),
             "exposureTime": exposure.exposure_time,
             "ra": detected["ra"].to_numpy(float), "dec": detected["dec"].to_numpy(float), "x": x, "y": y,
-            "psfFlux": detected["psf_flux"].to_numpy(float), "psfFluxErr": detected["psf_flux_err"].to_numpy(float),
+            "psfFlux": njy * detected["psf_flux"].to_numpy(float),
+            "psfFluxErr": njy * detected["psf_flux_err"].to_numpy(float),
             "snr": detected["snr"].to_numpy(float), "isNegative": detected["is_negative"].to_numpy(bool),
             "psfNdata": (2 * half + 1) ** 2, "trailNdata": 0, "dipoleNdata": 0, "bboxSize": 2 * half + 1,
-            "scienceFlux": science.flux, "scienceFluxErr": science.flux_err,
-            "templateFlux": template.flux, "templateFluxErr": template.flux_err,
+            "scienceFlux": njy * science.flux, "scienceFluxErr": njy * science.flux_err,
+            "templateFlux": njy * template.flux, "templateFluxErr": njy * template.flux_err,
             "pixelFlags_edge": science.edge | near_edge, "band": exposure.band, "timeProcessedMjdTai": processed})
 
     @staticmethod
     def _forced(exposure: Exposure, sources: pd.DataFrame, history: association.History,
                 processed: float) -> pd.DataFrame:
-        """Forced photometry on the difference and the science image at every DIA object on the detector: the
-        earlier ones (at their positions from earlier sources) and those this visit founded."""
+        """Forced photometry [nJy] on the difference and the science image at every DIA object on the detector:
+        the earlier ones (at their positions from earlier sources) and those this visit founded."""
         known = association.object_positions(history)
         new = sources[sources["diaObjectId"] == sources["diaSourceId"]]
         ids = np.concatenate([known["diaObjectId"].to_numpy(np.int64), new["diaObjectId"].to_numpy(np.int64)])
@@ -215,13 +219,14 @@ class AssociateApdb:
         difference: Forced = psf_photometry(exposure.difference, exposure.difference_variance, exposure.psf_sigma,
                                             x, y)
         science = psf_photometry(exposure.science, exposure.science_variance, exposure.psf_sigma, x, y)
-        visit, detector = exposure.visit, exposure.detector
+        visit, detector, njy = exposure.visit, exposure.detector, exposure.njy_per_electron
         return pd.DataFrame({
             "diaForcedSourceId": np.array([association.forced_source_id(int(i), visit, detector) for i in ids],
                                           dtype=np.int64),
             "diaObjectId": ids, "ra": ra, "dec": dec, "visit": visit, "detector": detector,
-            "midpointMjdTai": float(exposure.midpoint.mjd), "psfFlux": difference.flux,
-            "psfFluxErr": difference.flux_err, "scienceFlux": science.flux, "scienceFluxErr": science.flux_err,
+            "midpointMjdTai": float(exposure.midpoint.mjd), "psfFlux": njy * difference.flux,
+            "psfFluxErr": njy * difference.flux_err, "scienceFlux": njy * science.flux,
+            "scienceFluxErr": njy * science.flux_err,
             "band": exposure.band, "timeProcessedMjdTai": processed})
 
     @staticmethod
@@ -270,6 +275,10 @@ def _pixels(wcs: WCS, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.n
     return np.asarray(x, float), np.asarray(y, float)
 
 
+STANDIN_NJY_PER_ELECTRON = 1.0
+"""The synthetic sources' fluxes are made up: they are taken as nJy as they are."""
+
+
 class SyntheticAlerts:
     """The stand-in pipeline's DIA sources: `standin_dia_sources` point sources on a small flat image of the
     detector's pointing, at the same places every visit of the pointing and at new fluxes each visit."""
@@ -311,4 +320,4 @@ class SyntheticAlerts:
         return Exposure(progress.snaps[0].exposure_id, progress.detector,
                         astropy.time.Time(progress.next_visit_time, format="unix_tai"),
                         association.band_of(progress.filters.split(",")[0]) or "r", 30.0, wcs, 1.0, flat, flat,
-                        flat, flat, flat, detections)
+                        flat, flat, flat, detections, STANDIN_NJY_PER_ELECTRON)

@@ -2,7 +2,8 @@
 
 The exposures of a calibration sequence are one group (the nextVisit's `nimages` is the number
 of exposures), so all of a detector's exposures meet in its partition, as a visit's snaps do.
-Each is corrected ISR-only (overscan and gain; the bias for darks; bias and dark for flats),
+Each is corrected ISR-only (overscan, and the gains of the detector's ptc calibration; the bias for
+darks; bias and dark for flats),
 they are combined, and the master is written into the calibration repository, valid from the
 sequence's time for VALIDITY_DAYS. The gather announces it on the calibration-products topic;
 the next visits' preload finds it, as the newest valid master.
@@ -41,7 +42,8 @@ class CalibrationPipeline:
         """Reduce the sequence and certify the master.
 
         Raises:
-            NonRetriableError: a dark or flat sequence with no valid bias (or dark) to remove.
+            NonRetriableError: no valid ptc (the gains) for the detector, a dark or flat sequence with no valid
+                bias (or dark) to remove, or a ptc that cannot be read or lacks an amplifier.
         """
         raws = self.science.raws(progress)
         root, when = self.science.root, progress.next_visit_time
@@ -49,11 +51,17 @@ class CalibrationPipeline:
         filter_name = str(raws[0].header.get("FILTER", repository.ANY_FILTER)) if self.kind == "flat" \
             else repository.ANY_FILTER
         try:
+            ptc = repository.find_calibration(root, progress.instrument, "ptc", progress.detector,
+                                              repository.ANY_FILTER, when)
             inputs = {kind: repository.read_calibration(repository.find_calibration(
                 root, progress.instrument, kind, progress.detector, filter_name, when).path) for kind in needed}
         except repository.MissingCalibration as missing:
             raise NonRetriableError(f"cannot make a {self.kind}: {missing}") from missing
-        master = calibration.reduce(self.kind, raws, inputs.get("bias"), inputs.get("dark"))
+        try:
+            amps = repository.read_ptc(ptc.path)
+            master = calibration.reduce(self.kind, raws, amps, inputs.get("bias"), inputs.get("dark"))
+        except ValueError as bad:  # a broken ptc, or calibrations that do not fit the raws: retrying cannot help
+            raise NonRetriableError(f"cannot make a {self.kind}: {bad}") from bad
         end = when + VALIDITY_DAYS * 86400
         path = repository.calibration_path(root, progress.instrument, self.kind, progress.detector, filter_name,
                                            when, end)

@@ -1,9 +1,11 @@
 """The built-in science pipelines: `ap` (Alert Production), `single-frame`, `isr`, in fallback order.
 
 All three share one bounded cache per pipeline process, filled by the preload: the master
-calibrations valid at the visit time for the detector and filter, and the template tiles that
-overlap the detector's predicted footprint. `ap` raises PipelineUnavailable when no template
-covers the detector, so `single-frame` runs instead, as in the real system.
+calibrations valid at the visit time for the detector and filter (bias, dark, flat and the
+per-amplifier gains and read noise, `ptc`), the template tiles and the reference stars that
+overlap the detector's predicted footprint (Rubin preloads its refcat shards the same way). `ap`
+raises PipelineUnavailable when no template covers the detector, so `single-frame` runs instead,
+as in the real system.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from streams import repository
+from streams import refcat, repository
 from streams.config import Settings
 from streams.errors import NonRetriableError
 from streams.pipelines.associate_apdb import AssociateApdb, Exposure
@@ -25,6 +27,7 @@ from streams.pipelines.base import Outcome, PipelineUnavailable
 from streams.records import DetectorProgress
 from streams.science import isr
 from streams.science.alert_production import Calibrated, NoPsf, NoTemplate, Template, Timer, calibrate, difference
+from streams.science.association import band_of
 from streams.science.background import FWHM_PER_SIGMA
 from streams.science.geometry import PIXEL_ARCSEC, CcdShape, detector_wcs, footprint
 from streams.storage import Storage
@@ -60,6 +63,8 @@ class Inputs:
 
     calibrations: isr.Calibrations
     templates: list[Template]
+    references: refcat.RefStars
+    """The reference stars of the detector's padded footprint, in its band, at the visit's epoch."""
     files: dict[str, str]
     """The calibration files used, by type (they go into the outputs' headers)."""
     shape: CcdShape
@@ -82,8 +87,7 @@ class Science:
                                                    filter_name, progress.next_visit_time)
                  for kind in repository.CALIB_TYPES}
         searched = time.perf_counter()
-        calibs = {kind: self.cache.get(("calib", f.path), lambda f=f: repository.read_calibration(f.path))
-                  for kind, f in found.items()}
+        calibs = {kind: self.cache.get(("calib", f.path), lambda f=f: read_calibration(f)) for kind, f in found.items()}
         read_calibs = time.perf_counter()
         height, width = calibs["bias"].shape
         wcs = detector_wcs(progress.instrument, progress.detector, progress.position[0], progress.position[1],
@@ -92,12 +96,15 @@ class Science:
         tiles = repository.find_templates(self.root, progress.instrument, filter_name, ra, dec)
         searched_templates = time.perf_counter()
         templates = [self.cache.get(("template", t), lambda t=t: repository.read_template(t)) for t in tiles]
+        band, epoch = band_of(filter_name), julian_year(progress.next_visit_time)
+        references = self.cache.get(("refcat", tuple(np.round(ra, 6)), tuple(np.round(dec, 6)), band, round(epoch, 1)),
+                                    lambda: refcat.load(self.root, ra, dec, band, epoch))
         done = time.perf_counter()
         search = (searched - started) + (searched_templates - read_calibs)
         timings |= {"prep_butlerSearchTime": search, "prep_butlerTransferTime": done - started - search,
                     "prep_butlerPreprocessTime": 0.0, "prep_butlerTotalTime": done - started}
-        return Inputs(isr.Calibrations(calibs["bias"], calibs["dark"], calibs["flat"]), templates,
-                      {kind: f.path.name for kind, f in found.items()}, CcdShape(height, width))
+        return Inputs(isr.Calibrations(calibs["bias"], calibs["dark"], calibs["flat"], calibs["ptc"]), templates,
+                      references, {kind: f.path.name for kind, f in found.items()}, CcdShape(height, width))
 
     def preload(self, progress: DetectorProgress) -> dict[str, float]:
         """Fetch the inputs ahead of the raws; report the real system's preload timings."""
@@ -114,14 +121,25 @@ class Science:
         Raises:
             NonRetriableError: a raw whose header names another detector or group.
         """
-        raws = [isr.read_raw(self.storage.read(snap.uri, RAW_LIMIT)) for snap in progress.snaps]
+        raws = [self._read(snap.uri) for snap in progress.snaps]
         for raw, snap in zip(raws, progress.snaps, strict=True):
-            header = raw.header
-            said = (int(header.get("DETECTOR", progress.detector)), str(header.get("GROUPID", progress.group_id)))
-            if said != (progress.detector, progress.group_id):
-                raise NonRetriableError(f"{snap.uri}: its header says detector {said[0]} group {said[1]}, the event "
-                                        f"said detector {progress.detector} group {progress.group_id}")
+            said = (raw.instrument, raw.detector, str(raw.header.get("GROUPID", progress.group_id)))
+            if said != (progress.instrument, progress.detector, progress.group_id):
+                raise NonRetriableError(f"{snap.uri}: its header says {said[0]} detector {said[1]} group {said[2]}, "
+                                        f"the event said {progress.instrument} detector {progress.detector} group "
+                                        f"{progress.group_id}")
         return raws
+
+    def _read(self, uri: str) -> isr.Raw:
+        """One raw, read as the camera wrote it.
+
+        Raises:
+            NonRetriableError: the file is not a raw the ISR can read (the message says what is wrong).
+        """
+        try:
+            return isr.read_raw(self.storage.read(uri, RAW_LIMIT))
+        except isr.RawFormatError as bad:
+            raise NonRetriableError(f"{uri}: {type(bad).__name__}: {bad}") from bad
 
     def output_folder(self, progress: DetectorProgress) -> Path:
         """Where this detector's outputs go (its parts were validated on arrival)."""
@@ -140,7 +158,8 @@ class Science:
         filter_name = str(raws[0].header.get("FILTER", progress.filters.split(",")[0]))
         try:
             inputs = self.inputs(progress, filter_name)
-            return calibrate(raws, inputs.calibrations, timer, self.settings.ccd_threads), inputs, raws
+            return calibrate(raws, inputs.calibrations, inputs.references, timer, self.settings.ccd_threads), \
+                inputs, raws
         except (repository.MissingCalibration, NoPsf) as cannot:
             raise NonRetriableError(str(cannot)) from cannot
 
@@ -156,10 +175,47 @@ class Science:
         return path.as_uri()
 
 
+def read_calibration(found: repository.CalibrationFile) -> np.ndarray | isr.AmpCalibration:
+    """A master's pixels, or the ptc's gains and read noise.
+
+    Raises:
+        NonRetriableError: a ptc that cannot be read or lacks an amplifier.
+    """
+    if found.calib_type != "ptc":
+        return repository.read_calibration(found.path)
+    try:
+        return repository.read_ptc(found.path)
+    except ValueError as bad:
+        raise NonRetriableError(str(bad)) from bad
+
+
 def calexp_metrics(calexp: Calibrated, timer: Timer) -> dict[str, float]:
-    """Metrics every science pipeline reports."""
+    """Metrics every science pipeline reports: the image's, the astrometric fit's and the zero point's."""
+    solution, calib = calexp.astrometry, calexp.photo_calib
+    fits_quality = ({"astromRmsArcsec": solution.rms_arcsec} if solution.fitted else {}) \
+        | ({"photoCalibScatter": calib.scatter} if calib.fitted else {})  # no NaN in a result
     return {"backgroundLevel": calexp.background, "psfFwhm": calexp.psf_sigma * FWHM_PER_SIGMA * PIXEL_ARCSEC,
-            "cosmicRayCount": float(calexp.cosmic_rays), **{f"{step}Time": t for step, t in timer.steps.items()}}
+            "cosmicRayCount": float(calexp.cosmic_rays), "astromMatchCount": float(solution.matches),
+            "astromFallback": float(not solution.fitted), "photoCalibZeroPoint": calib.zero_point,
+            "photoCalibStarCount": float(calib.stars), "photoCalibFallback": float(not calib.fitted),
+            **fits_quality, **{f"{step}Time": t for step, t in timer.steps.items()}}
+
+
+def calexp_header(raw: isr.Raw, calexp: Calibrated) -> fits.Header:
+    """The raw's primary header with the fitted (or pointing) WCS and the zero point: what a reader of the
+    calibrated and difference images needs to put them on the sky and in nJy."""
+    header = raw.header.copy()
+    header.update(calexp.wcs.to_header(relax=True))
+    header["ASTROMOK"] = (calexp.astrometry.fitted, "WCS fitted to the reference catalogue")
+    header["MAGZERO"] = (calexp.photo_calib.zero_point, "AB mag of 1 electron in this image")
+    header["NJYPERE"] = (calexp.photo_calib.njy_per_electron, "nJy per electron")
+    header["PHOTOOK"] = (calexp.photo_calib.fitted, "zero point fitted to reference stars")
+    return header
+
+
+def julian_year(tai_seconds: float) -> float:
+    """The Julian epoch of a TAI Unix time (proper motions are applied to it)."""
+    return 2000.0 + (tai_seconds / 86400.0 + 40587.0 - 51544.5) / 365.25
 
 
 _science: Science | None = None
@@ -215,7 +271,7 @@ class AlertProduction(SciencePipeline):
             raise PipelineUnavailable(str(missing)) from missing
         with timer.step("writeOutputs"):
             folder = self.science.output_folder(progress)
-            header = raws[0].header.copy()
+            header = calexp_header(raws[0], calexp)
             uris = [self.science.write_image(folder, "calexp", calexp.image, calexp.variance, header, inputs),
                     self.science.write_image(folder, "difference", diff.image, diff.variance, header, inputs)]
             catalog = folder / "dia_sources.fits"
@@ -240,7 +296,8 @@ class SingleFrame(SciencePipeline):
         timer = Timer()
         calexp, inputs, raws = self.science.calibrate(progress, timer)
         folder = self.science.output_folder(progress)
-        uri = self.science.write_image(folder, "calexp", calexp.image, calexp.variance, raws[0].header, inputs)
+        uri = self.science.write_image(folder, "calexp", calexp.image, calexp.variance, calexp_header(raws[0], calexp),
+                                       inputs)
         return Outcome(metrics=calexp_metrics(calexp, timer), output_uris=[uri])
 
 

@@ -14,7 +14,10 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from scipy.ndimage import minimum_filter
 
-from streams.science import background, detection, diffim, isr
+from streams.refcat import RefStars
+from streams.science import astrometry, background, detection, diffim, isr, photometry
+from streams.science.forced import psf_photometry
+from streams.science.geometry import CcdShape, detector_wcs
 
 
 class NoPsf(ValueError):  # noqa: N818 (a condition of the data)
@@ -53,16 +56,20 @@ class Timer:
 
 @dataclass(frozen=True)
 class Calibrated:
-    """A detector after ISR, snap combination and background subtraction."""
+    """A detector after ISR, snap combination, background subtraction, astrometry and photometric calibration."""
 
     image: np.ndarray
     variance: np.ndarray
     wcs: WCS
+    """Fitted to the reference catalogue, or the pointing's when the fit failed (see `astrometry`)."""
     background: float
     psf_sigma: float
     cosmic_rays: int
     stars: np.ndarray
     """(y, x) of the bright stars (above 30 sigma): for the PSF and the matching kernel."""
+    astrometry: astrometry.Solution
+    photo_calib: photometry.PhotoCalib
+    """Electrons to nJy: fitted to the reference stars, or the nominal zero point when it could not be."""
 
 
 @dataclass(frozen=True)
@@ -79,23 +86,66 @@ class Difference:
     """Star stamps the matching kernel was fitted on (below diffim.MIN_STAMPS: analytic kernel)."""
 
 
-def calibrate(raws: list[isr.Raw], calibs: isr.Calibrations, timer: Timer, threads: int = 1) -> Calibrated:
-    """ISR per snap, the snaps combined with cosmic-ray rejection, background removed, PSF measured.
+STAR_THRESHOLD = 10.0
+"""Stars for astrometry and the zero point: isolated peaks above this significance (the PSF uses those above
+background.STAR_THRESHOLDS[0])."""
+ASTROMETRY_STARS = 1000
+"""At most this many stars, the brightest, are matched to the reference catalogue."""
+NOMINAL_ZERO_POINT = 28.4
+"""AB magnitude that gives 1 electron per second: the fallback when no reference star can calibrate the CCD."""
+
+
+def pointing_wcs(raw: isr.Raw, shape: tuple[int, int]) -> WCS:
+    """The WCS the boresight (RA, DEC, ROTPA) and the detector's place in the focal plane predict."""
+    ra, dec, rotation = raw.boresight
+    return detector_wcs(raw.instrument, raw.detector, ra, dec, rotation, CcdShape(*shape))
+
+
+def nominal_calibration(exposure_time: float) -> photometry.PhotoCalib:
+    """The nominal zero point for an image in electrons per `exposure_time` seconds, flagged as not fitted."""
+    zero_point = NOMINAL_ZERO_POINT + 2.5 * np.log10(exposure_time)
+    return photometry.PhotoCalib(10 ** (-0.4 * (zero_point - photometry.AB_NJY_ZERO)), zero_point, 0,
+                                 float("nan"), False)
+
+
+def calibrate(raws: list[isr.Raw], calibs: isr.Calibrations, references: RefStars | None, timer: Timer,
+              threads: int = 1) -> Calibrated:
+    """ISR per snap, the snaps combined with cosmic-ray rejection, background removed, PSF measured, the WCS
+    fitted to the reference stars and the zero point measured on them.
 
     With `threads` > 1, the amplifiers are corrected in parallel.
     """
+    with timer.step("assembly"):
+        assembled = [isr.assemble(raw, calibs.amps, threads) for raw in raws]
     with timer.step("isr"):
-        snaps = [isr.remove_signature(raw, calibs, threads) for raw in raws]
+        snaps = [isr.remove_instrument(raw, image, calibs) for raw, image in zip(raws, assembled, strict=True)]
     with timer.step("snapCombine"):
         image, variance, hits = isr.combine_snaps(snaps)
     with timer.step("background"):
         image, level = background.subtract_background(image)
     with timer.step("psf"):
-        stars = background.find_stars(image, variance, background.STAR_THRESHOLDS[0])
+        found = background.find_stars(image, variance, STAR_THRESHOLD, limit=ASTROMETRY_STARS)
+        significance = image[found[:, 0], found[:, 1]] / np.sqrt(np.maximum(variance[found[:, 0], found[:, 1]], 1e-6))
+        stars = found[significance > background.STAR_THRESHOLDS[0]][:background.PSF_STARS * 8]
         sigma = background.psf_sigma(image, variance, stars)
     if not np.isfinite(sigma):
         raise NoPsf(f"no star above {background.STAR_THRESHOLDS[-1]:.0f} sigma to measure the PSF")
-    return Calibrated(image, variance, raws[0].wcs, level, sigma, int(hits.sum()), stars)
+    with timer.step("astrometry"):
+        x, y = astrometry.centroids(image, found)
+        measured = psf_photometry(image, variance, sigma, x, y)
+        initial = pointing_wcs(raws[0], image.shape)
+        if references is None or not len(references.ra):
+            solution = astrometry.Solution(initial, False, 0, float("nan"), np.array([], int), np.array([], int),
+                                           "no reference catalogue covers the detector")
+        else:
+            solution = astrometry.solve(x, y, measured.flux, initial, references.ra, references.dec, image.shape)
+    with timer.step("photoCal"):
+        calibration = photometry.zero_point(
+            measured.flux[solution.star_index], measured.flux_err[solution.star_index],
+            references.flux[solution.ref_index]) if references is not None and solution.fitted else None
+        if calibration is None or not calibration.fitted:
+            calibration = nominal_calibration(raws[0].exposure_time)
+    return Calibrated(image, variance, solution.wcs, level, sigma, int(hits.sum()), stars, solution, calibration)
 
 
 def difference(calexp: Calibrated, templates: list[Template], timer: Timer, threads: int = 1) -> Difference:

@@ -17,14 +17,17 @@ def combine(frames: list[np.ndarray]) -> np.ndarray:
     return np.asarray(median.filled(np.nan), dtype=np.float32)
 
 
-def reduce(kind: str, raws: list[isr.Raw], bias: np.ndarray | None = None,
+def reduce(kind: str, raws: list[isr.Raw], amps: isr.AmpCalibration, bias: np.ndarray | None = None,
            dark: np.ndarray | None = None) -> np.ndarray:
-    """A master from a sequence: bias [e-]; dark [e-/s], bias removed; flat [mean 1], bias and dark removed.
+    """A master from a sequence, in DM's frame: bias [e-]; dark [e-/s], bias removed; flat [mean 1], bias and dark
+    removed. `amps` (the detector's ptc) turns each amplifier's ADU into electrons.
 
     Raises:
-        ValueError: an unknown kind, or a dark or flat without the calibrations it needs.
+        ValueError: an unknown kind, a dark or flat without the calibrations it needs, or `amps` lacking a segment.
     """
-    frames = [isr.assemble(raw) for raw in raws]
+    if kind not in ("bias", "dark", "flat"):
+        raise ValueError(f"unknown calibration type {kind!r}")
+    frames = [isr.assemble(raw, amps) for raw in raws]
     if kind == "bias":
         return combine(frames)
     if bias is None or (kind == "flat" and dark is None):
@@ -32,9 +35,7 @@ def reduce(kind: str, raws: list[isr.Raw], bias: np.ndarray | None = None,
     if kind == "dark":
         return combine([(frame - bias) / np.float32(raw.exposure_time)
                         for frame, raw in zip(frames, raws, strict=True)])
-    if kind == "flat":
-        assert dark is not None
-        signals = [frame - bias - dark * np.float32(raw.exposure_time) for frame, raw in zip(frames, raws, strict=True)]
-        master = combine([signal / np.median(signal) for signal in signals])
-        return master / np.float32(np.nanmean(master))
-    raise ValueError(f"unknown calibration type {kind!r}")
+    assert dark is not None  # a flat, checked above
+    signals = [frame - bias - dark * np.float32(raw.exposure_time) for frame, raw in zip(frames, raws, strict=True)]
+    master = combine([signal / np.median(signal) for signal in signals])
+    return master / np.float32(np.nanmean(master))

@@ -1,9 +1,26 @@
 """Instrument signature removal: overscan, gain, bias, dark, flat, then the snaps combined.
 
-A raw is a FITS file with a primary header (GROUPID, EXPID, DETECTOR, FILTER, DATE-OBS, EXPTIME,
-and the WCS) and one image extension per amplifier holding its imaging section followed by its
-serial overscan (DATASEC, BIASSEC, DETSEC, GAIN, RDNOISE). Each amplifier is corrected on its
-own, so ISR splits cleanly across cores.
+A raw is one CCD as LSSTCam (also LSSTComCam, LATISS) writes it, for E2V and ITL sensors (facts in
+the project's reference `lsstcam_raw_format.md`):
+
+- the primary header has no pixels; it names the detector by RAFTBAY and CCDSLOT (no DETNAME or
+  DETECTOR), the vendor by CCD_MANU, and holds EXPTIME, FILTBAND/FILTER and the boresight (RA, DEC, ROTPA);
+- 16 amplifier HDUs, found by EXTNAME (`Segment10..17, Segment07..00`) wherever they are and whether
+  plain or RICE tile-compressed; other HDUs (REB_COND, CONFIG_COND) are ignored;
+- each segment is in readout order: serial prescan (DATASEC x1 - 1 columns), data (DATASEC), serial
+  overscan (after DATASEC x2 up to NAXIS1); data rows, then parallel overscan rows (after DATASEC y2);
+- the camera writes no BIASSEC, GAIN or RDNOISE: the overscan is inferred from DATASEC and NAXIS1, as
+  obs_lsst does, and gains and read noise come from the detector's `ptc` calibration (`AmpCalibration`).
+
+The CCD is assembled in DM's frame (cameraGeom), not in the frame of the header's DETSEC. The two are a
+y-mirror of each other (DM-36115): DM y = (NY + 1) - DETSEC y, NY from DETSIZE. DM's frame is chosen
+because the calibrations, the camera's own CCD_SERPAR WCS and everything DM produces are in it, and
+simulated (imSim) raws already write DETSEC in it. DETSEC is still honoured, reversed ranges included:
+its mirror must give exactly the place and flips `amplifiers.dm_placement` gives, else the raw is
+refused (SectionError) rather than assembled in a frame nobody else uses; this also refuses raws in
+imSim's convention, whose DETSEC is already DM's.
+
+Each amplifier is corrected on its own, so ISR splits cleanly across cores.
 """
 
 from __future__ import annotations
@@ -13,12 +30,29 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
 
-SECTION = re.compile(r"\[(\d+):(\d+),(\d+):(\d+)\]")
+from streams.core.focal_plane import detector_id
+from streams.errors import InvalidEventError
+from streams.science import amplifiers
+from streams.science.geometry import AMP_COLUMNS, AMP_ROWS, CcdShape
+
+SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$")
+SEGMENT_NAME = re.compile(r"^segment([01][0-7])$", re.IGNORECASE)
+INSTRUMENTS = {"lsstcam": "LSSTCam", "lsstcomcam": "LSSTComCam", "latiss": "LATISS"}
+"""INSTRUME (any case) -> the instrument's canonical name."""
+OVERSCAN_SKIP = 2
+"""Serial overscan columns next to the data that hold CTI trailing, left out of the level..."""
+OVERSCAN_SKIP_ABOVE = 4
+"""...when the overscan has more columns than this (else every column is needed)."""
+MAX_HDUS = 64
+"""A raw has 19 HDUs; more means a damaged header (astropy reads a negative NAXIS as a step back, forever)."""
+MAX_SEGMENT_PIXELS = 1 << 22
+"""NAXIS1 x NAXIS2 above this (3.5 times a real 576 x 2048 segment) is refused before any pixel is decoded: a
+damaged header of a compressed segment could otherwise make the decompressor allocate gigabytes."""
 CR_SIGMA = 5.0
 """A pixel brighter by this many sigma in one snap than in the other holds a cosmic ray."""
 
@@ -27,16 +61,50 @@ class RawFormatError(ValueError):
     """The file is not a raw this pipeline can read."""
 
 
+class MissingSegmentError(RawFormatError):
+    """An amplifier's Segment HDU is missing (or there twice, or not an image)."""
+
+
+class SectionError(RawFormatError):
+    """DATASEC, DETSEC, DETSIZE and NAXIS of a segment disagree with each other or with cameraGeom."""
+
+
+class CorruptRawError(RawFormatError):
+    """A segment's pixels cannot be read (e.g. a corrupt RICE tile)."""
+
+
+class NotLsstCamError(RawFormatError):
+    """Not a raw of LSSTCam, LSSTComCam or LATISS, or it does not say which detector it is."""
+
+
 @dataclass(frozen=True)
 class Amplifier:
-    """One amplifier's pixels (ADU) and what its header says."""
+    """One amplifier as read: its data section and serial overscan (ADU, readout order) and where it lands."""
 
+    name: str
     pixels: np.ndarray
+    """The data section, float32 ADU, (rows, columns) as stored (readout order)."""
     overscan: np.ndarray
-    rows: slice
-    columns: slice
-    gain: float
-    read_noise: float
+    """All serial overscan columns of the data rows, float32 ADU."""
+    placement: amplifiers.Placement
+    """Where the data lands in DM's frame, and its flips."""
+
+
+def _value(header: fits.Header, key: str, where: str, error: type[RawFormatError] = RawFormatError) -> Any:
+    """A keyword's value, None if absent; a card astropy cannot parse (it says so only when read) is `error`."""
+    try:
+        return header.get(key)
+    except fits.VerifyError as bad:
+        raise error(f"{where}: the {key} card cannot be parsed ({bad})") from bad
+
+
+def _header_float(header: fits.Header, key: str) -> float:
+    """A numeric primary header keyword; RawFormatError (not KeyError) when missing or not a number."""
+    value = _value(header, key, "the primary header")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as error:
+        raise RawFormatError(f"the raw has no numeric {key} (it is {value!r})") from error
 
 
 @dataclass(frozen=True)
@@ -44,103 +112,354 @@ class Raw:
     """One snap of one detector, as read."""
 
     header: fits.Header
+    """The primary header."""
     amplifiers: list[Amplifier]
+    """The 16 amplifiers, in amplifiers.SEGMENTS order; their placements tile `shape`."""
     shape: tuple[int, int]
+    """(rows, columns) of the assembled CCD."""
+    instrument: str
+    detector: int
+    vendor: str
 
     @property
     def exposure_time(self) -> float:
         """EXPTIME [s]."""
-        return float(self.header["EXPTIME"])
+        return _header_float(self.header, "EXPTIME")
 
     @property
-    def wcs(self) -> WCS:
-        """The WCS the camera wrote from the pointing."""
-        return WCS(self.header)
+    def boresight(self) -> tuple[float, float, float]:
+        """(RA, DEC, ROTPA) in degrees: the raw has no celestial WCS, DM builds one from these and cameraGeom."""
+        return (_header_float(self.header, "RA"), _header_float(self.header, "DEC"),
+                _header_float(self.header, "ROTPA"))
+
+    @property
+    def band(self) -> str:
+        """FILTBAND, else the first letter of FILTER (e.g. r_57 -> r)."""
+        for key in ("FILTBAND", "FILTER"):
+            value = str(_value(self.header, key, "the primary header") or "").strip()
+            if value:
+                return value if key == "FILTBAND" else value[0]
+        raise RawFormatError("the raw has neither FILTBAND nor FILTER")
 
 
-def _section(text: str) -> tuple[slice, slice]:
-    """A FITS section `[x1:x2,y1:y2]` (1-based, inclusive) as numpy (rows, columns) slices."""
-    match = SECTION.match(text.strip())
-    if match is None:
-        raise RawFormatError(f"bad section {text!r}")
-    x1, x2, y1, y2 = (int(v) for v in match.groups())
-    return slice(y1 - 1, y2), slice(x1 - 1, x2)
-
-
-def read_raw(source: Path | bytes) -> Raw:
-    """Read a raw, from a file or from its bytes.
+@dataclass(frozen=True)
+class AmpCalibration:
+    """The detector's per-amplifier `ptc` calibration: gains [e-/ADU] and read noise [e-], by segment name.
 
     Raises:
-        RawFormatError: missing keywords or extensions.
+        ValueError: a gain that is not positive, or a read noise that is negative (or not finite).
     """
-    path = source if isinstance(source, Path) else "raw bytes"
-    try:
-        with fits.open(source if isinstance(source, Path) else io.BytesIO(source), memmap=False) as hdus:
-            header = hdus[0].header.copy()
-            amplifiers = []
-            for hdu in hdus[1:]:
-                data = np.asarray(hdu.data, dtype=np.float32)
-                data_rows, data_columns = _section(hdu.header["DATASEC"])
-                bias_rows, bias_columns = _section(hdu.header["BIASSEC"])
-                det_rows, det_columns = _section(hdu.header["DETSEC"])
-                amplifiers.append(Amplifier(
-                    pixels=data[data_rows, data_columns], overscan=data[bias_rows, bias_columns],
-                    rows=det_rows, columns=det_columns, gain=float(hdu.header["GAIN"]),
-                    read_noise=float(hdu.header["RDNOISE"])))
-    except (OSError, KeyError, TypeError, ValueError) as error:
-        raise RawFormatError(f"{path}: not a readable raw: {error}") from error
-    if not amplifiers:
-        raise RawFormatError(f"{path}: no amplifier extensions")
-    shape = (max(a.rows.stop for a in amplifiers), max(a.columns.stop for a in amplifiers))
-    return Raw(header, amplifiers, shape)
 
+    gains: dict[str, float]
+    read_noise: dict[str, float]
 
-def correct_amplifier(amp: Amplifier) -> np.ndarray:
-    """Overscan-subtracted pixels in electrons: the overscan level is taken row by row (median)."""
-    level = np.median(amp.overscan, axis=1, keepdims=True)
-    corrected: np.ndarray = (amp.pixels - level) * np.float32(amp.gain)
-    return corrected
+    def __post_init__(self) -> None:
+        """Refuse values that would silently turn an image into nonsense."""
+        for name, gain in self.gains.items():
+            if not (np.isfinite(gain) and gain > 0):
+                raise ValueError(f"the gain of {name} is {gain}: it must be a positive number of e-/ADU")
+        for name, noise in self.read_noise.items():
+            if not (np.isfinite(noise) and noise >= 0):
+                raise ValueError(f"the read noise of {name} is {noise}: it must be a number of e- >= 0")
 
+    def gain_of(self, segment: str) -> float:
+        """The segment's gain [e-/ADU]; ValueError naming it if the calibration lacks it."""
+        if segment not in self.gains:
+            raise ValueError(f"the ptc calibration has no gain for {segment}")
+        return float(self.gains[segment])
 
-def assemble(raw: Raw, threads: int = 1) -> np.ndarray:
-    """The CCD image in electrons, each amplifier corrected (in parallel with `threads` > 1) and put in place."""
-    image = np.empty(raw.shape, dtype=np.float32)
-    if threads > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            corrected = list(pool.map(correct_amplifier, raw.amplifiers))
-    else:
-        corrected = [correct_amplifier(amp) for amp in raw.amplifiers]
-    for amp, pixels in zip(raw.amplifiers, corrected, strict=True):
-        image[amp.rows, amp.columns] = pixels
-    return image
-
-
-def read_noise_map(raw: Raw) -> np.ndarray:
-    """Read noise [electrons] of each pixel, from its amplifier."""
-    noise = np.empty(raw.shape, dtype=np.float32)
-    for amp in raw.amplifiers:
-        noise[amp.rows, amp.columns] = amp.read_noise * amp.gain
-    return noise
+    def read_noise_of(self, segment: str) -> float:
+        """The segment's read noise [e-]; ValueError naming it if the calibration lacks it."""
+        if segment not in self.read_noise:
+            raise ValueError(f"the ptc calibration has no read noise for {segment}")
+        return float(self.read_noise[segment])
 
 
 @dataclass(frozen=True)
 class Calibrations:
-    """Master calibrations of one detector: bias [e-], dark [e-/s], flat (mean 1)."""
+    """Calibrations of one detector: master bias [e-], dark [e-/s], flat (mean 1), all in DM's frame, and the
+    per-amplifier gains and read noise."""
 
     bias: np.ndarray
     dark: np.ndarray
     flat: np.ndarray
+    amps: AmpCalibration
 
 
-def remove_signature(raw: Raw, calibs: Calibrations, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(image, variance) in electrons: overscan, gain, bias, dark x EXPTIME, flat."""
-    image = assemble(raw, threads)
+@dataclass(frozen=True)
+class _Section:
+    """A FITS section as written: 1-based, inclusive, x1 > x2 (or y1 > y2) for a reversed range."""
+
+    x1: int
+    x2: int
+    y1: int
+    y2: int
+
+    @property
+    def width(self) -> int:
+        """Columns covered."""
+        return abs(self.x2 - self.x1) + 1
+
+    @property
+    def height(self) -> int:
+        """Rows covered."""
+        return abs(self.y2 - self.y1) + 1
+
+    @property
+    def ascending(self) -> bool:
+        """Neither range reversed."""
+        return self.x1 <= self.x2 and self.y1 <= self.y2
+
+    def __str__(self) -> str:
+        return f"[{self.x1}:{self.x2},{self.y1}:{self.y2}]"
+
+
+def _section(header: fits.Header, key: str, hdu: str, fallback: fits.Header | None = None) -> _Section:
+    """A section keyword of the HDU (or of `fallback`, the primary, for DETSIZE in 2019-2021 files)."""
+    text = _value(header, key, hdu, SectionError)
+    if text is None and fallback is not None:
+        text = _value(fallback, key, "the primary header", SectionError)
+    match = SECTION.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise SectionError(f"{hdu}: {key} is {text!r}, not a section like [1:509,1:2000]")
+    section = _Section(*(int(v) for v in match.groups()))
+    if min(section.x1, section.x2, section.y1, section.y2) < 1:
+        raise SectionError(f"{hdu}: {key} {section} has a 0: sections are 1-based")
+    return section
+
+
+def _naxis(header: fits.Header, hdu: str) -> tuple[int, int]:
+    """(NAXIS1, NAXIS2) of an image HDU."""
+    naxis = [_value(header, key, hdu, SectionError) for key in ("NAXIS", "NAXIS1", "NAXIS2")]
+    if naxis[0] != 2 or not all(isinstance(n, int) and n > 0 for n in naxis[1:]):
+        raise SectionError(f"{hdu}: NAXIS, NAXIS1, NAXIS2 are {naxis}: a segment is a 2-d image")
+    naxis1, naxis2 = int(naxis[1]), int(naxis[2])
+    if naxis1 * naxis2 > MAX_SEGMENT_PIXELS:
+        raise SectionError(f"{hdu}: NAXIS1 x NAXIS2 = {naxis1} x {naxis2}, more than any amplifier segment "
+                           f"({MAX_SEGMENT_PIXELS} pixels)")
+    return naxis1, naxis2
+
+
+def _placement(name: str, detsec: _Section, detsize: _Section, vendor: str, datasec: _Section) -> amplifiers.Placement:
+    """Where DETSEC, mirrored in y into DM's frame, puts the segment; SectionError unless cameraGeom agrees."""
+    ny = detsize.y2
+    y1, y2 = ny + 1 - detsec.y1, ny + 1 - detsec.y2  # DM y = (NY + 1) - DETSEC y (DM-36115)
+    found = amplifiers.Placement(rows=slice(min(y1, y2) - 1, max(y1, y2)),
+                                 columns=slice(min(detsec.x1, detsec.x2) - 1, max(detsec.x1, detsec.x2)),
+                                 flip_x=detsec.x1 > detsec.x2, flip_y=y1 > y2)
+    layout = amplifiers.layout(vendor, CcdShape(AMP_ROWS * datasec.height, AMP_COLUMNS * datasec.width))
+    expected = amplifiers.dm_placement(name, vendor, layout)
+    if found != expected:
+        raise SectionError(f"DETSEC {detsec} of {name} puts it at {_describe(found)} in DM's frame (y mirrored), "
+                           f"where cameraGeom has {_describe(expected)} for {vendor}: not a camera raw's DETSEC "
+                           "(an imSim-convention raw?)")
+    return found
+
+
+def _describe(place: amplifiers.Placement) -> str:
+    """A placement in words, for messages (0-based rows and columns)."""
+    flips = [axis for axis, flipped in (("x", place.flip_x), ("y", place.flip_y)) if flipped]
+    return (f"rows {place.rows.start}:{place.rows.stop}, columns {place.columns.start}:{place.columns.stop}, "
+            f"{'flipped in ' + ' and '.join(flips) if flips else 'not flipped'}")
+
+
+def _read_amplifier(name: str, hdu: fits.ImageHDU | fits.CompImageHDU, primary: fits.Header,
+                    vendor: str) -> tuple[Amplifier, _Section]:
+    """One segment checked and read: its Amplifier and its DETSIZE."""
+    header = hdu.header
+    naxis1, naxis2 = _naxis(header, name)
+    datasec = _section(header, "DATASEC", name)
+    if not datasec.ascending:
+        raise SectionError(f"{name}: DATASEC {datasec} is reversed; it is in readout order, always ascending")
+    if datasec.x2 > naxis1 or datasec.y2 > naxis2:
+        raise SectionError(f"{name}: DATASEC {datasec} reaches beyond NAXIS1 x NAXIS2 = {naxis1} x {naxis2}")
+    if datasec.x2 == naxis1:
+        raise SectionError(f"{name}: DATASEC {datasec} ends at NAXIS1 = {naxis1}: no serial overscan to remove")
+    detsec = _section(header, "DETSEC", name)
+    if (detsec.width, detsec.height) != (datasec.width, datasec.height):
+        raise SectionError(f"{name}: DETSEC {detsec} is {detsec.width} x {detsec.height}, DATASEC {datasec} is "
+                           f"{datasec.width} x {datasec.height}")
+    detsize = _section(header, "DETSIZE", name, primary)
+    if detsize.x1 != 1 or detsize.y1 != 1 or not detsize.ascending:
+        raise SectionError(f"{name}: DETSIZE {detsize} does not start at [1:..,1:..]")
+    if (detsize.x2, detsize.y2) != (AMP_COLUMNS * datasec.width, AMP_ROWS * datasec.height):
+        raise SectionError(f"{name}: DETSIZE {detsize} is not {AMP_COLUMNS} x {AMP_ROWS} amplifiers of DATASEC's "
+                           f"{datasec.width} x {datasec.height}")
+    if max(detsec.x1, detsec.x2) > detsize.x2 or max(detsec.y1, detsec.y2) > detsize.y2:
+        raise SectionError(f"{name}: DETSEC {detsec} lies outside DETSIZE {detsize}")
+    placement = _placement(name, detsec, detsize, vendor, datasec)
+    try:
+        data = hdu.data
+    except Exception as error:  # astropy's decompressor raises a bare CfitsioException (an Exception) on bad tiles
+        raise CorruptRawError(f"{name}: its pixels cannot be read ({type(error).__name__}: {error})") from error
+    if data is None or data.shape != (naxis2, naxis1):
+        raise CorruptRawError(f"{name}: pixels of shape {None if data is None else data.shape}, the header says "
+                              f"{naxis2} x {naxis1}")
+    rows = slice(datasec.y1 - 1, datasec.y2)
+    pixels = np.asarray(data[rows, datasec.x1 - 1:datasec.x2], dtype=np.float32)
+    overscan = np.asarray(data[rows, datasec.x2:naxis1], dtype=np.float32)
+    return Amplifier(name, pixels, overscan, placement), detsize
+
+
+def _identify(header: fits.Header) -> tuple[str, int, str]:
+    """(instrument, detector, vendor) from INSTRUME, RAFTBAY, CCDSLOT and CCD_MANU."""
+    instrume = _value(header, "INSTRUME", "the primary header", NotLsstCamError)
+    instrument = INSTRUMENTS.get(str(instrume).strip().lower()) if instrume is not None else None
+    if instrument is None:
+        raise NotLsstCamError(f"INSTRUME is {instrume!r}: not LSSTCam, LSSTComCam or LATISS")
+    raft, slot = (str(_value(header, key, "the primary header", NotLsstCamError) or "").strip()
+                  for key in ("RAFTBAY", "CCDSLOT"))
+    missing = [key for key, value in (("RAFTBAY", raft), ("CCDSLOT", slot)) if not value]
+    if missing:
+        raise NotLsstCamError(f"no {' or '.join(missing)} in the primary header: which {instrument} detector is it?")
+    name = f"{raft}_{slot}"
+    try:
+        detector = detector_id(instrument, name)
+    except InvalidEventError as error:
+        raise NotLsstCamError(f"RAFTBAY_CCDSLOT {name}: {error}") from error
+    manufacturer = _value(header, "CCD_MANU", "the primary header")
+    vendor = amplifiers.vendor(instrument, detector) if manufacturer is None else str(manufacturer).strip().upper()
+    if vendor not in amplifiers.VENDORS:
+        raise RawFormatError(f"CCD_MANU is {manufacturer!r}: not one of {', '.join(amplifiers.VENDORS)}")
+    return instrument, detector, vendor
+
+
+def _segments(hdus: list[Any]) -> dict[str, fits.ImageHDU | fits.CompImageHDU]:
+    """The 16 Segment HDUs by canonical name, wherever they are; every other HDU is ignored."""
+    found: dict[str, tuple[int, Any]] = {}
+    for index, hdu in enumerate(hdus[1:], start=1):
+        match = SEGMENT_NAME.match(str(_value(hdu.header, "EXTNAME", f"HDU {index}") or "").strip())
+        if match is None:
+            continue
+        name = f"Segment{match.group(1)}"
+        if name in found:
+            raise MissingSegmentError(f"{name} is there twice (HDUs {found[name][0]} and {index})")
+        if not isinstance(hdu, fits.ImageHDU | fits.CompImageHDU):
+            raise MissingSegmentError(f"{name} (HDU {index}) is a {type(hdu).__name__}, not an image")
+        found[name] = (index, hdu)
+    missing = [name for name in amplifiers.SEGMENTS if name not in found]
+    if missing:
+        raise MissingSegmentError(f"no {', '.join(missing)} HDU (found {len(found)} of {len(amplifiers.SEGMENTS)} "
+                                  "segments)")
+    return {name: hdu for name, (_, hdu) in found.items()}
+
+
+def read_raw(source: Path | bytes) -> Raw:
+    """Read a raw, from a file or from its bytes, checking its sections against cameraGeom.
+
+    Raises:
+        NotLsstCamError: not an LSSTCam/LSSTComCam/LATISS raw, or no RAFTBAY/CCDSLOT.
+        MissingSegmentError: a Segment HDU missing or duplicated.
+        SectionError: DATASEC, DETSEC, DETSIZE and NAXIS inconsistent, or DETSEC not where cameraGeom puts it.
+        CorruptRawError: a segment's pixels cannot be read.
+        RawFormatError: not a FITS file, or an unknown CCD_MANU.
+    """
+    where = str(source) if isinstance(source, Path) else "raw bytes"
+    try:
+        opened = fits.open(source if isinstance(source, Path) else io.BytesIO(source), memmap=False)
+    except Exception as error:  # OSError for most non-FITS input; astropy promises no narrower type
+        raise RawFormatError(f"{where}: not a readable FITS file ({type(error).__name__}: {error})") from error
+    try:
+        with opened:
+            hdus: list[Any] = []
+            try:  # every header read now: a broken one fails here, not halfway through
+                for hdu in opened:
+                    hdus.append(hdu)
+                    if len(hdus) > MAX_HDUS:
+                        break
+            except Exception as error:  # astropy raises OSError, ValueError, VerifyError... on a broken file
+                raise RawFormatError(f"not a readable FITS file ({type(error).__name__}: {error})") from error
+            if len(hdus) > MAX_HDUS:
+                raise RawFormatError(f"more than {MAX_HDUS} HDUs: a damaged header")
+            if not hdus:
+                raise RawFormatError("no HDU at all")
+            header = hdus[0].header.copy()
+            instrument, detector, vendor = _identify(header)
+            segments = _segments(hdus)
+            read = [_read_amplifier(name, segments[name], header, vendor) for name in amplifiers.SEGMENTS]
+    except RawFormatError as error:  # the same type, the message saying which raw
+        raise type(error)(f"{where}: {error}") from error
+    sizes = {str(detsize) for _, detsize in read}
+    if len(sizes) > 1:
+        raise SectionError(f"{where}: the segments disagree on DETSIZE ({', '.join(sorted(sizes))})")
+    detsize = read[0][1]
+    return Raw(header, [amp for amp, _ in read], (detsize.y2, detsize.x2), instrument, detector, vendor)
+
+
+def correct_amplifier(amp: Amplifier, gain: float) -> np.ndarray:
+    """The data section in electrons and DM's orientation: the overscan level is taken row by row (median, the
+    first OVERSCAN_SKIP columns left out if there are enough), subtracted, times `gain`, then flipped as placed.
+
+    The result may be a view with negative strides (the flips cost nothing).
+    """
+    overscan = amp.overscan[:, OVERSCAN_SKIP:] if amp.overscan.shape[1] > OVERSCAN_SKIP_ABOVE else amp.overscan
+    level = np.median(overscan, axis=1, keepdims=True)
+    corrected: np.ndarray = (amp.pixels - level) * np.float32(gain)
+    place = amp.placement
+    return corrected[::-1 if place.flip_y else 1, ::-1 if place.flip_x else 1]
+
+
+def assemble(raw: Raw, amps: AmpCalibration, threads: int = 1) -> np.ndarray:
+    """The CCD image in electrons, DM's orientation, each amplifier corrected (in parallel with `threads` > 1)
+    and put in place.
+
+    Raises:
+        ValueError: `amps` lacks one of the raw's segments.
+    """
+    gains = [amps.gain_of(amp.name) for amp in raw.amplifiers]  # before any work: a missing one fails fast
+    image = np.empty(raw.shape, dtype=np.float32)  # read_raw checked that the placements tile it
+
+    def place(amp: Amplifier, gain: float) -> None:
+        image[amp.placement.rows, amp.placement.columns] = correct_amplifier(amp, gain)
+
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(place, raw.amplifiers, gains))  # the amplifiers' places do not overlap
+    else:
+        for amp, gain in zip(raw.amplifiers, gains, strict=True):
+            place(amp, gain)
+    return image
+
+
+def read_noise_map(raw: Raw, amps: AmpCalibration) -> np.ndarray:
+    """Read noise [electrons] of each pixel, from its amplifier's ptc.
+
+    Raises:
+        ValueError: `amps` lacks one of the raw's segments.
+    """
+    noise = np.empty(raw.shape, dtype=np.float32)
+    for amp in raw.amplifiers:
+        noise[amp.placement.rows, amp.placement.columns] = amps.read_noise_of(amp.name)
+    return noise
+
+
+def remove_instrument(raw: Raw, image: np.ndarray, calibs: Calibrations) -> tuple[np.ndarray, np.ndarray]:
+    """(image, variance) in electrons from the raw's assembled image (`assemble`): bias, dark x EXPTIME, flat.
+
+    `image` is corrected in place and returned (it spares a CCD-sized copy per snap).
+
+    Raises:
+        ValueError: a calibration of another shape than the raw, or one lacking a segment.
+    """
+    for kind, data in (("image", image), ("bias", calibs.bias), ("dark", calibs.dark), ("flat", calibs.flat)):
+        if data.shape != raw.shape:
+            raise ValueError(f"the {kind} is {' x '.join(map(str, data.shape))}, the raw's CCD "
+                             f"{raw.shape[0]} x {raw.shape[1]}")
     image -= calibs.bias
     image -= calibs.dark * np.float32(raw.exposure_time)
-    variance = np.clip(image, 0, None) + read_noise_map(raw) ** 2
+    variance = np.clip(image, 0, None) + read_noise_map(raw, calibs.amps) ** 2
     image /= calibs.flat
     variance /= calibs.flat ** 2
     return image, variance
+
+
+def remove_signature(raw: Raw, calibs: Calibrations, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(image, variance) in electrons: overscan, gain (`assemble`), then bias, dark x EXPTIME, flat.
+
+    Raises:
+        ValueError: a calibration of another shape than the raw, or one lacking a segment.
+    """
+    return remove_instrument(raw, assemble(raw, calibs.amps, threads), calibs)
 
 
 def combine_snaps(snaps: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -65,7 +65,7 @@ def score_alerts(truth_path: Path, alerts: Iterable[dict[str, Any]], detectors: 
 
 def score_positions(truth_path: Path, found: dict[int, tuple[np.ndarray, np.ndarray]]) -> Recovery:
     """Compare the detections (x, y per processed detector) with the transients injected there."""
-    truth = Table.read(truth_path)
+    truth = Table.read(truth_path, hdu=1)  # the transients; the detectors' true WCS and throughput follow
     bright = recovered = detections = spurious = 0
     for detector, (x, y) in found.items():
         injected = truth[truth["detector"] == detector]

@@ -45,8 +45,11 @@ def progress(visit: int = VISIT) -> DetectorProgress:
                             snaps=[HeldSnap(snap=0, exposure_id=visit, uri="file:///raw", arrival_time=0.0)])
 
 
+NJY_PER_ELECTRON = 0.57
+
+
 def exposure(x: list[float], y: list[float], snr: list[float], visit: int = VISIT) -> Exposure:
-    """A flat image with detections at (x, y)."""
+    """A flat image with detections at (x, y), calibrated at NJY_PER_ELECTRON."""
     wcs = detector_wcs("LSSTCam", 94, 150.0, 2.0, 0.0, CcdShape(SIZE, SIZE))
     ra, dec = wcs.all_pix2world(np.asarray(x), np.asarray(y), 0)
     flat = np.random.default_rng(1).normal(0, 1, (SIZE, SIZE)).astype(np.float32)
@@ -54,7 +57,7 @@ def exposure(x: list[float], y: list[float], snr: list[float], visit: int = VISI
     detections = pd.DataFrame({"x": x, "y": y, "ra": ra, "dec": dec, "psf_flux": np.asarray(snr) * 10,
                                "psf_flux_err": 10.0, "snr": snr, "is_negative": False})
     return Exposure(visit, 94, midpoint(visit), "r", 30.0, wcs, 1.5, flat,
-                    ones, flat, ones, flat, detections)
+                    ones, flat, ones, flat, detections, NJY_PER_ELECTRON)
 
 
 def run(step: AssociateApdb, folder: Path, shot: Exposure, visit: int = VISIT) -> tuple[dict[str, float], list[dict]]:
@@ -62,6 +65,17 @@ def run(step: AssociateApdb, folder: Path, shot: Exposure, visit: int = VISIT) -
     folder.mkdir(parents=True, exist_ok=True)
     alerts = step.run(progress(visit), shot, folder, Timer())
     return alerts.metrics, read_packets(folder / "alerts.avro")
+
+
+def test_fluxes_are_calibrated_to_nanojansky(tmp_path: Path) -> None:
+    """The APDB and the alerts carry fluxes in nJy, as the SDM says: the detections' electrons times the CCD's
+    photometric calibration, errors likewise."""
+    _, packets = run(AssociateApdb(settings(tmp_path)), tmp_path / "a", exposure([50.0, 120.5], [60.0, 100.0],
+                                                                                  [12.0, 30.0]))
+    by_snr = sorted(packets, key=lambda packet: packet["diaSource"]["snr"])
+    assert [p["diaSource"]["psfFlux"] for p in by_snr] == pytest.approx([NJY_PER_ELECTRON * 120.0,
+                                                                         NJY_PER_ELECTRON * 300.0])
+    assert all(p["diaSource"]["psfFluxErr"] == pytest.approx(NJY_PER_ELECTRON * 10.0) for p in by_snr)
 
 
 def test_a_second_attempt_stores_nothing_and_alerts_the_same(tmp_path: Path) -> None:

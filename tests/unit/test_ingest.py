@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.table import Table
 
 from streams import repository
 from streams.ingest import IngestError, ingest_calibration, ingest_template
+from streams.science import amplifiers
 from streams.science.geometry import tan_wcs
 
 
@@ -66,3 +68,20 @@ def test_an_ingested_calibration_is_used_within_its_validity(tmp_path: Path) -> 
         ingest_calibration(tmp_path / "repo", "LSSTCam", "flat", 94, path, start, start + 86400)
     with pytest.raises(IngestError, match="empty"):
         ingest_calibration(tmp_path / "repo", "LSSTCam", "dark", 94, path, start, start)
+
+
+def test_a_ptc_table_becomes_the_detectors_gains_and_read_noise(tmp_path: Path) -> None:
+    """A table of the 16 amplifiers' gains and read noise is ingested as the detector's ptc, which the
+    preload finds; a table lacking an amplifier is refused, naming it, and writes nothing."""
+    names = list(amplifiers.SEGMENTS)
+    table = Table({"amplifier": names, "gain": [1.5] * 16, "read_noise": [5.2] * 16})
+    table.write(tmp_path / "ptc.fits")
+    root = tmp_path / "repo"
+    done = ingest_calibration(root, "LSSTCam", "ptc", 94, tmp_path / "ptc.fits", 1000.0, 2000.0)
+    found = repository.find_calibration(root, "LSSTCam", "ptc", 94, "r_57", 1500.0)
+    assert found.path == done.path
+    assert repository.read_ptc(found.path).gains["Segment07"] == 1.5
+    table[:15].write(tmp_path / "short.fits")
+    with pytest.raises(IngestError, match="no row for Segment00"):
+        ingest_calibration(tmp_path / "other", "LSSTCam", "ptc", 94, tmp_path / "short.fits", 1000.0, 2000.0)
+    assert not (tmp_path / "other").exists()
