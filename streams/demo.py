@@ -16,13 +16,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from astropy.table import Table
+
 from stack.cluster import LOCAL_DIR, Cluster
 from stack.workers import WorkerPool
 from streams.config import Settings
 from streams.driver import Visits, by_group
 from streams.inspection import Inspector
-from streams.records import VisitSummary
+from streams.records import CcdResult, VisitSummary
 from streams.science.geometry import CcdShape
+from streams.science.photometry import AB_NJY_ZERO
 from streams.simulate.night import plan_night, replay, write_night
 from streams.simulate.scoring import score_alerts
 
@@ -48,6 +52,20 @@ def show(summary: VisitSummary) -> str:
         f"{summary.metrics_mean.get('psfFwhm', math.nan):.2f} arcsec; preload "
         f"{1000 * summary.metrics_mean.get('prep_butlerTotalTime', math.nan):.0f} ms per CCD",
     ])
+
+
+def calibration_line(truth_path: Path, results: list[CcdResult]) -> str:
+    """How the astrometric fits and zero points of a visit's CCDs went, the zero points against the truth."""
+    truth = Table.read(truth_path, hdu="DETECTORS")
+    true_njy = dict(zip(truth["detector"].tolist(), truth["njy_per_electron"].tolist(), strict=True))
+    fitted = [r for r in results if r.metrics.get("astromFallback") == 0.0]
+    calibrated = [r for r in results if r.metrics.get("photoCalibFallback") == 0.0]
+    errors = [abs(10 ** (-0.4 * (r.metrics["photoCalibZeroPoint"] - AB_NJY_ZERO)) / true_njy[r.detector] - 1)
+              for r in calibrated]
+    rms = [r.metrics["astromRmsArcsec"] for r in fitted]
+    return (f"  astrometry fitted on {len(fitted)}/{len(results)} CCDs (median rms "
+            f"{np.median(rms) if rms else math.nan:.3f} arcsec); zero point fitted on {len(calibrated)}/"
+            f"{len(results)}, within {100 * np.median(errors) if errors else math.nan:.1f}% of the truth (median)")
 
 
 def read_alerts(settings: Settings, expected: int) -> list[dict[str, Any]]:
@@ -94,6 +112,8 @@ def main() -> int:
         print(f"  transients with S/N >= 10 recovered from the alerts within 1 pixel: {recovery.found}/"
               f"{recovery.bright} ({100 * recovery.completeness:.0f}%); alerts not injected: {recovery.spurious}/"
               f"{recovery.detections}")
+        print(calibration_line(Path(settings.data_root) / "truth" / f"{visit.group_id}.fits",
+                               [r for r in by_group(results, visit.group_id) if r.status == "success"]))
     print("the stack is still running: `make down` stops it")
     return 0 if len(summaries) == VISITS else 1
 

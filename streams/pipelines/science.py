@@ -244,7 +244,8 @@ class SciencePipeline:
 
 class AlertProduction(SciencePipeline):
     """ISR, calibration, difference imaging against the template, DIA source detection, association with the
-    APDB and the alert packets."""
+    APDB and the alert packets. Without a template, or without a WCS fitted to the reference stars (the
+    pointing's is arcseconds off: the subtraction would be dipoles), `single-frame` runs instead."""
 
     name = "ap"
 
@@ -265,6 +266,9 @@ class AlertProduction(SciencePipeline):
         """The full chain; PipelineUnavailable if no template covers the detector."""
         timer = Timer()
         calexp, inputs, raws = self.science.calibrate(progress, timer)
+        if not calexp.astrometry.fitted:  # the template would land arcseconds off: dipoles, not alerts
+            raise PipelineUnavailable(f"no astrometric solution ({calexp.astrometry.reason}): difference imaging "
+                                      "needs one")
         try:
             diff = difference(calexp, inputs.templates, timer, self.science.settings.ccd_threads)
         except NoTemplate as missing:

@@ -13,6 +13,7 @@ import scipy.fft
 from astropy.table import Table
 from astropy.wcs import WCS
 from scipy.ndimage import minimum_filter
+from scipy.spatial import cKDTree
 
 from streams.refcat import RefStars
 from streams.science import astrometry, background, detection, diffim, isr, photometry
@@ -86,13 +87,31 @@ class Difference:
     """Star stamps the matching kernel was fitted on (below diffim.MIN_STAMPS: analytic kernel)."""
 
 
-STAR_THRESHOLD = 10.0
-"""Stars for astrometry and the zero point: isolated peaks above this significance (the PSF uses those above
-background.STAR_THRESHOLDS[0])."""
+STAR_THRESHOLD = 5.0
+"""Stars for astrometry and the zero point: peaks above this significance, STAR_SEPARATION apart (the PSF uses
+those above background.STAR_THRESHOLDS[0]). Faint ones count: a sparse field or a small CCD has few bright ones."""
+STAR_SEPARATION = 6
+"""[pixels] Peaks closer than this are one star."""
 ASTROMETRY_STARS = 1000
 """At most this many stars, the brightest, are matched to the reference catalogue."""
 NOMINAL_ZERO_POINT = 28.4
 """AB magnitude that gives 1 electron per second: the fallback when no reference star can calibrate the CCD."""
+
+
+def bright_isolated(image: np.ndarray, variance: np.ndarray, found: np.ndarray, separation: int = 12,
+                    border: int = 15, limit: int = 200) -> np.ndarray:
+    """Of the stars `found` (y, x, brightest first), those `background.find_stars` would give the PSF and the
+    matching kernel: above its first threshold, `border` from the edges, and the brightest within `separation`."""
+    peaks = image[found[:, 0], found[:, 1]]
+    strong = peaks / np.sqrt(np.maximum(variance[found[:, 0], found[:, 1]], 1e-6)) > background.STAR_THRESHOLDS[0]
+    height, width = image.shape
+    inside = (found[:, 0] >= border) & (found[:, 0] < height - border) & (found[:, 1] >= border) & \
+        (found[:, 1] < width - border)
+    tree = cKDTree(found)
+    brightest = np.array([peaks[i] >= peaks[tree.query_ball_point(found[i], separation, p=np.inf)].max()
+                          for i in np.flatnonzero(strong & inside)], dtype=bool)
+    chosen = found[np.flatnonzero(strong & inside)[brightest]] if len(brightest) else found[:0]
+    return chosen[:limit]
 
 
 def pointing_wcs(raw: isr.Raw, shape: tuple[int, int]) -> WCS:
@@ -124,9 +143,9 @@ def calibrate(raws: list[isr.Raw], calibs: isr.Calibrations, references: RefStar
     with timer.step("background"):
         image, level = background.subtract_background(image)
     with timer.step("psf"):
-        found = background.find_stars(image, variance, STAR_THRESHOLD, limit=ASTROMETRY_STARS)
-        significance = image[found[:, 0], found[:, 1]] / np.sqrt(np.maximum(variance[found[:, 0], found[:, 1]], 1e-6))
-        stars = found[significance > background.STAR_THRESHOLDS[0]][:background.PSF_STARS * 8]
+        found = background.find_stars(image, variance, STAR_THRESHOLD, border=STAR_SEPARATION,
+                                      separation=STAR_SEPARATION, limit=ASTROMETRY_STARS)
+        stars = bright_isolated(image, variance, found)
         sigma = background.psf_sigma(image, variance, stars)
     if not np.isfinite(sigma):
         raise NoPsf(f"no star above {background.STAR_THRESHOLDS[-1]:.0f} sigma to measure the PSF")

@@ -40,7 +40,7 @@ SIP_MIN_MATCHES = 30
 """Fewer matches than this: a linear TAN fit (a SIP polynomial would fit the noise)."""
 SIP_MIN_COVERAGE = 0.5
 """The matches must span this fraction of the CCD in x and in y for a SIP fit (else it extrapolates)."""
-MAX_RMS_ARCSEC = 1.0
+MAX_RMS_ARCSEC = 0.2
 """A fit whose residuals are larger than this is not a solution (a false match or a broken catalogue)."""
 CLIP_SIGMA = 3.0
 """Matches farther than this many (robust) rms of the on-sky residuals are dropped: 4.2 sigma per axis."""

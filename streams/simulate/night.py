@@ -46,6 +46,8 @@ from streams.simulate.observation import Conditions, Truth, inject_transients, o
 from streams.simulate.scene import Sources, random_stars
 
 FILTER = "r_57"
+MIN_STARS = 80
+"""At least this many stars around a CCD: a small CCD still has enough to fit its WCS (a full one has thousands)."""
 BAND = FILTER.split("_")[0]
 POINTING_SIGMA_ARCSEC = 2.0
 """Pointing error per axis (RA on the sky, Dec), normal sigma."""
@@ -175,7 +177,7 @@ def _stars(night: Night, visit: PlannedVisit, detector: int) -> tuple[Sources, f
     ra, dec = (float(v) for v in wcs.all_pix2world(shape.width / 2, shape.height / 2, 0))
     radius = 0.75 * max(shape.width, shape.height) * 0.2 / 3600
     density = 1.5e5  # stars per square degree, down to the faintest flux: ~400 on a 1k x 1k CCD
-    count = max(40, int(density * np.pi * radius ** 2))
+    count = max(MIN_STARS, int(density * np.pi * radius ** 2))
     stars = random_stars(np.random.default_rng([night.seed, visit.field, detector, 1]), ra, dec, radius, count,
                          throughput(night, detector))
     return stars, ra, dec

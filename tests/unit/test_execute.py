@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streams.config import Settings
@@ -106,3 +110,76 @@ def test_a_worker_does_not_load_the_science_stack() -> None:
     loaded = subprocess.run([sys.executable, "-c", "import sys, streams.app; print(' '.join(sys.modules))"],
                             capture_output=True, text=True, check=True, timeout=120).stdout.split()
     assert not {"scipy", "astropy.wcs", "photutils", "streams.science"} & set(loaded)
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    ("drop Segment03", "MissingSegmentError"),
+    ("instrument HSC", "NotLsstCamError"),
+])
+def test_a_raw_the_isr_cannot_read_fails_its_ccd_with_the_typed_reason(tmp_path: Path, damage: str,
+                                                                      reason: str) -> None:
+    """The real `ap` pipeline on a damaged camera raw: the CCD ends `failed`, not retriable, and the result says
+    which file and what is wrong with it (not a bare ValueError from deep in the ISR)."""
+
+    from streams.science.geometry import CcdShape
+    from streams.simulate.camera import expose, make_detector, primary_header, raw_hdus
+
+    rng = np.random.default_rng(3)
+    detector = make_detector(rng, "E2V", CcdShape(64, 128))
+    header = primary_header("LSSTCam", 94, exposure_id=7, group_id="g", snap=0, snaps=1, image_type="SCIENCE",
+                            start=datetime(2026, 11, 25, 3), exposure_time=15.0, boresight=(150.0, 2.0, 0.0),
+                            filter_name="r_57")
+    hdus = raw_hdus(expose(rng, detector, np.full((64, 128), 900.0, np.float32), 15.0), detector, header)
+    if damage == "drop Segment03":
+        del hdus["Segment03"]
+    else:
+        hdus[0].header["INSTRUME"] = "HSC"
+    raw = tmp_path / "raw" / "7.fits"
+    raw.parent.mkdir()
+    hdus.writeto(raw)
+    execute.init_process(Settings(data_root=str(tmp_path), output_root=str(tmp_path / "out")))
+    execute.pipeline.cache_clear()
+    try:
+        result = execute.run(replace(progress("ap"), snaps=[HeldSnap(snap=0, exposure_id=7, uri=raw.as_uri(),
+                                                                     arrival_time=1.0)]))
+    finally:
+        execute.pipeline.cache_clear()
+    assert (result.status, result.retriable, result.error_class) == ("failed", False, "NonRetriableError")
+    assert str(raw) in result.error_message and reason in result.error_message
+    assert ("Segment03" in result.error_message) == (damage == "drop Segment03")
+
+
+def test_alert_production_on_a_simulated_camera_raw_fits_its_wcs_and_zero_point(tmp_path: Path) -> None:
+    """The real `ap` pipeline on a simulated night's camera-format raws (no sky WCS, the boresight a few
+    arcseconds off): the WCS is fitted to the preloaded reference stars and the zero point is the simulation's
+    within 2%. Without a reference catalogue the pointing's WCS cannot place the template, so the CCD runs
+    `single-frame` instead, its fallbacks flagged."""
+    from streams.clock import tai_now
+    from streams.science.geometry import CcdShape
+    from streams.simulate import night as simulated
+
+    night = simulated.plan_night(1, (94,), CcdShape(512, 512), start=datetime(2026, 11, 25, 3))
+    arrivals = simulated.write_night(tmp_path, night)
+    visit = night.visits[0]
+    detector = replace(progress("ap", "single-frame"), group_id=visit.group_id, filters=simulated.FILTER,
+                       position=[visit.ra, visit.dec], camera_angle=visit.camera_angle,
+                       next_visit_time=tai_now(),
+                       snaps=[HeldSnap(snap=s, exposure_id=raws[0].exposure_id, uri=raws[0].uri, arrival_time=1.0)
+                              for s, raws in enumerate(arrivals[0])])
+    try:
+        execute.init_process(Settings(data_root=str(tmp_path), output_root=str(tmp_path / "out")))
+        execute.pipeline.cache_clear()
+        fitted = execute.run(detector)
+        shutil.rmtree(tmp_path / "refcat")
+        execute.init_process(Settings(data_root=str(tmp_path), output_root=str(tmp_path / "out")))  # a new cache
+        execute.pipeline.cache_clear()
+        pointing = execute.run(detector)
+    finally:
+        execute.pipeline.cache_clear()
+    assert (fitted.status, fitted.pipeline) == ("success", "ap"), fitted.error_message
+    assert fitted.metrics["astromFallback"] == 0 and fitted.metrics["astromRmsArcsec"] < 0.05
+    assert fitted.metrics["photoCalibFallback"] == 0
+    measured = 10 ** (-0.4 * (fitted.metrics["photoCalibZeroPoint"] - 31.4))
+    assert measured == pytest.approx(simulated.throughput(night, 94), rel=0.02)
+    assert (pointing.status, pointing.pipeline) == ("success", "single-frame")
+    assert pointing.metrics["astromFallback"] == 1 and pointing.metrics["photoCalibFallback"] == 1
