@@ -7,6 +7,17 @@ agent resolves each raw once: instrument and detector from the key
 (`LSSTCam/<day_obs>/<obs_id>/<obs_id>_<RNN_SNN>.fits`), the group id (`GROUPID`) and snap
 (`CURINDEX`, from 1) from the sidecar JSON beside it, the exposure id from the obs_id, and sends
 the arrival to the detector's partition. Sidecar files themselves are skipped.
+
+Each record of a notification has its own fate, so one bad record never costs its neighbours:
+a good one becomes its raw's arrival, a bad one its own dead letter (holding that record alone,
+as a one-record notification that can be sent again, and why), and one that is not for us
+(another event than a creation, a sidecar, another file) is logged and dropped. A notification's
+records beyond `PROMPT_STREAMS_S3_MAX_RECORDS` (each may cost `SIDECAR_ATTEMPTS` reads) are one dead
+letter together. Only buckets named in `PROMPT_STREAMS_RAW_BUCKETS` are read: the bucket comes from
+the event, and the worker's credentials must sign no request for a bucket an event names.
+
+`triage` (records -> what each asks for) and `arrival` are the pure core; `resolve` adds the
+sidecar reads, and the agent sends what came of each record.
 """
 
 from __future__ import annotations
@@ -15,25 +26,34 @@ import asyncio
 import json
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import quote, unquote_plus
 
 import faust
+from faust.types import EventT
 
 from streams import edge
 from streams.clock import tai_now
+from streams.config import PREFIX, Settings
 from streams.context import Context
 from streams.core.arrivals import BUCKET, check_raw
 from streams.core.focal_plane import detector_id
-from streams.errors import InvalidEventError, WireFormatError
-from streams.records import RawImageAvailable
+from streams.dead_letters import dead_letter as bounded_dead_letter
+from streams.errors import DecodeError, InvalidEventError, SchemaMismatchError, WireFormatError
+from streams.records import DeadLetter, RawImageAvailable
 from streams.storage import ObjectMissing, Storage
+from streams.web import metrics
 from topology.keys import snap_key
 
 log = logging.getLogger(__name__)
 NAME = "s3_notifications"
 KEY = re.compile(r"^(?P<instrument>[A-Za-z]+)/(?P<day_obs>\d{8})/(?P<obs_id>[A-Z]{2}_[A-Z]_(?P<date>\d{8})_"
                  r"(?P<seq>\d{6}))/(?P=obs_id)_(?P<detector>R\d\d_S\d\d)\.fits$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_KEY_BYTES = 1024
+"""S3's own limit on a key (UTF-8 bytes)."""
 BATCH, WITHIN = 200, 0.02
 RETRY_SECONDS = 0.1
 
@@ -50,23 +70,94 @@ class RawObject:
     size_bytes: int
 
 
-def parse_notification(payload: bytes | None) -> list[tuple[str, str, int]]:
-    """(bucket, key, size) of every ObjectCreated record in an S3 event notification.
+@dataclass(frozen=True)
+class Ignored:
+    """A record that is not for this connector (not a creation, a sidecar, another file): logged, no dead letter."""
+
+    reason: str
+    quiet: bool = False
+    """A sidecar: there are as many as raws, so it is logged at debug level only."""
+
+
+Outcome = RawObject | RawImageAvailable | Ignored | Exception
+"""What one part of a notification asks for or came to; an exception is that part's dead letter."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One record of a notification (or all the records beyond the cap) and what became of it."""
+
+    where: str
+    """Which records, for a dead letter's reason: `record 3 of 7`."""
+    value: bytes
+    """What a dead letter of this part holds: a notification of only these records (the original bytes when
+    that is all of them), so the letter can be read, and sent again, on its own."""
+    outcome: Outcome
+
+
+# -- the functional core: no storage, no Kafka ------------------------------------------------------
+def records_of(payload: bytes | None) -> list[Any]:
+    """The Records list of an S3 event notification, not yet checked.
 
     Raises:
-        WireFormatError: not a JSON object with a Records list of S3 events.
+        WireFormatError: not a JSON object with a non-empty Records list (one dead letter for the whole input).
     """
     try:
         event = json.loads(payload or b"")
-        records = event["Records"]
-        created = [r for r in records if str(r.get("eventName", "")).startswith("ObjectCreated:")]
-        objects = [(r["s3"]["bucket"]["name"], unquote_plus(r["s3"]["object"]["key"]),
-                    int(r["s3"]["object"].get("size", 0))) for r in created]
-    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:
         raise WireFormatError(f"not an S3 event notification: {error!r}") from error
-    if not all(isinstance(bucket, str) for bucket, _, _ in objects):
-        raise WireFormatError("not an S3 event notification: a bucket name is not a string")
-    return objects
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list) or not records:
+        raise WireFormatError("not an S3 event notification: expected a JSON object with a non-empty Records list")
+    return records
+
+
+def _member(record: Any, path: str) -> Any:
+    value = record
+    for name in path.split("."):
+        if not isinstance(value, dict) or name not in value:
+            raise SchemaMismatchError(f"not an S3 event record: it has no {path}")
+        value = value[name]
+    return value
+
+
+def record_fields(record: Any) -> tuple[str, str, str, int]:
+    """eventName, bucket name, key (still URL-encoded) and size of one record, their types checked.
+
+    Raises:
+        SchemaMismatchError: a field missing or of the wrong type (an object for eventName, a number for a bucket).
+    """
+    event, bucket, key = (_member(record, path) for path in ("eventName", "s3.bucket.name", "s3.object.key"))
+    size = _member(record, "s3.object").get("size", 0)
+    for path, value in (("eventName", event), ("s3.bucket.name", bucket), ("s3.object.key", key)):
+        if not isinstance(value, str):
+            raise SchemaMismatchError(f"not an S3 event record: {path} is {type(value).__name__} "
+                                      f"{value!r:.80}, not a string")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise SchemaMismatchError(f"not an S3 event record: s3.object.size {size!r:.80} is not a size in bytes")
+    return event, bucket, key, size
+
+
+def plain_key(key: str) -> str:
+    """The object key of a record's URL-encoded key, if it is a plain relative path.
+
+    A key with `.` or `..` parts, a leading `/` or control characters would name another object (or, made
+    into a path, another file) than the one stored: such a key is refused, not skipped.
+
+    Raises:
+        InvalidEventError: with the reason.
+    """
+    decoded = unquote_plus(key)
+    try:
+        length = len(decoded.encode())
+    except UnicodeEncodeError as error:
+        raise InvalidEventError(f"key {key!r:.200} is not valid UTF-8") from error
+    if not decoded or length > MAX_KEY_BYTES:
+        raise InvalidEventError(f"key of {length} bytes: S3 keys have 1 to {MAX_KEY_BYTES}")
+    if decoded.startswith("/") or CONTROL.search(decoded) or {".", ".."} & set(decoded.split("/")):
+        raise InvalidEventError(f"key {decoded!r:.200} is not a plain relative path (no '.' or '..' parts, "
+                                f"leading '/' or control characters)")
+    return decoded
 
 
 def raw_object(bucket: str, key: str, size: int) -> RawObject | None:
@@ -77,7 +168,7 @@ def raw_object(bucket: str, key: str, size: int) -> RawObject | None:
             instrument does not have.
     """
     if not BUCKET.match(bucket):
-        raise InvalidEventError(f"bucket name {bucket!r} is not a valid S3 bucket name")
+        raise InvalidEventError(f"bucket name {bucket!r:.80} is not a valid S3 bucket name")
     match = KEY.match(key)
     if match is None:
         return None
@@ -86,6 +177,65 @@ def raw_object(bucket: str, key: str, size: int) -> RawObject | None:
     return RawObject(uri=uri, sidecar_uri=uri.removesuffix(".fits") + ".json", instrument=instrument,
                      detector=detector_id(instrument, match["detector"]),
                      exposure_id=int(match["date"]) * 100_000 + int(match["seq"]), size_bytes=size)
+
+
+def check_record(record: Any, buckets: Collection[str]) -> RawObject | Ignored:
+    """What one record asks for, decided before any request is made: a raw to resolve, or nothing for us.
+
+    Raises:
+        SchemaMismatchError: not an S3 event record (a field missing or of the wrong type).
+        InvalidEventError: a creation in a bucket not among `buckets`, a key that is not a plain relative path,
+            or a raw's key naming a detector its instrument does not have.
+    """
+    event, bucket, key, size = record_fields(record)
+    if not event.startswith("ObjectCreated:"):
+        return Ignored(f"event {event!r:.80} is not an object creation")
+    if bucket not in buckets:
+        raise InvalidEventError(f"bucket {bucket!r:.80} is not one of {PREFIX}RAW_BUCKETS "
+                                f"({', '.join(sorted(buckets)) or 'none'}): it is not read")
+    key = plain_key(key)
+    raw = raw_object(bucket, key, size)
+    if raw is None:
+        sidecar = key.endswith(".json")
+        return Ignored(f"s3://{bucket}/{key:.200} is {'a sidecar' if sidecar else 'not a raw'}", quiet=sidecar)
+    return raw
+
+
+def excerpt(payload: bytes, records: Sequence[Any], total: int) -> bytes:
+    """A notification of only `records` (`payload` itself when they are all of its `total`)."""
+    if len(records) == total:
+        return payload
+    try:
+        return json.dumps({"Records": list(records)}).encode()
+    except (ValueError, RecursionError):  # as deep as json.loads allowed: keep the whole input instead
+        return payload
+
+
+def triage(payload: bytes | None, buckets: Collection[str], max_records: int) -> list[Part]:
+    """Each of the first `max_records` records checked on its own, in order; the rest as one part, refused.
+
+    A record that fails a check, or whose check fails unexpectedly, is a part with that error: it never
+    takes the others with it.
+
+    Raises:
+        WireFormatError: the payload is not a notification at all (one dead letter of its bytes).
+    """
+    data = payload or b""
+    records = records_of(data)
+    total = len(records)
+    parts = []
+    for index, record in enumerate(records[:max_records]):
+        outcome: Outcome
+        try:
+            outcome = check_record(record, buckets)
+        except Exception as error:  # typed or a bug: either way this record's own dead letter
+            outcome = error
+        parts.append(Part(f"record {index + 1} of {total}", excerpt(data, [record], total), outcome))
+    if total > max_records:
+        parts.append(Part(f"records {max_records + 1}-{total} of {total}", excerpt(data, records[max_records:], total),
+                          InvalidEventError(f"a notification may hold {max_records} records "
+                                            f"({PREFIX}S3_MAX_RECORDS): these {total - max_records} were not read")))
+    return parts
 
 
 def arrival(raw: RawObject, sidecar: bytes, now: float) -> RawImageAvailable:
@@ -98,51 +248,101 @@ def arrival(raw: RawObject, sidecar: bytes, now: float) -> RawImageAvailable:
         header = json.loads(sidecar)
         group = str(header["GROUPID"])
         snap = int(header.get("CURINDEX", 1)) - 1
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as error:
         raise InvalidEventError(f"sidecar {raw.sidecar_uri} has no usable GROUPID/CURINDEX: {error!r}") from error
     return RawImageAvailable(instrument=raw.instrument, group_id=group, detector=raw.detector, snap=snap,
                              exposure_id=raw.exposure_id, uri=raw.uri, size_bytes=raw.size_bytes, arrival_time=now)
 
 
+def part_dead_letter(topic: str, partition: int, offset: int, key: bytes | None, part: Part, error: Exception,
+                     now: float) -> DeadLetter:
+    """The dead letter of a refused part: where its notification came from, which of its records, and why."""
+    letter = bounded_dead_letter(topic, partition, offset, key, part.value, error, NAME, now)
+    return replace(letter, reason=f"{part.where}: {letter.reason}")
+
+
+# -- the shell: storage and Kafka ---------------------------------------------------------------------
+async def read_sidecar(read: Callable[[str], bytes], raw: RawObject, attempts: int) -> bytes:
+    """A raw's sidecar, tried `attempts` times 0.1 s apart: the storage may notify the raw before its sidecar.
+
+    Raises:
+        InvalidEventError: still missing after the last try.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncio.to_thread(read, raw.sidecar_uri)
+        except ObjectMissing as missing:
+            if attempt >= attempts:
+                raise InvalidEventError(f"sidecar of {raw.uri} not found after {attempts} tries: {missing}") \
+                    from missing
+        await asyncio.sleep(RETRY_SECONDS)
+    raise InvalidEventError(f"sidecar of {raw.uri} not read: {attempts} tries allowed")
+
+
+async def resolve(payload: bytes | None, settings: Settings, read: Callable[[str], bytes],
+                  accept: Callable[[RawImageAvailable], None]) -> list[Part]:
+    """The notification's parts, each raw's sidecar read (only for raws in the allowed buckets) and its arrival
+    checked by `accept`; a raw whose sidecar is missing or unusable is a dead letter of its own.
+
+    Raises:
+        WireFormatError: the payload is not a notification at all.
+    """
+    parts = triage(payload, settings.raw_bucket_names(), settings.s3_max_records)
+    resolved = []
+    for part in parts:
+        if isinstance(part.outcome, RawObject):
+            outcome: Outcome
+            try:
+                outcome = arrival(part.outcome, await read_sidecar(read, part.outcome, settings.sidecar_attempts),
+                                  tai_now())
+                accept(outcome)
+            except Exception as error:  # typed or a bug: this record's dead letter, not its neighbours'
+                outcome = error
+            part = replace(part, outcome=outcome)
+        resolved.append(part)
+    return resolved
+
+
+async def deliver(context: Context, event: EventT[bytes], parts: Sequence[Part]) -> None:
+    """Send each arrival to its detector's partition and each refused part to the dead letters; log the rest."""
+    message = event.message
+    origin = f"{message.topic}[{message.partition}]@{message.offset}"
+    for part in parts:
+        outcome = part.outcome
+        if isinstance(outcome, RawImageAvailable):
+            await context.send(context.topics.raw_image_available,
+                               snap_key(outcome.instrument, outcome.group_id, outcome.detector, outcome.snap), outcome)
+        elif isinstance(outcome, Ignored):
+            log.log(logging.DEBUG if outcome.quiet else logging.INFO, "%s: ignored %s, %s: %s", NAME, origin,
+                    part.where, outcome.reason)
+        elif isinstance(outcome, Exception):
+            if isinstance(outcome, (DecodeError, InvalidEventError)):
+                log.warning("%s: dead letter from %s, %s: %s: %s", NAME, origin, part.where,
+                            type(outcome).__name__, outcome)
+            else:
+                log.error("%s: unexpected error on %s, %s", NAME, origin, part.where, exc_info=outcome)
+            metrics.DEAD_LETTERS.labels(NAME).inc()
+            await context.send(context.topics.dead_letter, message.key, part_dead_letter(
+                message.topic, message.partition, message.offset, message.key, part, outcome, tai_now()))
+        else:
+            raise TypeError(f"{part.where}: raw {outcome.uri} was never resolved")  # resolve() resolves every raw
+
+
 def register(app: faust.App, context: Context) -> None:
     """Attach the connector's agent to `app`."""
-    topics, settings = context.topics, context.settings
+    settings = context.settings
     storage = Storage(settings)
 
-    async def read_sidecar(raw: RawObject) -> bytes:
-        for attempt in range(settings.sidecar_attempts):
-            try:
-                return await asyncio.to_thread(storage.read, raw.sidecar_uri)
-            except ObjectMissing:
-                if attempt + 1 == settings.sidecar_attempts:
-                    raise
-                await asyncio.sleep(RETRY_SECONDS)
-        raise ObjectMissing(raw.sidecar_uri)
+    def accept(found: RawImageAvailable) -> None:
+        check_raw(found, context.instruments, context.policy, settings.data_root)
 
-    async def resolve(payload: bytes | None) -> list[RawImageAvailable]:
-        arrivals = []
-        for bucket, key, size in parse_notification(payload):
-            raw = raw_object(bucket, key, size)
-            if raw is None:
-                continue  # a sidecar, or not a raw
-            try:
-                sidecar = await read_sidecar(raw)
-            except ObjectMissing as missing:
-                raise InvalidEventError(f"sidecar of {raw.uri} not found after "
-                                        f"{settings.sidecar_attempts} tries: {missing}") from missing
-            found = arrival(raw, sidecar, tai_now())
-            check_raw(found, context.instruments, context.policy, settings.data_root)
-            arrivals.append(found)
-        return arrivals
-
-    @app.agent(context.channel(topics.s3_notifications), name=NAME)
+    @app.agent(context.channel(context.topics.s3_notifications), name=NAME)
     async def s3_notifications(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN):  # type: ignore[attr-defined]
-            resolved = await asyncio.gather(*(resolve(event.value) for event in events), return_exceptions=True)
+            resolved = await asyncio.gather(*(resolve(event.value, settings, storage.read, accept)
+                                              for event in events), return_exceptions=True)
             for event, outcome in zip(events, resolved, strict=True):
                 async with edge.guard(context, event, NAME):
                     if isinstance(outcome, BaseException):
-                        raise outcome
-                    for found in outcome:
-                        await context.send(topics.raw_image_available, snap_key(
-                            found.instrument, found.group_id, found.detector, found.snap), found)
+                        raise outcome  # the whole input is not a notification: edge dead-letters its bytes
+                    await deliver(context, event, outcome)

@@ -5,6 +5,10 @@ positions, each SAL topic's last seqNum and sndStamp, and the logMessage rate li
 committed in the same Chile transaction as the messages it accounts for, so a restarted bridge
 resumes exactly where the committed messages end, with seqNum continuing and sndStamp never
 going back, even if the clock does.
+
+What cannot be mapped is an output too (`Unmapped`, with the reason), never an exception: the
+bridge dead-letters it in the same transaction and its checkpoint moves past the record, so one
+bad record cannot stop the bridge.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from connectors.sal_events import (
     stamped,
     visit_summary_items,
 )
-from connectors.sasquatch import SasquatchRecord, sasquatch_record
+from connectors.sasquatch import SasquatchRecord, Unmapped, sasquatch_record
 from streams.core.ratelimit import Bucket, admit, reported
+from streams.errors import PromptStreamsError
 from streams.record import Record
 from streams.records import CcdResult, LogMessage, Metric, SalBridgeCheckpoint, VisitSummary
 
-Output = SalMessage | SasquatchRecord
+Output = SalMessage | SasquatchRecord | Unmapped
 ITEMS: dict[type[Record], Callable[[Any], dict[str, Any]]] = {
     VisitSummary: visit_summary_items, CcdResult: ccd_result_items, Metric: metric_items,
 }
@@ -45,6 +50,10 @@ class BridgeConfig:
     log_burst: int
     sasquatch_environment: str
     """`lsst.prompt.<environment>`; empty: no Sasquatch records."""
+
+
+class UnmappableError(PromptStreamsError):
+    """A decoded record, or a part of it, that the bridge cannot write to Chile: its dead letter's error class."""
 
 
 def position_key(topic: str, partition: int) -> str:
@@ -68,10 +77,19 @@ def _log_items(checkpoint: SalBridgeCheckpoint, record: LogMessage,
                    log_suppressed=bucket.suppressed), items
 
 
+def sasquatch_of(record: Record, config: BridgeConfig) -> SasquatchRecord | Unmapped | None:
+    """A metric's Sasquatch record (or why it cannot have one); None for anything else, a NaN, or no environment.
+    Independent of the time, so the bridge can create topics and register schemas before it stamps."""
+    if not isinstance(record, Metric) or not config.sasquatch_environment:
+        return None
+    return sasquatch_record(record, config.sasquatch_environment, config.writer.tai_minus_utc)
+
+
 def step(checkpoint: SalBridgeCheckpoint, record: Record, now_tai: float,
          config: BridgeConfig) -> tuple[SalBridgeCheckpoint, list[Output]]:
     """Convert one source record: its SAL event (unless rate-limited) and, for a metric, its
-    Sasquatch record. `now_tai` is the clock; sndStamp is never below the topic's last one."""
+    Sasquatch record or `Unmapped`. `now_tai` is the clock, read by the bridge just before it
+    produces; sndStamp is never below the topic's last one."""
     if isinstance(record, LogMessage):
         checkpoint, items = _log_items(checkpoint, record, config)
         if items is None:
@@ -83,10 +101,8 @@ def step(checkpoint: SalBridgeCheckpoint, record: Record, now_tai: float,
     snd_stamp = max(now_tai, checkpoint.snd_stamps.get(topic, 0.0))
     seq_num = next_seq_num(checkpoint.seq_nums.get(topic, 0))
     outputs: list[Output] = [stamped(config.writer, event, items, snd_stamp, seq_num)]
-    if isinstance(record, Metric) and config.sasquatch_environment:
-        found = sasquatch_record(record, config.sasquatch_environment, config.writer.tai_minus_utc)
-        if found is not None:
-            outputs.append(found)
+    if (found := sasquatch_of(record, config)) is not None:
+        outputs.append(found)
     checkpoint = replace(checkpoint, seq_nums={**checkpoint.seq_nums, topic: seq_num},
                          snd_stamps={**checkpoint.snd_stamps, topic: snd_stamp})
     return checkpoint, outputs

@@ -1,11 +1,14 @@
 """Settings: the only place that reads the environment, once, into one frozen object.
 
 Every setting is an environment variable `PROMPT_STREAMS_<NAME>` with a documented default;
-`python -m streams.config` prints them all with their current values (secrets as `***`).
+`python -m streams.config` prints them all with their current values (secrets as `***`). A
+`PROMPT_STREAMS_*` variable that is no setting is refused at start: a misspelt name would
+otherwise leave its setting at the default without a word.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 import sys
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from streams.core.arrivals import BUCKET
 from streams.core.policy import Policy
 
 PREFIX = "PROMPT_STREAMS_"
@@ -85,6 +89,11 @@ class Settings:
     s3_access_key: str = _setting("", "S3 access key id (empty: boto3's usual sources).")
     s3_secret_key: str = _setting("", "S3 secret access key.", secret=True)
     sidecar_attempts: int = _setting(20, "Tries to read a raw's sidecar, 0.1 s apart (it may lag the raw).")
+    raw_buckets: str = _setting("rubin-summit", "Buckets whose notifications the S3 connector acts on, "
+                                "comma-separated: a creation in another bucket is a dead letter, and no request "
+                                "is signed for it (empty: every creation is a dead letter).")
+    s3_max_records: int = _setting(100, "Records of one S3 notification the connector handles (each may cost up "
+                                   "to SIDECAR_ATTEMPTS reads); the rest are one dead letter together.")
     output_root: str = _setting(str(PROJECT_ROOT / ".local" / "outputs"),
                                 "Where pipelines write their outputs (one folder per instrument/group/detector).")
     ccd_threads: int = _setting(1, "Threads one CCD's pipeline may use (ISR per amplifier, detection per band); "
@@ -152,11 +161,21 @@ class Settings:
                                 "association radius positive and the APDB retry time not negative")
         if self.detector_partitions < 1 or self.replication_factor < 1 or self.pipeline_processes < 1:
             raise SettingsError("partition counts, replication factors and process counts must be at least 1")
+        if self.s3_max_records < 1 or self.sidecar_attempts < 1:
+            raise SettingsError(f"{PREFIX}S3_MAX_RECORDS and {PREFIX}SIDECAR_ATTEMPTS must be at least 1")
+        if bad := sorted(name for name in self.raw_bucket_names() if not BUCKET.match(name)):
+            raise SettingsError(f"{PREFIX}RAW_BUCKETS={self.raw_buckets!r}: not S3 bucket names: {', '.join(bad)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from `PROMPT_STREAMS_*` variables; unset ones keep their defaults."""
+        """Settings from `PROMPT_STREAMS_*` variables; unset ones keep their defaults.
+
+        Raises:
+            SettingsError: a `PROMPT_STREAMS_*` variable that is no setting (each one named), or a value
+                the setting cannot take.
+        """
         environ = os.environ if environ is None else environ
+        refuse_unknown_variables(environ)
         values: dict[str, Any] = {}
         for item in fields(cls):
             raw = environ.get(PREFIX + item.name.upper())
@@ -168,6 +187,10 @@ class Settings:
             except ValueError as error:
                 raise SettingsError(f"{PREFIX}{item.name.upper()}={raw!r} is not a {kind.__name__}") from error
         return cls(**values)
+
+    def raw_bucket_names(self) -> frozenset[str]:
+        """The buckets of `raw_buckets`, blanks dropped."""
+        return frozenset(name.strip() for name in self.raw_buckets.split(",") if name.strip())
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value, _ in self.describe())
@@ -249,6 +272,24 @@ class Settings:
     def worker_dir(self) -> Path:
         """This application's table folder under the data directory."""
         return Path(self.data_dir) / self.app_id
+
+
+def refuse_unknown_variables(environ: Mapping[str, str]) -> None:
+    """Refuse every `PROMPT_STREAMS_*` variable that is no setting, each with the setting it is most like.
+
+    Raises:
+        SettingsError: naming all of them (never their values, which may be secrets).
+    """
+    known = [item.name.upper() for item in fields(Settings)]
+    unknown = sorted(name for name in environ if name.startswith(PREFIX) and name.removeprefix(PREFIX) not in known)
+    if not unknown:
+        return
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.removeprefix(PREFIX), known, n=1)
+        described.append(f"{name} (did you mean {PREFIX}{close[0]}?)" if close else name)
+    raise SettingsError(f"unknown setting{'s' if len(unknown) > 1 else ''}: {', '.join(described)}; every "
+                        f"setting is listed in the README's Configuration section")
 
 
 def main() -> int:

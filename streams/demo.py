@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,23 @@ def calibration_line(truth_path: Path, results: list[CcdResult]) -> str:
             f"{len(results)}, within {100 * np.median(errors) if errors else math.nan:.1f}% of the truth (median)")
 
 
-def read_alerts(settings: Settings, expected: int) -> list[dict[str, Any]]:
-    """The committed alerts of the alert stream, once `expected` are there (or after ALERT_WAIT_S)."""
+def this_night(read: Callable[..., list[Any]], groups: list[str], count: int, timeout: float) -> list[Any]:
+    """The records of this night's groups, once `count` are there (or after `timeout`): the topics also hold
+    earlier demos' records, which must not count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mine = [record for record in read(0, timeout=10.0, settle=1.0) if record.group_id in groups]
+        if len(mine) >= count or time.monotonic() > deadline:
+            return mine
+        time.sleep(5.0)
+
+
+def read_alerts(settings: Settings, visit_ids: set[int], expected: int) -> list[dict[str, Any]]:
+    """The committed alerts of these visits, once `expected` are there (or after ALERT_WAIT_S)."""
     deadline = time.monotonic() + ALERT_WAIT_S
     while True:
-        alerts = [a for _m, a in Inspector(settings).records(settings.alert_topic) if isinstance(a, dict)]
+        alerts = [a for _m, a in Inspector(settings).records(settings.alert_topic)
+                  if isinstance(a, dict) and a["diaSource"]["visit"] in visit_ids]
         if len(alerts) >= expected or time.monotonic() > deadline:
             return alerts
         time.sleep(2.0)
@@ -95,9 +108,10 @@ def main() -> int:
         visits = Visits(settings)
         replay(visits, night, arrivals, lead_time=3.0, snap_interval=2.0, visit_interval=25.0)
         groups = [v.group_id for v in night.visits]
-        results = [r for r in visits.results(189 * VISITS, timeout=900, settle=2.0) if r.group_id in groups]
-        summaries = [s for s in visits.summaries(VISITS, timeout=120, settle=1.0) if s.group_id in groups]
-        alerts = read_alerts(settings, sum(int(r.metrics.get("alertCount", 0)) for r in results))
+        results = this_night(visits.results, groups, 189 * VISITS, timeout=900)
+        summaries = this_night(visits.summaries, groups, VISITS, timeout=120)
+        alerts = read_alerts(settings, {v.exposure_ids[0] for v in night.visits},
+                             sum(int(r.metrics.get("alertCount", 0)) for r in results))
     finally:
         pool.stop_all()
     for visit in night.visits:

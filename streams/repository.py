@@ -8,6 +8,10 @@
 
 Validity times are TAI Unix seconds (as private_sndStamp); the filter is `any` for bias, dark and ptc.
 Calibration lookups list one small folder; template lookups read one index; both are cheap.
+
+Filter and tile names come from events and raw headers: they must be plain names, and every path
+written or looked up is resolved and must stay under its root (`contained`), so no name, `..` or
+symbolic link can put a file elsewhere.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from streams.core.calibrations import calibration_name, parse_calibration_name
+from streams.core.calibrations import calibration_name, parse_calibration_name, plain_name
+from streams.errors import NonRetriableError
 from streams.science import amplifiers, isr
 from streams.science.alert_production import Template
 
@@ -29,6 +34,11 @@ FILTERLESS_TYPES = ("bias", "dark", "ptc")
 """Calibration types that do not depend on the filter (stored with filter `any`)."""
 ANY_FILTER = "any"
 PTC_TABLE = "PTC"
+
+
+class UnsafePath(NonRetriableError):  # noqa: N818 (a refusal: running again would refuse again)
+    """A name that is not a plain path part, or a path that resolves outside its root: nothing is written or read
+    there."""
 
 
 class MissingCalibration(LookupError):  # noqa: N818 (a condition the pipeline reports)
@@ -47,17 +57,62 @@ class CalibrationFile:
     valid_end: float
 
 
+def contained(root: Path, path: Path) -> Path:
+    """`path`, unchanged, once it is known to resolve (symbolic links and `..` followed) under `root` (resolved
+    too): every path a pipeline writes goes through here before anything is created.
+
+    Raises:
+        UnsafePath: it resolves outside `root`.
+    """
+    base, resolved = root.resolve(), path.resolve()
+    if not resolved.is_relative_to(base):
+        raise UnsafePath(f"{path} resolves to {resolved}, outside {base}: refusing to use it")
+    return path
+
+
+def check_name(kind: str, value: str) -> str:
+    """`value`, if it is a plain name (letters, digits, '_', '.', '-', no '..'): it becomes a folder or file name.
+
+    Raises:
+        UnsafePath: anything else.
+    """
+    if not plain_name(value):
+        raise UnsafePath(f"{kind} {value!r} is not a plain name (letters, digits, '_', '.', '-', no '..', at most "
+                         "64 characters): it would name a repository path")
+    return value
+
+
 def calibration_path(root: Path, instrument: str, calib_type: str, detector: int, filter_name: str,
                      valid_start: float, valid_end: float) -> Path:
-    """Where a master calibration is stored."""
-    name = calibration_name(calib_type, filter_name, valid_start, valid_end)
-    return root / "calib" / instrument / calib_type / str(detector) / name
+    """Where a master calibration is stored.
+
+    Raises:
+        UnsafePath: an instrument, type or filter that is not a plain name, or a path outside `<root>/calib`.
+    """
+    name = calibration_name(check_name("calibration type", calib_type), check_name("filter", filter_name),
+                            valid_start, valid_end)
+    calib = root / "calib"
+    return contained(calib, calib / check_name("instrument", instrument) / calib_type / str(int(detector)) / name)
+
+
+def _writable(path: Path, root: Path | None) -> Path:
+    """`path` with its folder made, once it is known to resolve under `<root>/calib` (when a root is given)."""
+    if root is not None:
+        contained(root / "calib", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_calibration(path: Path, data: np.ndarray, calib_type: str, detector: int, filter_name: str,
-                      valid_start: float, valid_end: float, inputs: int = 0) -> None:
-    """Write a master calibration with its validity range in the header."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+                      valid_start: float, valid_end: float, inputs: int = 0, *, root: Path | None = None) -> None:
+    """Write a master calibration with its validity range in the header. Pipelines give the repository's `root`:
+    the path is checked again, right before anything is created, to resolve under its calib folder.
+
+    Raises:
+        UnsafePath: a filter that is not a plain name, or (with `root`) a path outside `<root>/calib`.
+    """
+    check_name("filter", filter_name)
+    _writable(path, root)
     header = fits.Header({"CALIBTYP": calib_type, "DETECTOR": detector, "FILTER": filter_name,
                           "VALIDSTA": valid_start, "VALIDEND": valid_end, "NINPUTS": inputs})
     fits.PrimaryHDU(data.astype(np.float32), header=header).writeto(path, overwrite=True)
@@ -93,18 +148,20 @@ def read_calibration(path: Path) -> np.ndarray:
         return np.asarray(hdus[0].data, dtype=np.float32)
 
 
-def write_ptc(path: Path, amps: isr.AmpCalibration, detector: int, valid_start: float, valid_end: float) -> None:
+def write_ptc(path: Path, amps: isr.AmpCalibration, detector: int, valid_start: float, valid_end: float, *,
+              root: Path | None = None) -> None:
     """Write a detector's ptc calibration: the primary header as for the masters, then a table with one row per
     amplifier (amplifier, gain [e-/ADU], read_noise [e-]).
 
     Raises:
         ValueError: an amplifier with a gain but no read noise, or the reverse.
+        UnsafePath: (with `root`) a path outside `<root>/calib`.
     """
     if set(amps.gains) != set(amps.read_noise):
         raise ValueError(f"gains for {sorted(amps.gains)} but read noise for {sorted(amps.read_noise)}")
     order = {name: index for index, name in enumerate(amplifiers.SEGMENTS)}
     names = sorted(amps.gains, key=lambda name: (order.get(name, len(order)), name))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _writable(path, root)
     header = fits.Header({"CALIBTYP": "ptc", "DETECTOR": detector, "FILTER": ANY_FILTER,
                           "VALIDSTA": valid_start, "VALIDEND": valid_end})
     table = fits.BinTableHDU.from_columns([
@@ -141,36 +198,50 @@ def read_ptc(path: Path) -> isr.AmpCalibration:
 
 
 def template_folder(root: Path, instrument: str, filter_name: str) -> Path:
-    """Where one filter's template tiles live."""
-    return root / "templates" / instrument / filter_name
+    """Where one filter's template tiles live.
+
+    Raises:
+        UnsafePath: an instrument or filter that is not a plain name, or a folder outside `<root>/templates`.
+    """
+    templates = root / "templates"
+    return contained(templates, templates / check_name("instrument", instrument) / check_name("filter", filter_name))
 
 
 def write_template(root: Path, instrument: str, filter_name: str, name: str, image: np.ndarray,
                    variance: np.ndarray, wcs: WCS, psf_sigma: float) -> None:
-    """Write a template tile and add it to its filter's index."""
+    """Write a template tile and add it to its filter's index.
+
+    Raises:
+        UnsafePath: a filter or tile name that is not a plain name, or a path outside `<root>/templates`.
+    """
     folder = template_folder(root, instrument, filter_name)
+    tile = contained(root / "templates", folder / f"{check_name('template name', name)}.fits")
     folder.mkdir(parents=True, exist_ok=True)
     header = wcs.to_header()
     header["PSFSIGMA"] = (psf_sigma, "pixels")
     hdus = fits.HDUList([fits.PrimaryHDU(image.astype(np.float32), header=header),
                          fits.ImageHDU(variance.astype(np.float32), name="VARIANCE")])
-    hdus.writeto(folder / f"{name}.fits", overwrite=True)
+    hdus.writeto(tile, overwrite=True)
     height, width = image.shape
     ra, dec = wcs.all_pix2world([0, width, width, 0], [0, 0, height, height], 0)
-    index_path = folder / "index.json"
+    index_path = contained(root / "templates", folder / "index.json")
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     index[name] = {"ra": [float(min(ra)), float(max(ra))], "dec": [float(min(dec)), float(max(dec))]}
     index_path.write_text(json.dumps(index, indent=1))
 
 
 def find_templates(root: Path, instrument: str, filter_name: str, ra: np.ndarray, dec: np.ndarray) -> list[Path]:
-    """Template tiles whose sky box overlaps the box of the given corners (a detector's footprint)."""
+    """Template tiles whose sky box overlaps the box of the given corners (a detector's footprint).
+
+    Raises:
+        UnsafePath: an instrument or filter that is not a plain name (see `template_folder`).
+    """
     index_path = template_folder(root, instrument, filter_name) / "index.json"
     if not index_path.exists():
         return []
     low_ra, high_ra, low_dec, high_dec = ra.min(), ra.max(), dec.min(), dec.max()
     return [index_path.parent / f"{name}.fits" for name, box in json.loads(index_path.read_text()).items()
-            if box["ra"][0] <= high_ra and low_ra <= box["ra"][1] and box["dec"][0] <= high_dec
+            if plain_name(name) and box["ra"][0] <= high_ra and low_ra <= box["ra"][1] and box["dec"][0] <= high_dec
             and low_dec <= box["dec"][1]]
 
 

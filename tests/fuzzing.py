@@ -13,14 +13,15 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from connectors.s3_notifications import parse_notification, raw_object
+from connectors.s3_notifications import Ignored, Part, triage
 from streams.codec import Codec, frame
+from streams.config import Settings
 from streams.core.arrivals import check_raw
 from streams.core.instruments import Instrument
 from streams.core.policy import Policy
@@ -155,14 +156,27 @@ def avro_encoder(codec: Codec, topic: str, record_type: type[NextVisit | RawImag
     return lambda datum: codec.encode(topic, record_type(**datum))
 
 
+RAW_BUCKET = min(Settings().raw_bucket_names())
+"""A bucket the S3 connector reads by default (PROMPT_STREAMS_RAW_BUCKETS), so its records meet the other checks."""
+
+
+def s3_record(key: Any, *, bucket: Any = RAW_BUCKET, event: Any = "ObjectCreated:Put", size: Any = 1000,
+              ) -> dict[str, Any]:
+    """One record of an S3 event notification."""
+    return {"eventName": event, "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": size}}}
+
+
+def raw_key(detector: str = "R22_S11", sequence: int = 1) -> str:
+    """The key of a ComCam raw as the camera writes it."""
+    obs_id = f"CC_O_20261125_{sequence:06d}"
+    return f"LSSTComCam/20261125/{obs_id}/{obs_id}_{detector}.fits"
+
+
 def notifications() -> st.SearchStrategy[Hostile]:
-    """Hostile S3 bucket notifications."""
-    good = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {
-        "bucket": {"name": "rubin-raws"},
-        "object": {"key": "LSSTComCam/20261125/MC_O_20261125_000001/MC_O_20261125_000001_R22_S11.fits",
-                   "size": 1000}}}]}
+    """Hostile S3 bucket notifications of one record (the integration tier expects one outcome per input)."""
+    good = {"Records": [s3_record(raw_key().replace("CC_O", "MC_O"))]}
     mutated = st.tuples(st.sampled_from(["name", "key", "size", "eventName"]), WRONG_TYPES | st.sampled_from(
-        [*NASTY_STRINGS, "LSSTComCam/20261125/MC_O_20261125_000001/MC_O_20261125_000001_R99_S99.fits", math.inf]))
+        [*NASTY_STRINGS, raw_key("R99_S99"), raw_key("R00_S11"), "other-bucket", math.inf, {"a": 1}]))
     return junk_bytes() | mutated.map(lambda change: Hostile(json.dumps(_notification(good, *change)).encode(),
                                                              f"notification with {change[0]}={change[1]!r:.80}"))
 
@@ -175,10 +189,66 @@ def _notification(good: dict[str, Any], field: str, value: Any) -> dict[str, Any
     return record
 
 
+COMCAM_DETECTORS = [f"R22_S{row}{column}" for row in range(3) for column in range(3)]
+BAD_KEYS = ["LSSTComCam/../../etc/passwd", "LSSTComCam/%2e%2e/%2E%2E/x.fits", "/LSSTComCam/x.fits",
+            "LSSTComCam/./x.fits", "../x", "LSSTComCam/x%00.fits", "a/b/..", "", "x" * 1025,
+            raw_key().replace("LSSTComCam/", "LSSTComCam/../LSSTComCam/"), raw_key("R99_S99"), raw_key("R00_S11")]
+"""Keys whose record must be a dead letter: traversal, not plain paths, too long, detectors the camera lacks."""
+FOREIGN_BUCKETS = ["other-bucket", f"{RAW_BUCKET}-evil", f"{RAW_BUCKET}.evil", RAW_BUCKET.upper(), "",
+                   "169.254.169.254", f" {RAW_BUCKET}"]
+WRONG_TYPED = [{"x": 1}, ["ObjectCreated:Put"], 5, None, True, 1.5]
+NOT_RECORDS = [1, "x", None, [], {}, {"eventName": "ObjectCreated:Put"}, {"eventName": "ObjectCreated:Put", "s3": 1},
+               {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": RAW_BUCKET}, "object": []}}]
+
+
+def _labelled_records() -> st.SearchStrategy[tuple[str, Any]]:
+    """(what must become of it, record): good raws, records not for us, bad ones, and anything at all."""
+    good = st.builds(lambda d, n: ("needs storage", s3_record(raw_key(d, n))), st.sampled_from(COMCAM_DETECTORS),
+                     st.integers(1, 999_999))
+    ignored = st.sampled_from([
+        s3_record(raw_key(), event="ObjectRemoved:Delete"), s3_record(raw_key(), event="ObjectRemoved:Delete",
+                                                                      bucket="other-bucket"),
+        s3_record(raw_key().removesuffix(".fits") + ".json"), s3_record("LSSTComCam/README.txt"),
+        s3_record("LSSTComCam/20261125/notes/a%20b+c.fits")]).map(lambda r: ("ignored", r))
+    bad = st.one_of(
+        st.sampled_from(BAD_KEYS).map(lambda k: s3_record(k)),
+        st.sampled_from(FOREIGN_BUCKETS).map(lambda b: s3_record(raw_key(), bucket=b)),
+        st.sampled_from(WRONG_TYPED).map(lambda v: s3_record(raw_key(), event=v)),
+        st.sampled_from(WRONG_TYPED).map(lambda v: s3_record(raw_key(), bucket=v)),
+        st.sampled_from(WRONG_TYPED).map(lambda v: s3_record(v)),
+        st.sampled_from(["1000", -1, 1.5, True, math.inf, None]).map(lambda v: s3_record(raw_key(), size=v)),
+        st.sampled_from(NOT_RECORDS),
+    ).map(lambda r: ("dead-letter", r))
+    anything = st.tuples(st.sampled_from(["event", "bucket", "key", "size"]), WRONG_TYPES).map(
+        lambda change: ("any", s3_record(raw_key(), **{change[0]: change[1]}) if change[0] != "key"
+                        else s3_record(change[1])))
+    return st.one_of(good, ignored, bad, anything)
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """A notification of several records, and what must become of each (`any`: anything typed)."""
+
+    data: bytes
+    records: list[Any]
+    expected: list[str]
+
+    def __repr__(self) -> str:
+        return f"Mixed({self.expected}, {self.data[:400]!r})"
+
+
+def mixed_notifications(max_size: int = 12) -> st.SearchStrategy[Mixed]:
+    """Notifications mixing good raws with records not for us and bad records of every kind."""
+    return st.lists(_labelled_records(), min_size=1, max_size=max_size).map(
+        lambda items: Mixed(json.dumps({"Records": [r for _, r in items]}).encode(), [r for _, r in items],
+                            [label for label, _ in items]))
+
+
 # -- what the agents do with an input -------------------------------------------------------------
 @dataclass(frozen=True)
 class Chain:
-    """Everything the input agents consult: codec, instruments, surveys, policy, data root, and the time."""
+    """Everything the input agents consult: codec, instruments, surveys, policy, data root, the time, and the S3
+    connector's buckets and cap on records per notification."""
 
     codec: Codec
     instruments: dict[str, Instrument]
@@ -186,10 +256,34 @@ class Chain:
     policy: Policy
     data_root: str
     now: float
+    raw_buckets: frozenset[str] = field(default_factory=lambda: Settings().raw_bucket_names())
+    max_records: int = Settings().s3_max_records
+
+    def notification(self, data: bytes) -> list[tuple[str, Part]]:
+        """What the S3 connector makes of each part of a notification (each record, and the records beyond the
+        cap as one): `dead-letter`, `ignored` or `needs storage`. A bug's error raises, as does a payload that is
+        no notification at all (`WireFormatError`, one dead letter). Those of several parts count as tried."""
+        found = self._parts(data)
+        if len(found) > 1:
+            TRIED["notification of several records"] += 1
+        return found
+
+    def _parts(self, data: bytes) -> list[tuple[str, Part]]:
+        found = []
+        for part in triage(data, self.raw_buckets, self.max_records):
+            if isinstance(part.outcome, (DecodeError, InvalidEventError)):
+                result = "dead-letter"
+            elif isinstance(part.outcome, Exception):
+                raise part.outcome
+            else:
+                result = "ignored" if isinstance(part.outcome, Ignored) else "needs storage"
+            found.append((result, part))
+        return found
 
     def outcome(self, topic_kind: str, data: bytes) -> str:
         """`dead-letter`, `ignored` or `accepted` as the agent's edge would decide (or, for a notification
-        naming a raw, `needs storage`); anything else raises."""
+        naming a raw, `needs storage`); anything else raises. A notification's outcome is its one record's
+        (`several` when it has more: see `notification`)."""
         try:
             self._handle(topic_kind, data)
         except (DecodeError, InvalidEventError):
@@ -198,6 +292,8 @@ class Chain:
             result = "ignored"
         except NeedsStorage:
             result = "needs storage"
+        except SeveralRecords:
+            result = "several"
         else:
             result = "accepted"
         TRIED[result] += 1
@@ -213,13 +309,24 @@ class Chain:
             check_raw(self.codec.decode(data, RawImageAvailable, accept_json=True), self.instruments, self.policy,
                       self.data_root)
         else:
-            objects = [raw_object(bucket, key, size) for bucket, key, size in parse_notification(data)]
-            if any(found is not None for found in objects):
+            parts = self._parts(data)
+            if len(parts) > 1:
+                raise SeveralRecords(f"{len(parts)} parts, each with its own outcome")
+            [(result, part)] = parts
+            if result == "needs storage":
                 raise NeedsStorage("names a raw: what becomes of it depends on its sidecar in storage")
+            if isinstance(part.outcome, Exception):
+                raise part.outcome
+            if isinstance(part.outcome, Ignored):
+                raise IgnorableEvent(part.outcome.reason)
 
 
 class NeedsStorage(Exception):  # noqa: N818 (an outcome)
     """A notification naming a raw: the rest of its fate is decided by reading its sidecar."""
+
+
+class SeveralRecords(Exception):  # noqa: N818 (an outcome)
+    """A notification of several records: one outcome per record, from `Chain.notification`."""
 
 
 def draw_corpus(strategy: st.SearchStrategy[Hostile], count: int) -> list[Hostile]:
@@ -234,3 +341,17 @@ def draw_corpus(strategy: st.SearchStrategy[Hostile], count: int) -> list[Hostil
 
     collect()
     return found
+
+
+# -- metric names, for the SAL bridge ------------------------------------------------------------------
+NASTY_METRIC_NAMES = ["m" * 232, "m" * 233, "m" * 234, "m" * 1_000_000, ".", "..", "a b", "a/b", "a:b",
+                      "psf.fwhm-arcsec", "3sigma", "timestamp", "metric_timestamp", "id", "lsst.prompt.dev.x", "__",
+                      "-", "\t", "\U0010ffff"]
+"""Metric names around the Sasquatch topic limit (`lsst.prompt.dev.` + 233 = 249 characters), names Kafka or Avro
+would refuse as they are, and names of the Sasquatch record's own fields."""
+
+
+def metric_names() -> st.SearchStrategy[str]:
+    """Hostile metric names: the catalogue, any text, and names of topic characters near the length limit."""
+    return (st.sampled_from(NASTY_METRIC_NAMES + NASTY_STRINGS) | st.text(max_size=300)
+            | st.text(alphabet="ab._-", min_size=225, max_size=245))

@@ -29,7 +29,7 @@ def check_group(group_id: str) -> None:
     Raises:
         InvalidEventError: with the reason.
     """
-    if not GROUP_ID.match(group_id):
+    if not GROUP_ID.fullmatch(group_id):
         raise InvalidEventError(f"group id {group_id!r} is not a plain identifier (letters, digits, ._:+-)")
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from streams.core.arrivals import check_group
+from streams.core.calibrations import plain_name
 from streams.core.instruments import Instrument
 from streams.core.policy import Policy
 from streams.core.surveys import SurveyTable
@@ -55,6 +56,31 @@ def _enum_name(enum: type[IntEnum], value: int) -> str:
         return f"{value} (not a {enum.__name__} value)"
 
 
+def check_filters(filters: str) -> None:
+    """Refuse a `filters` field that is not a comma-separated list of plain filter names (it may be empty): the
+    first one names the template folder and the calibrations a pipeline looks up.
+
+    Raises:
+        InvalidEventError: with the offending name.
+    """
+    for name in filters.split(",") if filters else ():
+        if not plain_name(name):
+            raise InvalidEventError(f"filters {filters!r}: {name!r} is not a filter name (letters, digits, "
+                                    "'_', '.', '-', no '..', at most 64 characters)")
+
+
+def check_survey(survey: str) -> None:
+    """Refuse a survey that is not a plain name (it may be empty: no pipeline serves it): it reaches pipelines
+    as an argument and a label, never as a path, and must not be able to become one.
+
+    Raises:
+        InvalidEventError: with the survey.
+    """
+    if survey and not plain_name(survey):
+        raise InvalidEventError(f"survey {survey!r} is not a plain name (letters, digits, '_', '.', '-', no '..', "
+                                "at most 64 characters)")
+
+
 def validate(visit: NextVisit, instruments: dict[str, Instrument], policy: Policy, now: float) -> Instrument:
     """The instrument of a usable nextVisit.
 
@@ -77,6 +103,8 @@ def validate(visit: NextVisit, instruments: dict[str, Instrument], policy: Polic
     if not visit.groupId.strip():
         raise InvalidEventError("blank groupId: a visit needs a group id")
     check_group(visit.groupId)
+    check_survey(visit.survey)
+    check_filters(visit.filters)
     if visit.coordinateSystem not in SUPPORTED_COORDS:
         raise InvalidEventError(f"unsupported coordinateSystem {_enum_name(CoordSys, visit.coordinateSystem)}: "
                                 "only ICRS (2) or NONE (1)")

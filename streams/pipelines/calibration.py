@@ -19,7 +19,7 @@ from streams import repository
 from streams.config import Settings
 from streams.errors import NonRetriableError
 from streams.pipelines.base import Outcome
-from streams.pipelines.science import science
+from streams.pipelines.science import raw_filter, science
 from streams.records import DetectorProgress
 from streams.science import calibration
 
@@ -43,12 +43,14 @@ class CalibrationPipeline:
 
         Raises:
             NonRetriableError: no valid ptc (the gains) for the detector, a dark or flat sequence with no valid
-                bias (or dark) to remove, or a ptc that cannot be read or lacks an amplifier.
+                bias (or dark) to remove, or a ptc that cannot be read or lacks an amplifier; a flat whose raw's
+                FILTER is not a plain name (it becomes part of the master's file name: naming the file and value).
+            UnsafePath: the master's path would resolve outside the repository's calib folder.
         """
         raws = self.science.raws(progress)
         root, when = self.science.root, progress.next_visit_time
         needed = {"bias": (), "dark": ("bias",), "flat": ("bias", "dark")}[self.kind]
-        filter_name = str(raws[0].header.get("FILTER", repository.ANY_FILTER)) if self.kind == "flat" \
+        filter_name = raw_filter(raws[0], progress, repository.ANY_FILTER) if self.kind == "flat" \
             else repository.ANY_FILTER
         try:
             ptc = repository.find_calibration(root, progress.instrument, "ptc", progress.detector,
@@ -65,7 +67,8 @@ class CalibrationPipeline:
         end = when + VALIDITY_DAYS * 86400
         path = repository.calibration_path(root, progress.instrument, self.kind, progress.detector, filter_name,
                                            when, end)
-        repository.write_calibration(path, master, self.kind, progress.detector, filter_name, when, end, len(raws))
+        repository.write_calibration(path, master, self.kind, progress.detector, filter_name, when, end, len(raws),
+                                     root=root)
         finite = master[np.isfinite(master)]
         return Outcome(metrics={"calibInputs": float(len(raws)), "calibMedian": float(np.median(finite)),
                                 "calibNoise": float(1.4826 * np.median(np.abs(finite - np.median(finite)))),

@@ -22,6 +22,7 @@ from streams.errors import NonRetriableError, RetriableError
 from streams.pipelines.base import Pipeline, PipelineUnavailable
 from streams.pipelines.shell import ShellPipeline, parse_shell_pipelines
 from streams.records import CcdResult, DetectorProgress
+from streams.secrets import scrub
 
 PR_SET_PDEATHSIG = 1
 _settings = Settings()
@@ -110,9 +111,11 @@ def run(progress: DetectorProgress) -> CcdResult:
 
 def _failed(base: CcdResult, name: str, started: float, error: BaseException, *, retriable: bool,
             detail: str = "") -> CcdResult:
+    """The failed result; the message goes to ccd-result, the SAL bridge and the jobs' error endpoint, so the
+    configured secrets are masked in it (before it is cut, so no part of one survives)."""
     return CcdResult.from_dict(base.to_dict() | {
         "pipeline": name, "process_start_time": started, "process_end_time": tai_now(), "retriable": retriable,
-        "error_class": type(error).__name__, "error_message": (detail or str(error))[:2000],
+        "error_class": type(error).__name__, "error_message": scrub(detail or str(error), _settings.secrets())[:2000],
     })
 
 

@@ -21,6 +21,7 @@ from astropy.io import fits
 
 from streams import refcat, repository
 from streams.config import Settings
+from streams.core.calibrations import plain_name
 from streams.errors import NonRetriableError
 from streams.pipelines.associate_apdb import AssociateApdb, Exposure
 from streams.pipelines.base import Outcome, PipelineUnavailable
@@ -80,7 +81,13 @@ class Science:
         self.cache = BoundedCache(settings.preload_cache_items)
 
     def inputs(self, progress: DetectorProgress, filter_name: str, timings: dict[str, float] | None = None) -> Inputs:
-        """Calibrations and templates for this detector's visit, from the cache when preloaded."""
+        """Calibrations and templates for this detector's visit, from the cache when preloaded.
+
+        Raises:
+            MissingCalibration: no valid calibration of some type.
+            NonRetriableError: a filter that is not a plain name (it names the template folder).
+        """
+        check_filter(filter_name, "the visit")
         timings = {} if timings is None else timings
         started = time.perf_counter()
         found = {kind: repository.find_calibration(self.root, progress.instrument, kind, progress.detector,
@@ -111,7 +118,7 @@ class Science:
         timings: dict[str, float] = {}
         try:
             self.inputs(progress, progress.filters.split(",")[0], timings)
-        except repository.MissingCalibration:
+        except (repository.MissingCalibration, NonRetriableError):
             return {}  # the run will say so
         return timings
 
@@ -142,8 +149,15 @@ class Science:
             raise NonRetriableError(f"{uri}: {type(bad).__name__}: {bad}") from bad
 
     def output_folder(self, progress: DetectorProgress) -> Path:
-        """Where this detector's outputs go (its parts were validated on arrival)."""
-        folder = Path(self.settings.output_root) / progress.instrument / progress.group_id / str(progress.detector)
+        """Where this detector's outputs go: its parts were validated on arrival, and the folder is checked to
+        resolve under the output root anyway before it is created (a symbolic link or a part that slipped through
+        must not put outputs elsewhere).
+
+        Raises:
+            UnsafePath: the folder would lie outside the output root.
+        """
+        root = Path(self.settings.output_root)
+        folder = repository.contained(root, root / progress.instrument / progress.group_id / str(progress.detector))
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -155,7 +169,7 @@ class Science:
         """
         with timer.step("readRaws"):
             raws = self.raws(progress)
-        filter_name = str(raws[0].header.get("FILTER", progress.filters.split(",")[0]))
+        filter_name = raw_filter(raws[0], progress, progress.filters.split(",")[0])
         try:
             inputs = self.inputs(progress, filter_name)
             return calibrate(raws, inputs.calibrations, inputs.references, timer, self.settings.ccd_threads), \
@@ -173,6 +187,29 @@ class Science:
         fits.HDUList([fits.PrimaryHDU(image, header=header), fits.ImageHDU(variance, name="VARIANCE")]).writeto(
             path, overwrite=True)
         return path.as_uri()
+
+
+def check_filter(filter_name: str, source: str) -> str:
+    """`filter_name`, if it is a plain name: it names the folder templates are looked up in and the masters a
+    calibration pipeline writes, so `x/../../tmp/pwned` must never get that far.
+
+    Raises:
+        NonRetriableError: naming `source` (the file or event it came from) and the value.
+    """
+    if not plain_name(filter_name):
+        raise NonRetriableError(f"{source}: filter {filter_name!r} is not a filter name (letters, digits, '_', '.', "
+                                "'-', no '..', at most 64 characters)")
+    return filter_name
+
+
+def raw_filter(raw: isr.Raw, progress: DetectorProgress, default: str) -> str:
+    """The first raw's FILTER header (`default` if it has none), checked.
+
+    Raises:
+        NonRetriableError: a FILTER that is not a plain name, naming the raw's file and the value.
+    """
+    source = progress.snaps[0].uri if progress.snaps else "the raw"
+    return check_filter(str(raw.header.get("FILTER", default)), source)
 
 
 def read_calibration(found: repository.CalibrationFile) -> np.ndarray | isr.AmpCalibration:
@@ -258,7 +295,7 @@ class AlertProduction(SciencePipeline):
         timings: dict[str, float] = {}
         try:
             inputs = self.science.inputs(progress, progress.filters.split(",")[0], timings)
-        except repository.MissingCalibration:
+        except (repository.MissingCalibration, NonRetriableError):
             return {}  # the run will say so
         return timings | {"prep_apdbTime": self.associate.preload(progress, inputs.shape)}
 
@@ -316,7 +353,7 @@ class IsrOnly(SciencePipeline):
         with timer.step("readRaws"):
             raws = self.science.raws(progress)
         try:
-            inputs = self.science.inputs(progress, str(raws[0].header.get("FILTER", "")))
+            inputs = self.science.inputs(progress, raw_filter(raws[0], progress, ""))
         except repository.MissingCalibration as missing:
             raise NonRetriableError(str(missing)) from missing
         with timer.step("isr"):

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -50,6 +51,8 @@ COMPONENT = "PromptProcessing"
 EVENTS = ("logevent_visitSummary", "logevent_ccdResult", "logevent_metric", "logevent_logMessage")
 METRICS = ("prep_butlerTotalTime", "pipelineRunTime", "diaSourceCount", "brokenMetric")
 DEADLINE_S = 180.0
+TAI_MINUS_UTC, TIME_RULE_S = 37.0, 2.0
+"""SAL's time rule (sal_kafka.md): sndStamp (TAI) - Kafka timestamp (UTC) = TAI - UTC, within 2 s."""
 
 
 # -- the reader: SAL rules only -----------------------------------------------------------------
@@ -72,6 +75,8 @@ class Received:
     key: bytes | None
     schema_id: int
     datum: dict[str, Any]
+    timestamp: float
+    """The Kafka timestamp (the producer's CreateTime), UTC seconds."""
 
 
 @dataclass
@@ -120,7 +125,7 @@ class ChileReader:
             parsed_reader = fastavro.parse_schema(reader, named_schemas={}) if reader else self._writers[schema_id]
             datum = fastavro.schemaless_reader(io.BytesIO(value[5:]), self._writers[schema_id], parsed_reader)
             assert isinstance(datum, dict)
-            self.messages[topic].append(Received(message.key(), schema_id, datum))
+            self.messages[topic].append(Received(message.key(), schema_id, datum, message.timestamp()[1] / 1000))
         return self.messages[topic]
 
     def close(self) -> None:
@@ -245,12 +250,20 @@ def test_sigkilled_bridge_delivers_every_sal_message_once(bridge_settings: Setti
                                                           chile: ClusterState, tmp_path: Path) -> None:
     """Visits stream through the bridge while it is SIGKILLed, restarted, and a second instance fences
     the first; Chile gets each SAL message exactly once, with SAL's private fields, keys, schemas and
-    topic configuration."""
+    topic configuration, each stamped at send time (the SAL time rule holds on the first batch after
+    every start, which creates the metrics' topics); SIGTERM stops the last instance with a log line."""
     settings = bridge_settings
     schemas = {sal_topic(settings, name): schema for name, schema in reader_schemas().items()}
     source = Source(settings)
     garbage: list[int] = []
     source.producer.produce(source.topics.metrics.name, value=b"not avro", partition=0,
+                            on_delivery=lambda _error, message: garbage.append(message.offset()))
+    # A metric whose Sasquatch topic name Kafka would refuse (over 249 characters): its SAL event goes, the rest
+    # is dead-lettered, and the bridge goes on (it used to exit on it, restart and meet it again, forever).
+    unmappable = Metric(name="m" * 300, value=1.0, unit="s", instrument="LSSTCam", group_id="unmappable", detector=0,
+                        timestamp=time.time() + 37)
+    source.producer.produce(source.topics.metrics.name, partition=0,
+                            value=source.codec.encode(source.topics.metrics.name, unmappable),
                             on_delivery=lambda _error, message: garbage.append(message.offset()))
     bridge = successor = Bridge(settings, tmp_path / "bridge.log")
     first, second, total = 10, 40, 50
@@ -279,13 +292,16 @@ def test_sigkilled_bridge_delivers_every_sal_message_once(bridge_settings: Setti
         source.close()
         expected = {sal_topic(settings, "logevent_visitSummary"): total,
                     sal_topic(settings, "logevent_ccdResult"): 3 * total,
-                    metric_topic: 3 * len(METRICS) * total, sal_topic(settings, "logevent_logMessage"): total}
+                    metric_topic: 3 * len(METRICS) * total + 1, sal_topic(settings, "logevent_logMessage"): total}
         assert 0 < at_kill < expected[metric_topic], "the bridge must be killed mid-stream"
         wait_for(reader, expected, schemas, successor)
         time.sleep(2)  # anything extra (a duplicate) would show up now
         assert bridge.process is not None and bridge.process.wait(30) != 0, "the fenced instance stops"
         assert "fenced" in bridge.log.read_text().lower()
         successor.kill(signal.SIGTERM)
+        assert successor.process is not None and successor.process.returncode == 0, "SIGTERM is a clean stop"
+        assert re.search(r"INFO .*stopping on SIGTERM after \d+ records", successor.log.read_text()), \
+            successor.log.read_text()[-3000:]
     finally:
         for instance in (bridge, successor):
             instance.kill()
@@ -294,8 +310,11 @@ def test_sigkilled_bridge_delivers_every_sal_message_once(bridge_settings: Setti
     check_sal_topics(settings, reader, schemas, expected, chile)
     check_sasquatch(settings, reader, total)
     dead = reader.drain(f"{settings.topic_prefix}.sal-bridge.dead-letter", None)
-    assert [(d.datum["topic"], d.datum["offset"], d.datum["value"]) for d in dead] == [
-        (source.topics.metrics.name, garbage[0], b"not avro")]
+    assert [(d.datum["topic"], d.datum["offset"], d.datum["error_class"]) for d in dead] == [
+        (source.topics.metrics.name, garbage[0], "WireFormatError"),
+        (source.topics.metrics.name, garbage[1], "UnmappableError")]
+    assert dead[0].datum["value"] == b"not avro" and "Kafka allows at most 249" in dead[1].datum["reason"]
+    assert [m.datum["name"] for m in reader.messages[metric_topic]].count(unmappable.name) == 1
     assert "written before" in (tmp_path / "bridge.log").read_text()
 
 
@@ -317,6 +336,9 @@ def check_sal_topics(settings: Settings, reader: ChileReader, schemas: dict[str,
         assert [d["private_seqNum"] for d in data] == list(range(1, count + 1)), f"{topic}: seqNum gaps or repeats"
         stamps = [d["private_sndStamp"] for d in data]
         assert stamps == sorted(stamps), f"{topic}: sndStamp decreased"
+        late = [(i, round(m.datum["private_sndStamp"] - m.timestamp, 3)) for i, m in enumerate(messages)
+                if abs(m.datum["private_sndStamp"] - m.timestamp - TAI_MINUS_UTC) > TIME_RULE_S]
+        assert not late, f"{topic}: sndStamp - Kafka timestamp is not TAI - UTC (index, difference): {late[:5]}"
         assert abs(stamps[-1] - (time.time() + 37)) < 600, "sndStamp is TAI now"
         for message, d in zip(messages, data, strict=True):
             assert message.key == sal_rules.key(COMPONENT, 1, sal_name)

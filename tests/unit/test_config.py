@@ -82,3 +82,36 @@ def test_the_bridge_refuses_incomplete_or_bad_chile_settings(environ: dict[str, 
     """No Chile bootstrap or registry, or a bad protocol: a clear error naming the variable."""
     with pytest.raises(SettingsError, match="PROMPT_STREAMS_CHILE_"):
         Settings.from_env(environ).chile()
+
+
+def test_unknown_variables_are_refused_each_named_with_a_hint() -> None:
+    """A misspelt PROMPT_STREAMS_* variable would leave its setting at the default unnoticed: every one is named,
+    with the setting it most resembles, and never its value (it may be a secret)."""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"PROMPT_STREAMS_BOOTSTRAP_SERVERS": "kafka:9092", "PROMPT_STREAMS_RAW_BUCKET": "raws",
+                           "PROMPT_STREAMS_ZZZ": "hunter2", "PROMPT_STREAMS_TOPIC_PREFIX": "ok", "OTHER_VAR": "x"})
+    message = str(refused.value)
+    assert "PROMPT_STREAMS_BOOTSTRAP_SERVERS (did you mean PROMPT_STREAMS_BOOTSTRAP?)" in message
+    assert "PROMPT_STREAMS_RAW_BUCKET (did you mean PROMPT_STREAMS_RAW_BUCKETS?)" in message
+    assert "PROMPT_STREAMS_ZZZ;" in message and "PROMPT_STREAMS_ZZZ (" not in message
+    assert "TOPIC_PREFIX" not in message and "OTHER_VAR" not in message
+    assert "hunter2" not in message and "kafka:9092" not in message
+
+
+def test_every_setting_is_a_known_variable() -> None:
+    """The check refuses nothing the settings themselves would write (to_env starts workers and tools)."""
+    assert Settings.from_env(Settings().to_env()) == Settings()
+
+
+def test_raw_buckets_are_a_comma_separated_list_of_bucket_names() -> None:
+    """The S3 connector reads the project's raw bucket by default; a list is split and trimmed; a name S3 would not
+    allow is refused at start, as is a cap on records below 1."""
+    assert Settings.from_env({}).raw_bucket_names() == frozenset({"rubin-summit"})
+    assert Settings.from_env({"PROMPT_STREAMS_RAW_BUCKETS": " rubin-summit, embargo-raws ,"}).raw_bucket_names() \
+        == frozenset({"rubin-summit", "embargo-raws"})
+    assert Settings.from_env({"PROMPT_STREAMS_RAW_BUCKETS": ""}).raw_bucket_names() == frozenset()
+    with pytest.raises(SettingsError, match=r"PROMPT_STREAMS_RAW_BUCKETS=.*Bad_Bucket"):
+        Settings.from_env({"PROMPT_STREAMS_RAW_BUCKETS": "rubin-summit,Bad_Bucket"})
+    assert Settings.from_env({"PROMPT_STREAMS_S3_MAX_RECORDS": "7"}).s3_max_records == 7
+    with pytest.raises(SettingsError, match="PROMPT_STREAMS_S3_MAX_RECORDS"):
+        Settings.from_env({"PROMPT_STREAMS_S3_MAX_RECORDS": "0"})

@@ -8,7 +8,10 @@ tests/integration/test_fuzzed_input.py.
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +19,39 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streams.codec import Codec
+from connectors.s3_notifications import RawObject
+from connectors.sal_bridge_step import BridgeConfig, step
+from connectors.sal_events import SalMessage, Writer
+from connectors.sal_interface import METRIC, avro_schema
+from connectors.sasquatch import SasquatchRecord, Unmapped
+from streams.codec import Codec, parse, write_datum
 from streams.config import Settings
 from streams.core.arrivals import GROUP_ID
 from streams.core.instruments import parse_instruments
 from streams.core.surveys import parse_surveys
 from streams.pipelines.shell import SAFE_VALUE, UnsafeValue, placeholder_values, render
-from streams.records import DetectorProgress, HeldSnap, NextVisit, NextVisitCanceled, RawImageAvailable
+from streams.records import (
+    DetectorProgress,
+    HeldSnap,
+    Metric,
+    NextVisit,
+    NextVisitCanceled,
+    RawImageAvailable,
+    SalBridgeCheckpoint,
+)
 from streams.schemas import Schema
 from tests.fuzzing import (
+    RAW_BUCKET,
     Chain,
     Hostile,
+    Mixed,
     avro_encoder,
     good_cancel,
     good_next_visit,
     good_raw,
     hostile,
+    metric_names,
+    mixed_notifications,
     notifications,
 )
 
@@ -115,6 +135,48 @@ def test_bucket_notifications_are_refused_or_parsed(item: Hostile) -> None:
     CHAIN.outcome("s3_notification", item.data)
 
 
+CAP = 5
+"""A small PROMPT_STREAMS_S3_MAX_RECORDS, so the fuzzed notifications (up to 12 records) often exceed it."""
+
+
+def same_json(data: bytes, value: object) -> bool:
+    """`data` holds `value` (compared as JSON text, so NaN equals itself)."""
+    return json.dumps(json.loads(data)) == json.dumps(value)
+
+
+WRONG_TYPES_ONCE_DROPPED = [{"eventName": {"x": 1}, "s3": {"bucket": {"name": RAW_BUCKET}, "object": {"key": "k"}}},
+                            {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": 5}, "object": {"key": "k"}}}]
+"""The issue's two silent drops: eventName an object, a bucket name a number."""
+
+
+@EXAMPLES
+@given(mixed_notifications())
+@example(Mixed(json.dumps({"Records": WRONG_TYPES_ONCE_DROPPED}).encode(), WRONG_TYPES_ONCE_DROPPED,
+               ["dead-letter", "dead-letter"]))
+def test_each_record_of_a_notification_has_its_own_fate(item: Mixed) -> None:
+    """In a notification mixing good, bad and foreign records, each good one is resolved whatever its
+    neighbours hold, each bad one is its own dead letter holding only that record (refused again for the same
+    reason when sent alone), and the records beyond the cap are one dead letter that names the setting."""
+    chain = replace(CHAIN, max_records=CAP)
+    parts = chain.notification(item.data)
+    records = item.records
+    handled = item.expected[:CAP]
+    assert len(parts) == len(handled) + (len(item.expected) > CAP), item
+    for expected, (outcome, part), record in zip(handled, parts, records, strict=False):
+        assert expected in ("any", outcome), (expected, outcome, part, item)
+        if outcome == "needs storage":
+            assert isinstance(part.outcome, RawObject)
+            assert part.outcome.uri == f"s3://{RAW_BUCKET}/{record['s3']['object']['key']}", item
+        if outcome == "dead-letter":
+            assert part.value == item.data if len(records) == 1 else same_json(part.value, {"Records": [record]})
+            [(again, alone)] = chain.notification(part.value)
+            assert again == "dead-letter" and str(alone.outcome) == str(part.outcome), (alone, part)
+    if len(records) > CAP:
+        outcome, part = parts[-1]
+        assert outcome == "dead-letter" and same_json(part.value, {"Records": records[CAP:]}), item
+        assert "PROMPT_STREAMS_S3_MAX_RECORDS" in str(part.outcome) and part.where.startswith(f"records {CAP + 1}-")
+
+
 def progress_with(field: str, value: Any, tmp_path: Path) -> DetectorProgress:
     """A detector with one raw under the root, one field replaced."""
     snap = HeldSnap(snap=0, exposure_id=1, uri=(tmp_path / "repo" / "raw.fits").as_uri(), arrival_time=1.0)
@@ -150,3 +212,29 @@ def test_shell_placeholders_are_one_literal_argument_or_refused(field: str, valu
     assert SAFE_VALUE.match(value) and not value.startswith("-")
     assert render(("cmd", placeholder), values) == ["cmd", value]
 
+
+KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+"""Kafka's rule for a topic name, written from its documentation (not from the bridge)."""
+AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+BRIDGE = BridgeConfig(Writer(sal_index=1, subname="sal", origin=1, tai_minus_utc=37.0), log_rate=1.0, log_burst=3,
+                      sasquatch_environment="dev")
+SAL_METRIC = parse(avro_schema(METRIC))
+
+
+@EXAMPLES
+@given(metric_names())
+def test_any_metric_name_gets_its_sal_event_and_a_valid_sasquatch_topic_or_a_reason(name: str) -> None:
+    """Whatever a metric is called, the bridge's core sends its SAL event and either a Sasquatch record on a topic
+    Kafka accepts, with an Avro field name, or `Unmapped` with a reason for the dead letter; it never raises."""
+    metric = Metric(name=name, value=1.0, unit="s", instrument="LSSTCam", group_id="g", detector=1, timestamp=NOW)
+    _, (sal, sasquatch) = step(SalBridgeCheckpoint(), metric, NOW, BRIDGE)
+    assert isinstance(sal, SalMessage) and sal.datum["name"] == name
+    write_datum(SAL_METRIC, sal.datum)
+    if isinstance(sasquatch, Unmapped):
+        # Characters are made valid (as Avro names); only a name too long for any topic is unmapped.
+        assert sasquatch.reason and len("lsst.prompt.dev.metric_" + name) > 249, name
+    else:
+        assert isinstance(sasquatch, SasquatchRecord) and KAFKA_TOPIC.fullmatch(sasquatch.topic), sasquatch.topic
+        field = sasquatch.schema["fields"][-1]["name"]
+        assert AVRO_NAME.fullmatch(field) and sasquatch.datum[field] == 1.0
+        write_datum(parse(sasquatch.schema), sasquatch.datum)

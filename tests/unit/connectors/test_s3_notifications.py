@@ -1,63 +1,276 @@
-"""Parsing bucket notifications, raw keys and sidecars."""
+"""Bucket notifications, record by record: parsing and checking (the pure core), then sidecar reads against
+moto's in-process S3 and what the agent sends (a stand-in context: no Kafka)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
-from connectors.s3_notifications import arrival, parse_notification, raw_object
-from streams.errors import InvalidEventError, WireFormatError
+from connectors.s3_notifications import (
+    Ignored,
+    RawObject,
+    arrival,
+    check_record,
+    deliver,
+    part_dead_letter,
+    raw_object,
+    records_of,
+    resolve,
+    triage,
+)
+from streams.config import Settings
+from streams.core.arrivals import check_raw
+from streams.core.instruments import parse_instruments
+from streams.errors import InvalidEventError, SchemaMismatchError, WireFormatError
+from streams.records import DeadLetter, RawImageAvailable
+from streams.storage import Storage
+from topology.keys import snap_key
 
+BUCKET = "rubin-summit"
+BUCKETS = frozenset({BUCKET})
 KEY = "LSSTCam/20250501/MC_O_20250501_000367/MC_O_20250501_000367_R22_S11.fits"
+OTHER_KEY = KEY.replace("R22_S11", "R22_S12")
+GROUP = "2025-05-01T03:04:05.678"
 
 
-def notification(*keys: str, event: str = "ObjectCreated:Put") -> bytes:
-    """An S3 event notification as Ceph sends it."""
-    return json.dumps({"Records": [{"eventName": event, "s3": {"bucket": {"name": "rubin-summit"},
-                                                               "object": {"key": k, "size": 123}}}
-                                   for k in keys]}).encode()
+def record(key: Any = KEY, *, bucket: Any = BUCKET, event: Any = "ObjectCreated:Put", size: Any = 123,
+           ) -> dict[str, Any]:
+    """One S3 event record as Ceph sends it."""
+    return {"eventName": event, "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": size}}}
 
 
-def test_created_objects_are_listed() -> None:
-    """Bucket, key and size of each ObjectCreated record; other events are left out."""
-    assert parse_notification(notification(KEY)) == [("rubin-summit", KEY, 123)]
-    assert parse_notification(notification(KEY, event="ObjectRemoved:Delete")) == []
+def notification(*records: Any) -> bytes:
+    """An S3 event notification of these records."""
+    return json.dumps({"Records": list(records)}).encode()
 
 
-@pytest.mark.parametrize("payload", [b"", b"[]", b'{"Records": [{"eventName": "ObjectCreated:Put"}]}', b"\xff"])
-def test_malformed_notifications_are_refused(payload: bytes) -> None:
-    """Anything that is not an S3 event notification is a wire-format error."""
+def sidecar_of(key: str) -> str:
+    """The sidecar's key beside a raw's."""
+    return key.removesuffix(".fits") + ".json"
+
+
+# -- the pure core --------------------------------------------------------------------------------
+@pytest.mark.parametrize("payload", [b"", b"[]", b"{}", b'{"Records": []}', b'{"Records": {}}', b"\xff",
+                                     b'{"Records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"])
+def test_what_is_no_notification_at_all_is_refused_whole(payload: bytes) -> None:
+    """Anything without a non-empty Records list is one wire-format error (one dead letter of its bytes)."""
     with pytest.raises(WireFormatError):
-        parse_notification(payload)
+        records_of(payload)
 
 
 def test_raw_key_gives_instrument_detector_and_exposure() -> None:
     """R22_S11 is LSSTCam detector 94; obs_id MC_O_20250501_000367 is exposure 2025050100367."""
-    raw = raw_object("rubin-summit", KEY, 5)
+    raw = raw_object(BUCKET, KEY, 5)
     assert raw is not None
     assert (raw.instrument, raw.detector, raw.exposure_id) == ("LSSTCam", 94, 2025050100367)
-    assert raw.uri == f"s3://rubin-summit/{KEY}"
-    assert raw.sidecar_uri == f"s3://rubin-summit/{KEY.removesuffix('.fits')}.json"
+    assert raw.uri == f"s3://{BUCKET}/{KEY}"
+    assert raw.sidecar_uri == f"s3://{BUCKET}/{sidecar_of(KEY)}"
 
 
-def test_sidecars_and_other_files_are_skipped() -> None:
-    """The sidecar JSON and unrelated keys are not raws."""
-    assert raw_object("raws", KEY.replace(".fits", ".json"), 1) is None
-    assert raw_object("raws", "LSSTCam/README.txt", 1) is None
+def test_records_not_for_us_are_ignored_sidecars_quietly() -> None:
+    """Other events than creations, sidecars and other files are logged and dropped, not dead-lettered."""
+    assert check_record(record(sidecar_of(KEY)), BUCKETS) == Ignored(f"s3://{BUCKET}/{sidecar_of(KEY)} is a sidecar",
+                                                                     quiet=True)
+    assert check_record(record("LSSTCam/README.txt"), BUCKETS) == Ignored(
+        f"s3://{BUCKET}/LSSTCam/README.txt is not a raw")
+    assert check_record(record(event="ObjectRemoved:Delete"), BUCKETS) == Ignored(
+        "event 'ObjectRemoved:Delete' is not an object creation")
 
 
 def test_a_detector_the_camera_lacks_is_invalid() -> None:
     """A corner-raft (R00) key on LSSTCam names no science detector."""
     with pytest.raises(InvalidEventError, match="no detector R00_S11"):
-        raw_object("raws", KEY.replace("R22_S11", "R00_S11"), 1)
+        check_record(record(KEY.replace("R22_S11", "R00_S11")), BUCKETS)
+
+
+@pytest.mark.parametrize(("changed", "reason"), [
+    (record(event={"name": "ObjectCreated:Put"}), "eventName is dict"),
+    (record(bucket=12345), "s3.bucket.name is int"),
+    (record(key=["a"]), "s3.object.key is list"),
+    (record(size=-1), "s3.object.size -1"),
+    (record(size="123"), "s3.object.size '123'"),
+    (record(size=True), "s3.object.size True"),
+    ({"eventName": "ObjectCreated:Put"}, "no s3.bucket.name"),
+    ("ObjectCreated:Put", "no eventName"),
+])
+def test_records_of_the_wrong_types_are_refused_with_the_reason(changed: Any, reason: str) -> None:
+    """A record with an object for eventName or a number for a bucket was once dropped silently: now refused."""
+    with pytest.raises(SchemaMismatchError, match=reason):
+        check_record(changed, BUCKETS)
+
+
+@pytest.mark.parametrize("key", ["LSSTCam/../../etc/passwd", "LSSTCam/20250501/%2e%2e/x.fits", "../x.fits",
+                                 "/LSSTCam/x.fits", "LSSTCam/./x.fits", "LSSTCam/x%00.fits", "LSSTCam/a\nb.fits",
+                                 "LSSTCam/x/..", KEY.replace("LSSTCam/", "LSSTCam/../LSSTCam/")])
+def test_keys_that_are_not_plain_relative_paths_are_refused(key: str) -> None:
+    """A key with `..` (once dropped silently as `not a raw`) or `.` parts, a leading `/` or control characters."""
+    with pytest.raises(InvalidEventError, match="not a plain relative path"):
+        check_record(record(key), BUCKETS)
+
+
+@pytest.mark.parametrize("key", ["", "x" * 1025])
+def test_keys_s3_would_not_have_are_refused(key: str) -> None:
+    """S3 keys are 1 to 1024 bytes."""
+    with pytest.raises(InvalidEventError, match="S3 keys have 1 to 1024"):
+        check_record(record(key), BUCKETS)
+
+
+@pytest.mark.parametrize("bucket", ["other-bucket", "rubin-summit-evil", "RUBIN-SUMMIT", "", " rubin-summit"])
+def test_a_creation_in_a_bucket_not_configured_is_refused(bucket: str) -> None:
+    """The bucket comes from the event: only those of PROMPT_STREAMS_RAW_BUCKETS are read."""
+    with pytest.raises(InvalidEventError, match="is not one of PROMPT_STREAMS_RAW_BUCKETS"):
+        check_record(record(bucket=bucket), BUCKETS)
+
+
+def test_each_record_has_its_own_fate() -> None:
+    """Good records around bad ones are raws all the same; each bad one is refused with its own reason, in order."""
+    records = [record(), record(bucket="elsewhere"), record("LSSTCam/../x.fits"), record(event={"x": 1}),
+               record(bucket=7), record(sidecar_of(KEY)), record(OTHER_KEY)]
+    parts = triage(notification(*records), BUCKETS, 100)
+    assert [part.where for part in parts] == [f"record {n} of 7" for n in range(1, 8)]
+    kinds = [type(part.outcome) for part in parts]
+    assert kinds == [RawObject, InvalidEventError, InvalidEventError, SchemaMismatchError, SchemaMismatchError,
+                     Ignored, RawObject]
+    assert [json.loads(part.value) for part in parts] == [{"Records": [r]} for r in records]
+
+
+def test_a_one_record_notification_keeps_its_own_bytes() -> None:
+    """Its dead letter holds the original bytes, as the edge's dead letters do."""
+    payload = b'{"Records": [ {"eventName": 5} ]}'
+    [part] = triage(payload, BUCKETS, 100)
+    assert part.value == payload and isinstance(part.outcome, SchemaMismatchError)
+
+
+def test_records_beyond_the_cap_are_one_dead_letter() -> None:
+    """With a cap of 3, records 4 and 5 are not read: one part holding both, with a reason naming the setting."""
+    records = [record(KEY.replace("000367", f"{n:06d}")) for n in range(1, 6)]
+    parts = triage(notification(*records), BUCKETS, 3)
+    assert [type(part.outcome) for part in parts] == [RawObject, RawObject, RawObject, InvalidEventError]
+    assert parts[-1].where == "records 4-5 of 5"
+    assert json.loads(parts[-1].value) == {"Records": records[3:]}
+    assert "PROMPT_STREAMS_S3_MAX_RECORDS" in str(parts[-1].outcome)
+
+
+def test_the_dead_letter_of_a_record_says_which_and_why() -> None:
+    """Origin of the notification, the record's position and error, and only that record's bytes."""
+    bad = record(bucket="elsewhere")
+    part = triage(notification(record(), bad), BUCKETS, 100)[1]
+    assert isinstance(part.outcome, InvalidEventError)
+    letter = part_dead_letter("prompt.s3-notifications", 2, 41, b"k", part, part.outcome, 5.0)
+    assert (letter.topic, letter.partition, letter.offset, letter.key) == ("prompt.s3-notifications", 2, 41, b"k")
+    assert letter.error_class == "InvalidEventError" and letter.agent == "s3_notifications"
+    assert letter.reason.startswith("record 2 of 2: bucket 'elsewhere' is not one of PROMPT_STREAMS_RAW_BUCKETS")
+    assert json.loads(letter.value or b"") == {"Records": [bad]}
 
 
 def test_sidecar_gives_group_and_snap() -> None:
-    """GROUPID is the group; CURINDEX counts snaps from 1."""
-    raw = raw_object("raws", KEY, 9)
+    """GROUPID is the group; CURINDEX counts snaps from 1; anything else in a sidecar is refused with the reason."""
+    raw = raw_object(BUCKET, KEY, 9)
     assert raw is not None
-    found = arrival(raw, json.dumps({"GROUPID": "2025-05-01T03:04:05.678", "CURINDEX": 2}).encode(), 1.0)
-    assert (found.group_id, found.snap, found.detector, found.size_bytes) == ("2025-05-01T03:04:05.678", 1, 94, 9)
-    with pytest.raises(InvalidEventError, match="GROUPID"):
-        arrival(raw, b'{"CURINDEX": 1}', 1.0)
+    found = arrival(raw, json.dumps({"GROUPID": GROUP, "CURINDEX": 2}).encode(), 1.0)
+    assert (found.group_id, found.snap, found.detector, found.size_bytes) == (GROUP, 1, 94, 9)
+    for sidecar in (b'{"CURINDEX": 1}', b"[]", b"7", b'{"GROUPID": "g", "CURINDEX": 1e999}'):
+        with pytest.raises(InvalidEventError, match="GROUPID"):
+            arrival(raw, sidecar, 1.0)
+
+
+# -- the shell: sidecar reads, and what the agent sends --------------------------------------------
+def settings(**changes: Any) -> Settings:
+    """Default settings (the raw bucket included), one sidecar try, S3 credentials moto accepts."""
+    return replace(Settings.from_env({}), sidecar_attempts=1, s3_access_key="test", s3_secret_key="test", **changes)
+
+
+def accept(found: RawImageAvailable) -> None:
+    """The worker's own check of an arrival, with the project's instruments."""
+    config = Settings()
+    check_raw(found, parse_instruments(Path(config.instruments_file).read_text()), config.policy(), config.data_root)
+
+
+def test_no_request_is_made_for_a_bucket_not_configured() -> None:
+    """Only the configured bucket's sidecar is read; the other bucket's record is refused without a request."""
+    read: list[str] = []
+
+    def reader(uri: str) -> bytes:
+        read.append(uri)
+        return json.dumps({"GROUPID": GROUP}).encode()
+
+    parts = asyncio.run(resolve(notification(record(bucket="attacker-bucket"), record(), record(bucket=7)),
+                                settings(), reader, accept))
+    assert read == [f"s3://{BUCKET}/{sidecar_of(KEY)}"]
+    assert [type(part.outcome) for part in parts] == [InvalidEventError, RawImageAvailable, SchemaMismatchError]
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    """moto's in-process S3 with the raw bucket."""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="test",
+                              aws_secret_access_key="test")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def test_sidecars_are_read_from_s3_record_by_record(s3: Any) -> None:
+    """A raw with its sidecar arrives; one whose sidecar is missing, one with a bad sidecar and one for a detector
+    the camera lacks are three dead letters; none of them costs the good raw, whichever order they come in."""
+    lacking, bad, corner = (KEY.replace("000367", "000368"), KEY.replace("000367", "000369"),
+                            KEY.replace("R22_S11", "R00_S11"))
+    s3.put_object(Bucket=BUCKET, Key=sidecar_of(KEY), Body=json.dumps({"GROUPID": GROUP, "CURINDEX": 1}))
+    s3.put_object(Bucket=BUCKET, Key=sidecar_of(bad), Body=b'{"CURINDEX": 1}')
+    parts = asyncio.run(resolve(notification(record(lacking), record(bad), record(), record(corner)),
+                                settings(), Storage(settings()).read, accept))
+    outcomes = [part.outcome for part in parts]
+    assert isinstance(outcomes[0], InvalidEventError) and "sidecar of" in str(outcomes[0])
+    assert isinstance(outcomes[1], InvalidEventError) and "GROUPID" in str(outcomes[1])
+    assert isinstance(outcomes[2], RawImageAvailable)
+    assert (outcomes[2].group_id, outcomes[2].detector, outcomes[2].snap) == (GROUP, 94, 0)
+    assert isinstance(outcomes[3], InvalidEventError) and "R00_S11" in str(outcomes[3])
+
+
+class StandInContext:
+    """What `deliver` uses of a worker's context: the topics, and a send that records instead of producing."""
+
+    def __init__(self) -> None:
+        self.topics = SimpleNamespace(raw_image_available="raw-image-available", dead_letter="dead-letter")
+        self.sent: list[tuple[str, Any, Any]] = []
+
+    async def send(self, spec: str, key: Any, record: Any) -> None:
+        """Record what would be produced."""
+        self.sent.append((spec, key, record))
+
+
+def test_the_agent_sends_each_arrival_and_each_dead_letter_and_logs_them(caplog: pytest.LogCaptureFixture) -> None:
+    """Arrivals go to their detector's partition; every refused record is its own dead letter and log line;
+    a record not for us is a log line."""
+    payload = notification(record(), record(bucket=5), record("LSSTCam/../secret.fits"), record("LSSTCam/x.txt"))
+    raw = raw_object(BUCKET, KEY, 123)
+    assert raw is not None
+    parts = triage(payload, BUCKETS, 100)
+    parts[0] = replace(parts[0], outcome=arrival(raw, json.dumps({"GROUPID": GROUP}).encode(), 1.0))
+    context = StandInContext()
+    event = SimpleNamespace(message=SimpleNamespace(topic="prompt.s3-notifications", partition=0, offset=7,
+                                                    key=b"n", value=payload))
+    with caplog.at_level(logging.INFO, logger="connectors.s3_notifications"):
+        asyncio.run(deliver(context, event, parts))  # type: ignore[arg-type]
+    assert [(spec, key) for spec, key, _ in context.sent] == [
+        ("raw-image-available", snap_key("LSSTCam", GROUP, 94, 0)), ("dead-letter", b"n"), ("dead-letter", b"n")]
+    letters = [letter for _, _, letter in context.sent[1:]]
+    assert all(isinstance(letter, DeadLetter) for letter in letters)
+    assert [letter.error_class for letter in letters] == ["SchemaMismatchError", "InvalidEventError"]
+    assert letters[1].reason.startswith("record 3 of 4: key 'LSSTCam/../secret.fits' is not a plain relative path")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("dead letter from prompt.s3-notifications[0]@7, record 2 of 4: SchemaMismatchError" in m
+               for m in messages)
+    assert any("record 3 of 4: InvalidEventError" in m for m in messages)
+    assert any("ignored prompt.s3-notifications[0]@7, record 4 of 4" in m for m in messages)
+

@@ -5,7 +5,18 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from connectors.sasquatch import avro_name, day_obs, sasquatch_record
+import pytest
+
+from connectors.sasquatch import (
+    TOPIC_LIMIT,
+    SasquatchRecord,
+    Unmapped,
+    avro_name,
+    day_obs,
+    environment_problem,
+    sasquatch_record,
+    topic_problem,
+)
 from streams.codec import parse, read_datum, write_datum
 from streams.records import Metric
 
@@ -46,3 +57,34 @@ def test_names_become_avro_names_and_day_obs_rolls_over_at_noon() -> None:
     assert odd is not None and parse(odd.schema) and odd.datum["metric_timestamp"] == 0.25
     assert day_obs(1_795_000_000.0) == "20261117"  # 2026-11-18T11:06Z minus 12 h
     assert day_obs(1_795_000_000.0 + 3600) == "20261118"  # 12:06Z: the next day_obs has begun
+
+
+@pytest.mark.parametrize(("topic", "valid"), [
+    ("lsst.prompt.prod.prep_butlerTotalTime", True), ("a" * TOPIC_LIMIT, True), ("a-b_c.D9", True),
+    ("a" * (TOPIC_LIMIT + 1), False), ("lsst.prompt.prod.psf fwhm", False), ("lsst.prompt.prod.é", False),
+    ("lsst/prompt", False), ("a\nb", False), ("", False), (".", False), ("..", False),
+])
+def test_topic_names_follow_kafkas_rule(topic: str, valid: bool) -> None:
+    """At most 249 characters of [A-Za-z0-9._-], not "." or "..": otherwise a reason, never an exception."""
+    problem = topic_problem(topic)
+    assert (problem is None) == valid, problem
+    if len(topic) > TOPIC_LIMIT:
+        assert problem is not None and f"{len(topic)} characters long" in problem and "249" in problem
+
+
+def test_a_metric_whose_topic_kafka_would_refuse_is_unmapped_with_the_reason() -> None:
+    """lsst.prompt.prod. takes 17 characters: a 232-character name fits, a 233-character one does not."""
+    longest = sasquatch_record(replace(METRIC, name="m" * (TOPIC_LIMIT - 17)), "prod", 37.0)
+    assert isinstance(longest, SasquatchRecord) and len(longest.topic) == TOPIC_LIMIT
+    too_long = sasquatch_record(replace(METRIC, name="m" * (TOPIC_LIMIT - 16)), "prod", 37.0)
+    assert isinstance(too_long, Unmapped)
+    assert "250 characters long" in too_long.reason and "has no Sasquatch topic" in too_long.reason
+    huge = sasquatch_record(replace(METRIC, name="x" * 1_000_000), "prod", 37.0)
+    assert isinstance(huge, Unmapped) and len(huge.reason) < 400, "the reason quotes the start of the name"
+    assert sasquatch_record(replace(METRIC, name="x" * 1_000_000, value=math.nan), "prod", 37.0) is None
+
+
+def test_an_environment_no_topic_could_be_named_in_is_a_start_up_problem() -> None:
+    """The bridge refuses to start with such an environment rather than dead-letter every metric."""
+    assert environment_problem("prod") is None and environment_problem("usdf-dev_1") is None
+    assert environment_problem("prod/x") is not None and environment_problem("e" * 240) is not None

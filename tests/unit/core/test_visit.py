@@ -59,11 +59,34 @@ def test_blank_or_expired_is_ignored(changes: dict[str, object], reason: str) ->
     ({"nimages": 10_000}, "nimages 10000"),
     ({"duration": -5.0}, "duration -5.0"),
     ({"duration": 1e9}, "duration"),
+    ({"filters": "../../etc"}, "'../../etc' is not a filter name"),
+    ({"filters": "x/../../../../../../../tmp/pwned"}, "is not a filter name"),
+    ({"filters": "r_57,../x"}, "'../x' is not a filter name"),
+    ({"filters": "r_57,"}, "'' is not a filter name"),
+    ({"filters": "r_57\n"}, "is not a filter name"),
+    ({"filters": "-rf"}, "is not a filter name"),
+    ({"filters": "a..b"}, "is not a filter name"),
+    ({"filters": "r" * 65}, "is not a filter name"),
+    ({"survey": "BLOCK/365"}, "survey 'BLOCK/365' is not a plain name"),
+    ({"survey": "../../etc"}, "is not a plain name"),
+    ({"survey": "--config=evil"}, "is not a plain name"),
+    ({"survey": "BLOCK 365"}, "is not a plain name"),
 ])
 def test_nonsense_is_invalid_with_a_reason(changes: dict[str, object], reason: str) -> None:
     """Each kind of nonsense raises InvalidEventError naming the problem (it becomes a dead letter)."""
     with pytest.raises(InvalidEventError, match=reason):
         plan_visit(replace(next_visit(), **changes), INSTRUMENTS, SURVEYS, POLICY, T0)
+
+
+@pytest.mark.parametrize(("filters", "survey"), [
+    ("", "BLOCK-365"), ("r_57", ""), ("r_57,g_6,SDSSr_65mm", "BLOCK-T427"), ("r" * 64, "CALIB-FLAT.2"),
+])
+def test_plain_filters_and_surveys_are_accepted(filters: str, survey: str) -> None:
+    """Filters are a comma-separated list of plain names, possibly empty; a survey may be empty (nothing serves
+    it) or a plain name up to 64 characters."""
+    plan = plan_visit(replace(next_visit(), filters=filters, survey=survey), INSTRUMENTS, SURVEYS, POLICY, T0)
+    assert plan.expected.survey == survey
+    assert {c.filters for c in plan.commands} <= {filters}
 
 
 def test_no_spatial_information_is_accepted() -> None:
