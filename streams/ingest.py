@@ -11,7 +11,6 @@ names that become path parts are checked, so nothing can be written outside the 
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,10 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from streams import refcat, repository
+from streams.core.calibrations import plain_name
 from streams.errors import InvalidEventError
 from streams.science import amplifiers, isr
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from streams.science.photometry import AB_NJY_ZERO
 
 
 class IngestError(InvalidEventError):
@@ -44,7 +43,7 @@ class Ingested:
 
 
 def _name(kind: str, value: str) -> str:
-    if not NAME.match(value) or ".." in value:
+    if not plain_name(value):
         raise IngestError(f"{kind} {value!r}: letters, digits, '_', '.' and '-' only (it names a folder)")
     return value
 
@@ -137,8 +136,6 @@ def _amplifiers(path: Path) -> isr.AmpCalibration:
         raise IngestError(f"{path}: {bad}") from bad
 
 
-AB_NJY_ZERO = 31.4
-"""AB magnitude of 1 nJy."""
 MAX_PROPER_MOTION = 20000.0
 """mas/yr: twice Barnard's star's; more means the column is in other units."""
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -248,7 +245,7 @@ def _epochs(path: Path, table: Table, name: str | None) -> np.ndarray:
     values = _column(path, table, name, u.day) if in_days else _values(path, table, name)
     with np.errstate(invalid="ignore"):
         mjd = in_days | (values > 3000)
-    values = np.where(mjd, 2000.0 + (values - 51544.5) / 365.25, values)
+    values = np.where(mjd, refcat.julian_year(values), values)
     values = np.where(np.isfinite(values), values, refcat.DEFAULT_EPOCH)
     _check(path, name, values, (values < 1900) | (values > 2100), "a Julian year (or an MJD) from 1900 to 2100")
     return values

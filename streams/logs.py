@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams.config import Settings
+from streams.secrets import scrub
 
 LABELS: ContextVar[dict[str, str | int]] = ContextVar("prompt_streams_log_labels")
-MASK = "***"
 
 
 def label_record(record: object) -> None:
@@ -72,10 +72,7 @@ class JsonFormatter(logging.Formatter):
         entry |= LABELS.get({})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        line = json.dumps(entry, default=str)
-        for secret in self.secrets:
-            line = line.replace(json.dumps(secret)[1:-1], MASK)
-        return line
+        return scrub(json.dumps(entry, default=str), self.secrets)
 
 
 def logging_config(settings: Settings) -> dict[str, Any] | None:

@@ -41,6 +41,11 @@ class RefStars:
     flux: np.ndarray
 
 
+def julian_year(mjd: np.ndarray | float) -> np.ndarray | float:
+    """The Julian epoch (the unit of `epoch` and of proper motions) of a Modified Julian Date."""
+    return 2000.0 + (mjd - 51544.5) / 365.25
+
+
 def folder(root: Path) -> Path:
     """Where the reference catalogue lives."""
     return root / FOLDER

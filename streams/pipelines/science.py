@@ -21,7 +21,6 @@ from astropy.io import fits
 
 from streams import refcat, repository
 from streams.config import Settings
-from streams.core.calibrations import plain_name
 from streams.errors import NonRetriableError
 from streams.pipelines.associate_apdb import AssociateApdb, Exposure
 from streams.pipelines.base import Outcome, PipelineUnavailable
@@ -33,6 +32,7 @@ from streams.science.background import FWHM_PER_SIGMA
 from streams.science.geometry import PIXEL_ARCSEC, CcdShape, detector_wcs, footprint
 from streams.storage import Storage
 
+UNIX_EPOCH_MJD = 40587.0
 RAW_LIMIT = 512 << 20
 """A raw larger than this (512 MiB) is refused as absurd."""
 
@@ -85,9 +85,9 @@ class Science:
 
         Raises:
             MissingCalibration: no valid calibration of some type.
-            NonRetriableError: a filter that is not a plain name (it names the template folder).
+            UnsafePath: a filter that is not a plain name (it names the template folder).
         """
-        check_filter(filter_name, "the visit")
+        repository.check_name("filter", filter_name)
         timings = {} if timings is None else timings
         started = time.perf_counter()
         found = {kind: repository.find_calibration(self.root, progress.instrument, kind, progress.detector,
@@ -189,27 +189,16 @@ class Science:
         return path.as_uri()
 
 
-def check_filter(filter_name: str, source: str) -> str:
-    """`filter_name`, if it is a plain name: it names the folder templates are looked up in and the masters a
-    calibration pipeline writes, so `x/../../tmp/pwned` must never get that far.
-
-    Raises:
-        NonRetriableError: naming `source` (the file or event it came from) and the value.
-    """
-    if not plain_name(filter_name):
-        raise NonRetriableError(f"{source}: filter {filter_name!r} is not a filter name (letters, digits, '_', '.', "
-                                "'-', no '..', at most 64 characters)")
-    return filter_name
-
-
 def raw_filter(raw: isr.Raw, progress: DetectorProgress, default: str) -> str:
     """The first raw's FILTER header (`default` if it has none), checked.
 
     Raises:
         NonRetriableError: a FILTER that is not a plain name, naming the raw's file and the value.
     """
-    source = progress.snaps[0].uri if progress.snaps else "the raw"
-    return check_filter(str(raw.header.get("FILTER", default)), source)
+    try:
+        return repository.check_name("filter", str(raw.header.get("FILTER", default)))
+    except repository.UnsafePath as bad:
+        raise NonRetriableError(f"{progress.snaps[0].uri if progress.snaps else 'the raw'}: {bad}") from bad
 
 
 def read_calibration(found: repository.CalibrationFile) -> np.ndarray | isr.AmpCalibration:
@@ -252,7 +241,7 @@ def calexp_header(raw: isr.Raw, calexp: Calibrated) -> fits.Header:
 
 def julian_year(tai_seconds: float) -> float:
     """The Julian epoch of a TAI Unix time (proper motions are applied to it)."""
-    return 2000.0 + (tai_seconds / 86400.0 + 40587.0 - 51544.5) / 365.25
+    return float(refcat.julian_year(tai_seconds / 86400.0 + UNIX_EPOCH_MJD))
 
 
 _science: Science | None = None
