@@ -7,7 +7,7 @@ successful outcome of a detector whose pipeline wrote alert packets (`alerts.avr
 (`PROMPT_STREAMS_ALERT_TOPIC`, `lsst-alerts-v11` by default), Confluent-framed Avro with the
 official schema of `lsst-alert-packet` registered under `<topic>-value`, keyed by diaSourceId. The
 alerts, the `alerted` table row that remembers the detector and the consumed offset commit in one
-transaction (`streams.transactional`), so a repeated outcome, a detector processed twice after a
+transaction (`streams.runtime.engine`), so a repeated outcome, a detector processed twice after a
 crash or a publisher killed mid-batch alert nothing twice: a `read_committed` consumer sees each
 alert once. It does not wait for the gather: a detector that ends after its visit's deadline (its
 result says `timeout`) has stored its sources in the APDB, and they are alerted all the same.
@@ -30,11 +30,10 @@ from streams.codec import frame, write_datum
 from streams.config import Settings
 from streams.errors import InvalidEventError, RetriableError
 from streams.records import CcdResult
-from streams.transactional import Batch, TransactionalProcessor, message_partition
+from streams.runtime.engine import Batch, TransactionalProcessor, message_partition
 from streams.web import metrics
+from topology.graph import declare_graph
 from topology.keys import detector_key
-from topology.tables import changelog_topic, declare_tables
-from topology.topics import declare
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0
@@ -59,13 +58,11 @@ def alerts_path(outcome: CcdResult, output_root: Path) -> Path | None:
 class AlertPublisher(TransactionalProcessor[CcdResult]):
     """Sends each detector's alert packets to the alert stream once, in the transaction that records it."""
 
-    name = "alert-publisher"
     row_type = CcdResult
 
     def __init__(self, settings: Settings) -> None:
-        topics = declare(settings)
-        super().__init__(settings, [topics.ccd_outcome], changelog_topic(settings, declare_tables(settings).alerted))
-        self.alerts = topics.alerts
+        super().__init__(settings, declare_graph(settings).alert_publisher)
+        self.alerts = self.topics.alerts
         self.output_root = Path(settings.output_root)
         self._schema: tuple[int, Any] | None = None
         self._swept = 0.0

@@ -1,8 +1,9 @@
 """The Faust application: `faust -A streams.app worker -l info` starts a worker.
 
 This module only builds the app from the settings; the topology is declared in `topology/`, the
-logic lives in `streams/core/`, each agent in `streams/agents/`, and the three exactly-once processors
-(the SAL intake, the gather and the alert publisher, `streams.transactional`) run in threads of every worker.
+logic lives in `streams/core/`, and every processor of `topology/graph.py` runs on the one engine
+(`streams.runtime.engine`) in a thread of every worker. Faust is the host: the worker's life, its
+commands and its web server.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import faust
 from faust.types import TableT
 
 from connectors import s3_notifications
-from streams import commands, local_state, log_forwarding, logs
+from streams import commands, log_forwarding, logs
 from streams.agents import detector, ocps
 from streams.alert_publisher import AlertPublisher
 from streams.config import Settings
@@ -24,8 +25,9 @@ from streams.context import Context
 from streams.gather_processor import GatherProcessor
 from streams.records import VisitExpected
 from streams.runner import PipelineRunner
+from streams.runtime import local_state
+from streams.runtime.engine import ProcessorService, TransactionalProcessor
 from streams.sal_intake import SalIntake
-from streams.transactional import ProcessorService
 from streams.web import dashboard, metrics, uws, views
 
 
@@ -34,9 +36,8 @@ class PromptStreamsApp(faust.App):
 
     context: Context
     runner: PipelineRunner
-    gather: ProcessorService | None = None
-    intake: ProcessorService | None = None
-    publisher: ProcessorService | None = None
+    services: dict[str, ProcessorService]
+    """The processors running in this worker, by name (empty until the worker has started)."""
     log_forwarder: log_forwarding.LogForwarder | None = None
 
     async def on_first_start(self) -> None:
@@ -47,7 +48,7 @@ class PromptStreamsApp(faust.App):
         await super().on_first_start()
 
     def _check_local_tables(self) -> None:
-        """Discard local table partitions their changelogs cannot continue (see `streams.local_state`)."""
+        """Discard local table partitions their changelogs cannot continue (see `streams.runtime.local_state`)."""
         settings, tables = self.context.settings, self.context.tables
         changelogs = {tables.detectors.name: tables.detectors.changelog(settings.app_id)}
         local_state.discard_invalid(settings, local_state.faust_partitions(Path(self.conf.tabledir), changelogs))
@@ -58,16 +59,15 @@ class PromptStreamsApp(faust.App):
         self.log_forwarder = log_forwarding.install(self.context.settings, self.context.topics.log_messages,
                                                     self.context.codec)
         await self.runner.start()
-        context = self.context
-        self.intake = ProcessorService(SalIntake(context.settings, context.instruments, context.surveys),
-                                       self._processor_crashed, loop=self.loop, beacon=self.beacon)
-        self.gather = ProcessorService(GatherProcessor(context.settings), self._processor_crashed, loop=self.loop,
-                                       beacon=self.beacon)
-        self.publisher = ProcessorService(AlertPublisher(context.settings), self._processor_crashed, loop=self.loop,
-                                          beacon=self.beacon)
-        await self.add_runtime_dependency(self.intake)
-        await self.add_runtime_dependency(self.gather)
-        await self.add_runtime_dependency(self.publisher)
+        for processor in processors(self.context, self.runner):
+            service = ProcessorService(processor, self._processor_crashed, loop=self.loop, beacon=self.beacon)
+            self.services[processor.name] = service
+            await self.add_runtime_dependency(service)
+
+    def processor(self, name: str) -> TransactionalProcessor[Any] | None:
+        """The running processor called `name` (None before the worker has started)."""
+        service = self.services.get(name)
+        return service.processor if service is not None else None
 
     def _processor_crashed(self, error: BaseException) -> None:
         self.add_future(self.crash(error))
@@ -78,6 +78,16 @@ class PromptStreamsApp(faust.App):
         if self.log_forwarder is not None:
             log_forwarding.uninstall(self.log_forwarder)
         await super().on_stop()
+
+
+def processors(context: Context, runner: PipelineRunner) -> list[TransactionalProcessor[Any]]:
+    """Every processor a worker runs, one per entry of `topology/graph.py` but the SAL bridge's own process."""
+    settings = context.settings
+    return [
+        SalIntake(settings, context.instruments, context.surveys),
+        GatherProcessor(settings),
+        AlertPublisher(settings),
+    ]
 
 
 def credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
@@ -118,6 +128,7 @@ def create_app(settings: Settings) -> PromptStreamsApp:
         logging_config=logs.logging_config(settings),
     )
     app.context = Context.build(settings, app)
+    app.services = {}
     app.runner = detector.register(app, app.context)
     s3_notifications.register(app, app.context)
     ocps.register(app, app.context)
@@ -131,17 +142,18 @@ def register_web(app: PromptStreamsApp) -> None:
     context = app.context
 
     def gather() -> GatherProcessor | None:
-        return cast(GatherProcessor, app.gather.processor) if app.gather is not None else None
+        return cast(GatherProcessor | None, app.processor("gather"))
 
     def expected() -> list[VisitExpected]:
-        return cast(SalIntake, app.intake.processor).expected() if app.intake is not None else []
+        intake = cast(SalIntake | None, app.processor("sal-intake"))
+        return intake.expected() if intake is not None else []
 
     views.register(app, views.Sources(
         detectors=cast(TableT[bytes, bytes], app.tables[context.tables.detectors.name]),
         runner=app.runner, gather=gather, expected=expected, decode=context.codec.decode))
     dashboard.register(app, context.instruments)
     def processor_lags() -> dict[tuple[str, str, int], int]:
-        return {key: lag for service in (app.intake, app.gather, app.publisher) if service is not None
+        return {key: lag for service in list(app.services.values())
                 for key, lag in service.processor.lags.items()}
 
     metrics.register(app, in_flight=lambda: (processor.in_flight() if (processor := gather()) else 0),

@@ -1,4 +1,4 @@
-"""The gather step: the pure gather core in a transactional processor (`streams.transactional`).
+"""The gather step: the pure gather core in a transactional processor (`streams.runtime.engine`).
 
 It consumes the visit-keyed topics (VisitExpected and detector outcomes) and, in one transaction per
 batch, produces the per-CCD results, the visit summaries, the metrics, the calibration products,
@@ -17,11 +17,11 @@ from streams.config import Settings
 from streams.core import gather
 from streams.record import Record
 from streams.records import CcdResult, VisitExpected, VisitProgress, VisitSummary
-from streams.transactional import Batch, TransactionalProcessor, message_partition
+from streams.runtime.engine import Batch, TransactionalProcessor, message_partition
 from streams.web import metrics
+from topology.graph import declare_graph
 from topology.keys import detector_key, visit_key
-from topology.tables import gather_changelog
-from topology.topics import TopicSpec, declare
+from topology.topics import TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,10 @@ log = logging.getLogger(__name__)
 class GatherProcessor(TransactionalProcessor[VisitProgress]):
     """Gathers each visit's outcomes into per-CCD results and one summary."""
 
-    name = "gather"
     row_type = VisitProgress
 
     def __init__(self, settings: Settings) -> None:
-        topics = declare(settings)
-        super().__init__(settings, [topics.visit_expected, topics.ccd_outcome], gather_changelog(settings))
+        super().__init__(settings, declare_graph(settings).gather)
 
     def apply(self, batch: Batch[VisitProgress], message: Message, now: float) -> None:
         """A VisitExpected or a detector outcome moves its visit's progress on."""

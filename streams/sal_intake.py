@@ -2,7 +2,7 @@
 
 Both SAL topics have one partition, so one member of the `<app id>-sal-intake` group sees every visit and
 its cancellation in order, and keeps the `visits` table (group id -> what was fanned out) to route
-cancellations. It is a transactional processor (`streams.transactional`), not a Faust agent: a
+cancellations. It is a transactional processor (`streams.runtime.engine`), not a Faust agent: a
 nextVisit sent while a worker dies must not be skipped and committed by a rebalance, and its
 detector commands, its VisitExpected, its table row and its offset become visible together.
 """
@@ -18,10 +18,9 @@ from streams.core.instruments import Instrument
 from streams.core.surveys import SurveyTable
 from streams.core.visit import plan_cancel, plan_visit
 from streams.records import DetectorCommand, NextVisit, NextVisitCanceled, VisitExpected
-from streams.transactional import Batch, TransactionalProcessor, message_partition
+from streams.runtime.engine import Batch, TransactionalProcessor, message_partition
+from topology.graph import declare_graph
 from topology.keys import detector_key, visit_key
-from topology.tables import changelog_topic, declare_tables
-from topology.topics import declare
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +28,10 @@ log = logging.getLogger(__name__)
 class SalIntake(TransactionalProcessor[VisitExpected]):
     """Turns the summit's nextVisit and nextVisitCanceled into detector commands and a VisitExpected."""
 
-    name = "sal-intake"
     row_type = VisitExpected
 
     def __init__(self, settings: Settings, instruments: dict[str, Instrument], surveys: SurveyTable) -> None:
-        topics = declare(settings)
-        super().__init__(settings, [topics.next_visit, topics.next_visit_canceled],
-                         changelog_topic(settings, declare_tables(settings).visits))
+        super().__init__(settings, declare_graph(settings).sal_intake)
         self.instruments = instruments
         self.surveys = surveys
 

@@ -24,7 +24,6 @@ class TableSpec:
     partitions: int
     partitioning: Partitioning
     key: str
-    written_by: str
     doc: str
 
     def changelog(self, app_id: str) -> str:
@@ -51,15 +50,15 @@ def declare_tables(settings: Settings) -> Tables:
     """The tables for these settings."""
     n = settings.detector_partitions
     return Tables(
-        visits=TableSpec("visits", VisitExpected, 1, Partitioning.SINGLE, "group id", "sal intake",
+        visits=TableSpec("visits", VisitExpected, 1, Partitioning.SINGLE, "group id",
                          "Visits fanned out, so nextVisitCanceled can reach their detectors."),
         detectors=TableSpec("detectors", DetectorProgress, n, Partitioning.DETECTOR, "instrument/group/detector",
-                            "detector agent", "Each detector's progress; also the presence table for early raws."),
-        gather=TableSpec("gather", VisitProgress, n, Partitioning.VISIT, "instrument/group", "gather processor",
+                            "Each detector's progress; also the presence table for early raws."),
+        gather=TableSpec("gather", VisitProgress, n, Partitioning.VISIT, "instrument/group",
                          "Each visit's progress: expected detectors, results so far, summary sent."),
-        jobs=TableSpec("jobs", OcpsJob, 1, Partitioning.SINGLE, "job id", "ocps agent",
+        jobs=TableSpec("jobs", OcpsJob, 1, Partitioning.SINGLE, "job id",
                        "Each OCPS job's state: the single writer's copy of the ocps-jobs topic."),
-        alerted=TableSpec("alerted", CcdResult, n, Partitioning.VISIT, "instrument/group/detector", "alert publisher",
+        alerted=TableSpec("alerted", CcdResult, n, Partitioning.VISIT, "instrument/group/detector",
                           "Detectors whose alerts were sent: each one's first successful outcome."),
     )
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict
 
-from streams.local_state import FAUST_OFFSET_KEY, faust_partitions, invalid
-from streams.store import PartitionStore
+from streams.runtime.local_state import FAUST_OFFSET_KEY, faust_partitions, invalid
+from streams.runtime.store import PartitionStore
 
 
 def test_a_copy_within_the_changelog_is_caught_up() -> None:

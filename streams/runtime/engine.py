@@ -1,14 +1,16 @@
-"""Exactly-once consume-transform-produce on librdkafka transactions, with a table of its own.
+"""The engine: exactly-once consume-transform-produce on librdkafka transactions, with a table of its own.
 
-A `TransactionalProcessor` consumes its input topics with `read_committed`, hands each message to
-its subclass (which stages records to produce and table rows to change, calling a pure core), and in
-one transaction produces the records, the table's changelog records and the consumed offsets
-(`send_offsets_to_transaction`). Either all of a batch's effects become visible or none do, so a
-crash, a restart or a rebalance can neither lose an input nor emit an output twice. The local
-RocksDB copy of the table is written only after a commit (`streams.store`), and restored from the
-changelog when a partition is assigned.
+Every processor of a worker runs on it. A processor is declared in `topology/graph.py` (its inputs,
+its outputs, its table); the engine takes its inputs and table from that declaration and refuses to
+produce to a topic the declaration does not name. A `TransactionalProcessor` consumes its input
+topics with `read_committed`, hands each message to its subclass (which stages records to produce
+and table rows to change, calling a pure core), and in one transaction produces the records, the
+table's changelog records and the consumed offsets (`send_offsets_to_transaction`). Either all of a
+batch's effects become visible or none do, so a crash, a restart or a rebalance can neither lose an
+input nor emit an output twice. The local RocksDB copy of the table is written only after a commit
+(`streams.runtime.store`), and restored from the changelog when a partition is assigned.
 
-Why not Faust's agents for this: faust-streaming's `Stream` skips the events a consumer fetched
+Why not Faust's agents: faust-streaming's `Stream` skips the events a consumer fetched
 before a rebalance (stale generation id, or flow control paused) *and acks them*, so their offsets
 are committed unprocessed: events sent just after a worker died were lost by the long chaos run.
 Why not Faust's exactly-once mode: it picks the transactional producer from the *destination*
@@ -18,7 +20,8 @@ rebalance, #517 duplicates). librdkafka's transactions are system-tested.
 
 Each processor runs in a thread of every worker (`ProcessorService`), as a member of its own
 consumer group `<app id>-<name>`; the range assignor gives each member the same partitions of all
-its input topics, and table partition p goes with input partition p.
+its input topics, and table partition p goes with input partition p. Faust stays the host: it starts
+the worker, serves the web pages and runs the commands; no processor uses its agents or tables.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any, Generic, TypeVar
 import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streams import local_state, logs
+from streams import logs
 from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
@@ -44,8 +47,11 @@ from streams.errors import DecodeError, IgnorableEvent, InvalidEventError, Regis
 from streams.record import Record
 from streams.records import DeadLetter
 from streams.registry import ConfluentRegistry
-from streams.store import PartitionStore
+from streams.runtime import local_state
+from streams.runtime.store import PartitionStore
 from streams.web import metrics
+from topology.graph import ProcessorSpec
+from topology.tables import changelog_topic
 from topology.topics import Topics, TopicSpec, declare
 
 log = logging.getLogger(__name__)
@@ -80,18 +86,23 @@ class Batch(Generic[Row]):
         return bool(self.records or self.changes or self.consumed)
 
 
+class UndeclaredOutputError(RuntimeError):
+    """A processor tried to write a topic its declaration in `topology/graph.py` does not name (a bug)."""
+
+
 class TransactionalProcessor(Generic[Row]):
     """The loop, the transaction and the table; subclasses say what a message and a tick do."""
 
-    name: str
-    """Names the consumer group, the transactional id, the dead letters' agent and the local folder."""
     row_type: type[Row]
 
-    def __init__(self, settings: Settings, inputs: list[TopicSpec], changelog: TopicSpec) -> None:
+    def __init__(self, settings: Settings, spec: ProcessorSpec) -> None:
         self.settings = settings
+        self.spec = spec
+        self.name = spec.name
+        """Names the consumer group, the transactional id, the dead letters' agent and the local folder."""
         self.topics: Topics = declare(settings)
-        self.inputs = inputs
-        self.changelog = changelog
+        self.inputs = list(spec.inputs)
+        self.changelog: TopicSpec | None = changelog_topic(settings, spec.table) if spec.table else None
         self.codec = Codec(ConfluentRegistry(settings.registry_config()))
         self.policy = settings.policy()
         self.rows: dict[int, dict[str, Row]] = {}
@@ -122,7 +133,10 @@ class TransactionalProcessor(Generic[Row]):
         """Stage what the passing of time produces (every `TICK_SECONDS`); nothing by default."""
 
     def committed(self, batch: Batch[Row], now: float) -> None:
-        """A batch committed (for counting); nothing by default."""
+        """A batch committed (for counting, and for effects outside Kafka); nothing by default."""
+
+    def restored(self, partitions: list[int]) -> None:
+        """These partitions were assigned and their rows restored; nothing by default."""
 
     # -- set-up ----------------------------------------------------------------------------------
     def _clients(self) -> tuple[Consumer, Producer]:
@@ -169,8 +183,10 @@ class TransactionalProcessor(Generic[Row]):
         return {tp.partition for tp in tps if tp.topic == self.inputs[0].name}
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
-        self._restore(sorted(self._partitions(tps)))
+        partitions = sorted(self._partitions(tps))
+        self._restore(partitions)
         self.assigned = True
+        self.restored(partitions)
         log.info("%s: assigned partitions %s (%d rows)", self.name, sorted(self.rows),
                  sum(len(rows) for rows in self.rows.values()))
 
@@ -183,8 +199,9 @@ class TransactionalProcessor(Generic[Row]):
 
     def _restore(self, partitions: list[int]) -> None:
         """Load each partition's rows from RocksDB, then replay its changelog from the checkpoint."""
-        if not partitions:
+        if not partitions or self.changelog is None:
             return
+        changelog = self.changelog
         stores = {p: PartitionStore(self.store_path(p)) for p in partitions}
         offsets = self._restore_points(stores)
         rows = {p: {key.decode(): self.codec.decode(value, self.row_type) for key, value in store.items()}
@@ -195,7 +212,7 @@ class TransactionalProcessor(Generic[Row]):
             "enable.auto.commit": False, "enable.partition.eof": True,
         })
         try:
-            reader.assign([TopicPartition(self.changelog.name, p, offsets[p]) for p in partitions])
+            reader.assign([TopicPartition(changelog.name, p, offsets[p]) for p in partitions])
             pending = set(partitions)
             deadline = tai_now() + RESTORE_TIMEOUT_S
             while pending:
@@ -229,10 +246,12 @@ class TransactionalProcessor(Generic[Row]):
 
     def _restore_points(self, stores: dict[int, PartitionStore]) -> dict[int, int]:
         """Where each partition's changelog replay starts; a copy the changelog cannot continue is cleared."""
-        marks = local_state.watermarks(self.settings, [(self.changelog.name, p) for p in stores])
+        assert self.changelog is not None
+        changelog = self.changelog.name
+        marks = local_state.watermarks(self.settings, [(changelog, p) for p in stores])
         points = {}
         for p, store in stores.items():
-            low, high = marks[(self.changelog.name, p)]
+            low, high = marks[(changelog, p)]
             if (reason := local_state.invalid(store.checkpoint, low, high)) is not None:
                 if store.checkpoint:
                     log.warning("%s partition %d: local state %s: cleared, restoring from the changelog",
@@ -308,6 +327,9 @@ class TransactionalProcessor(Generic[Row]):
         try:
             producer.begin_transaction()
             for spec, record_key, record in batch.records:
+                if not self.spec.may_write(spec.name):
+                    raise UndeclaredOutputError(f"{self.name} may not write {spec.name}: topology/graph.py does not "
+                                           "declare it")
                 if isinstance(record, bytes):  # encoded by the processor, spread by key
                     producer.produce(spec.name, key=record_key, value=record)
                 else:
@@ -315,6 +337,7 @@ class TransactionalProcessor(Generic[Row]):
                                      partition=spec.partition_of(record))
             encoded: dict[int, dict[bytes, bytes | None]] = {}
             for partition, changes in batch.changes.items():
+                assert self.changelog is not None, f"{self.name} has no table to change"
                 rows = encoded[partition] = {}
                 for row, state in changes.items():
                     value = rows[row.encode()] = None if state is None else self.codec.encode(self.changelog.name,
