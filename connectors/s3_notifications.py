@@ -3,8 +3,8 @@
 The observatory's storage emits one standard S3 event JSON per object into one topic for all
 detectors (`{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": ...},
 "object": {"key": ...}}}]}`). The real system has every worker read every notification; here one
-agent resolves each raw once: instrument and detector from the key
-(`LSSTCam/<day_obs>/<obs_id>/<obs_id>_<RNN_SNN>.fits`), the group id (`GROUPID`) and snap
+processor (`s3-notifications`, on the engine) resolves each raw once: instrument and detector from the
+key (`LSSTCam/<day_obs>/<obs_id>/<obs_id>_<RNN_SNN>.fits`), the group id (`GROUPID`) and snap
 (`CURINDEX`, from 1) from the sidecar JSON beside it, the exposure id from the obs_id, and sends
 the arrival to the detector's partition. Sidecar files themselves are skipped.
 
@@ -17,44 +17,47 @@ letter together. Only buckets named in `PROMPT_STREAMS_RAW_BUCKETS` are read: th
 the event, and the worker's credentials must sign no request for a bucket an event names.
 
 `triage` (records -> what each asks for) and `arrival` are the pure core; `resolve` adds the
-sidecar reads, and the agent sends what came of each record.
+sidecar reads, and `S3Notifications` stages what came of each record: its arrivals, its dead letters
+and the consumed offset commit in one transaction (`streams.runtime.engine`). Storage that fails for
+now (an S3 5xx, a refused connection, a timeout) is no record's fault: the batch is consumed again
+later, and nothing is dead-lettered for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
-import faust
-from faust.types import EventT
+from confluent_kafka import Message
 
-from streams import edge
 from streams.clock import tai_now
 from streams.config import PREFIX, Settings
-from streams.context import Context
 from streams.core.arrivals import BUCKET, check_raw
 from streams.core.focal_plane import detector_id
+from streams.core.instruments import Instrument
 from streams.dead_letters import dead_letter as bounded_dead_letter
-from streams.errors import DecodeError, InvalidEventError, SchemaMismatchError, WireFormatError
+from streams.errors import DecodeError, InvalidEventError, RetriableError, SchemaMismatchError, WireFormatError
+from streams.record import Record
 from streams.records import DeadLetter, RawImageAvailable
+from streams.runtime.engine import Batch, TransactionalProcessor, message_offset, message_partition
 from streams.storage import ObjectMissing, Storage
-from streams.web import metrics
+from topology.graph import declare_graph
 from topology.keys import snap_key
 
 log = logging.getLogger(__name__)
-NAME = "s3_notifications"
+NAME = "s3-notifications"
+"""The processor's name in `topology/graph.py`: its consumer group, and the agent of its dead letters."""
 KEY = re.compile(r"^(?P<instrument>[A-Za-z]+)/(?P<day_obs>\d{8})/(?P<obs_id>[A-Z]{2}_[A-Z]_(?P<date>\d{8})_"
                  r"(?P<seq>\d{6}))/(?P=obs_id)_(?P<detector>R\d\d_S\d\d)\.fits$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_KEY_BYTES = 1024
 """S3's own limit on a key (UTF-8 bytes)."""
-BATCH, WITHIN = 200, 0.02
 RETRY_SECONDS = 0.1
 
 
@@ -262,30 +265,33 @@ def part_dead_letter(topic: str, partition: int, offset: int, key: bytes | None,
 
 
 # -- the shell: storage and Kafka ---------------------------------------------------------------------
-async def read_sidecar(read: Callable[[str], bytes], raw: RawObject, attempts: int) -> bytes:
+def read_sidecar(read: Callable[[str], bytes], raw: RawObject, attempts: int) -> bytes:
     """A raw's sidecar, tried `attempts` times 0.1 s apart: the storage may notify the raw before its sidecar.
 
     Raises:
         InvalidEventError: still missing after the last try.
+        RetriableError: the storage cannot be read for now (from `read`).
     """
     for attempt in range(1, attempts + 1):
         try:
-            return await asyncio.to_thread(read, raw.sidecar_uri)
+            return read(raw.sidecar_uri)
         except ObjectMissing as missing:
             if attempt >= attempts:
                 raise InvalidEventError(f"sidecar of {raw.uri} not found after {attempts} tries: {missing}") \
                     from missing
-        await asyncio.sleep(RETRY_SECONDS)
+        time.sleep(RETRY_SECONDS)  # the engine's own thread: a blocking wait holds up only this processor
     raise InvalidEventError(f"sidecar of {raw.uri} not read: {attempts} tries allowed")
 
 
-async def resolve(payload: bytes | None, settings: Settings, read: Callable[[str], bytes],
-                  accept: Callable[[RawImageAvailable], None]) -> list[Part]:
+def resolve(payload: bytes | None, settings: Settings, read: Callable[[str], bytes],
+            accept: Callable[[RawImageAvailable], None]) -> list[Part]:
     """The notification's parts, each raw's sidecar read (only for raws in the allowed buckets) and its arrival
     checked by `accept`; a raw whose sidecar is missing or unusable is a dead letter of its own.
 
     Raises:
         WireFormatError: the payload is not a notification at all.
+        RetriableError: the storage cannot be read for now: no record is to blame, the whole notification is
+            read again later.
     """
     parts = triage(payload, settings.raw_bucket_names(), settings.s3_max_records)
     resolved = []
@@ -293,9 +299,11 @@ async def resolve(payload: bytes | None, settings: Settings, read: Callable[[str
         if isinstance(part.outcome, RawObject):
             outcome: Outcome
             try:
-                outcome = arrival(part.outcome, await read_sidecar(read, part.outcome, settings.sidecar_attempts),
+                outcome = arrival(part.outcome, read_sidecar(read, part.outcome, settings.sidecar_attempts),
                                   tai_now())
                 accept(outcome)
+            except RetriableError:
+                raise
             except Exception as error:  # typed or a bug: this record's dead letter, not its neighbours'
                 outcome = error
             part = replace(part, outcome=outcome)
@@ -303,46 +311,45 @@ async def resolve(payload: bytes | None, settings: Settings, read: Callable[[str
     return resolved
 
 
-async def deliver(context: Context, event: EventT[bytes], parts: Sequence[Part]) -> None:
-    """Send each arrival to its detector's partition and each refused part to the dead letters; log the rest."""
-    message = event.message
-    origin = f"{message.topic}[{message.partition}]@{message.offset}"
-    for part in parts:
-        outcome = part.outcome
-        if isinstance(outcome, RawImageAvailable):
-            await context.send(context.topics.raw_image_available,
-                               snap_key(outcome.instrument, outcome.group_id, outcome.detector, outcome.snap), outcome)
-        elif isinstance(outcome, Ignored):
-            log.log(logging.DEBUG if outcome.quiet else logging.INFO, "%s: ignored %s, %s: %s", NAME, origin,
-                    part.where, outcome.reason)
-        elif isinstance(outcome, Exception):
-            if isinstance(outcome, (DecodeError, InvalidEventError)):
-                log.warning("%s: dead letter from %s, %s: %s: %s", NAME, origin, part.where,
-                            type(outcome).__name__, outcome)
+class S3Notifications(TransactionalProcessor[Record]):
+    """Turns bucket notifications into raw arrivals, each refused record its own dead letter; stateless."""
+
+    row_type = Record
+
+    def __init__(self, settings: Settings, instruments: dict[str, Instrument]) -> None:
+        super().__init__(settings, declare_graph(settings).s3_notifications)
+        self.instruments = instruments
+        self.storage = Storage(settings)
+
+    def accept(self, found: RawImageAvailable) -> None:
+        """The worker's own check of an arrival (as for a raw-image-available sent directly)."""
+        check_raw(found, self.instruments, self.policy, self.settings.data_root)
+
+    def apply(self, batch: Batch[Record], message: Message, now: float) -> None:
+        """Stage each arrival for its detector's partition and each refused part's dead letter; log the rest.
+
+        The engine counts the dead letters once the transaction has committed, as it does its own.
+        """
+        parts = resolve(message.value(), self.settings, self.storage.read, self.accept)
+        topic, partition, offset, key = (message.topic() or "", message_partition(message), message_offset(message),
+                                         message.key())
+        origin = f"{topic}[{partition}]@{offset}"
+        for part in parts:
+            outcome = part.outcome
+            if isinstance(outcome, RawImageAvailable):
+                batch.records.append((self.topics.raw_image_available,
+                                      snap_key(outcome.instrument, outcome.group_id, outcome.detector,
+                                               outcome.snap).encode(), outcome))
+            elif isinstance(outcome, Ignored):
+                log.log(logging.DEBUG if outcome.quiet else logging.INFO, "%s: ignored %s, %s: %s", NAME, origin,
+                        part.where, outcome.reason)
+            elif isinstance(outcome, Exception):
+                if isinstance(outcome, (DecodeError, InvalidEventError)):
+                    log.warning("%s: dead letter from %s, %s: %s: %s", NAME, origin, part.where,
+                                type(outcome).__name__, outcome)
+                else:
+                    log.error("%s: unexpected error on %s, %s", NAME, origin, part.where, exc_info=outcome)
+                batch.records.append((self.topics.dead_letter, key,
+                                      part_dead_letter(topic, partition, offset, key, part, outcome, now)))
             else:
-                log.error("%s: unexpected error on %s, %s", NAME, origin, part.where, exc_info=outcome)
-            metrics.DEAD_LETTERS.labels(NAME).inc()
-            await context.send(context.topics.dead_letter, message.key, part_dead_letter(
-                message.topic, message.partition, message.offset, message.key, part, outcome, tai_now()))
-        else:
-            raise TypeError(f"{part.where}: raw {outcome.uri} was never resolved")  # resolve() resolves every raw
-
-
-def register(app: faust.App, context: Context) -> None:
-    """Attach the connector's agent to `app`."""
-    settings = context.settings
-    storage = Storage(settings)
-
-    def accept(found: RawImageAvailable) -> None:
-        check_raw(found, context.instruments, context.policy, settings.data_root)
-
-    @app.agent(context.channel(context.topics.s3_notifications), name=NAME)
-    async def s3_notifications(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(BATCH, within=WITHIN):  # type: ignore[attr-defined]
-            resolved = await asyncio.gather(*(resolve(event.value, settings, storage.read, accept)
-                                              for event in events), return_exceptions=True)
-            for event, outcome in zip(events, resolved, strict=True):
-                async with edge.guard(context, event, NAME):
-                    if isinstance(outcome, BaseException):
-                        raise outcome  # the whole input is not a notification: edge dead-letters its bytes
-                    await deliver(context, event, outcome)
+                raise TypeError(f"{part.where}: raw {outcome.uri} was never resolved")  # resolve() resolves every raw

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from stack.cluster import free_port
 from streams.config import Settings
+from streams.runtime import READY_LINE
 
 FAUST = Path(sys.executable).with_name("faust")
-READY = "[^Worker]: Ready"
+READY = READY_LINE
 
 
 @dataclass

@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from pathlib import Path
 from typing import Any, cast
 
 import faust
-from faust.types import TableT
 
-from connectors import s3_notifications
+from connectors.s3_notifications import S3Notifications
 from streams import commands, log_forwarding, logs
-from streams.agents import detector, ocps
 from streams.alert_publisher import AlertPublisher
 from streams.config import Settings
 from streams.context import Context
 from streams.gather_processor import GatherProcessor
-from streams.records import VisitExpected
+from streams.processors.detector import Completions, DetectorProcessor
+from streams.processors.ocps import OcpsJobs, OcpsOutcomes
+from streams.records import DetectorProgress, VisitExpected
 from streams.runner import PipelineRunner
-from streams.runtime import local_state
+from streams.runtime import READY_LINE
 from streams.runtime.engine import ProcessorService, TransactionalProcessor
 from streams.sal_intake import SalIntake
 from streams.web import dashboard, metrics, uws, views
@@ -44,14 +43,7 @@ class PromptStreamsApp(faust.App):
         """Create topics and register schemas before the consumer subscribes."""
         self.context.settings.worker_dir().mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.context.prepare)
-        await asyncio.to_thread(self._check_local_tables)
         await super().on_first_start()
-
-    def _check_local_tables(self) -> None:
-        """Discard local table partitions their changelogs cannot continue (see `streams.runtime.local_state`)."""
-        settings, tables = self.context.settings, self.context.tables
-        changelogs = {tables.detectors.name: tables.detectors.changelog(settings.app_id)}
-        local_state.discard_invalid(settings, local_state.faust_partitions(Path(self.conf.tabledir), changelogs))
 
     async def on_started(self) -> None:
         """Start log forwarding, the pipeline processes and the transactional processors once the worker runs."""
@@ -63,6 +55,19 @@ class PromptStreamsApp(faust.App):
             service = ProcessorService(processor, self._processor_crashed, loop=self.loop, beacon=self.beacon)
             self.services[processor.name] = service
             await self.add_runtime_dependency(service)
+        self.add_future(self._announce_ready())
+
+    def processors_unassigned(self) -> list[str] | None:
+        """The processors that have not had their partitions yet (None before they run)."""
+        if not self.services:
+            return None
+        return [name for name, service in self.services.items() if not service.processor.assigned]
+
+    async def _announce_ready(self) -> None:
+        """Log READY_LINE once every processor has had its partitions: the worker takes its share from then."""
+        while self.processors_unassigned() != []:
+            await asyncio.sleep(0.1)
+        self.log.info(READY_LINE)
 
     def processor(self, name: str) -> TransactionalProcessor[Any] | None:
         """The running processor called `name` (None before the worker has started)."""
@@ -85,8 +90,12 @@ def processors(context: Context, runner: PipelineRunner) -> list[TransactionalPr
     settings = context.settings
     return [
         SalIntake(settings, context.instruments, context.surveys),
+        S3Notifications(settings, context.instruments),
+        DetectorProcessor(settings, context.instruments, runner, asyncio.get_running_loop().call_soon_threadsafe),
         GatherProcessor(settings),
         AlertPublisher(settings),
+        OcpsJobs(settings),
+        OcpsOutcomes(settings, context.instruments),
     ]
 
 
@@ -129,9 +138,8 @@ def create_app(settings: Settings) -> PromptStreamsApp:
     )
     app.context = Context.build(settings, app)
     app.services = {}
-    app.runner = detector.register(app, app.context)
-    s3_notifications.register(app, app.context)
-    ocps.register(app, app.context)
+    completions = Completions(settings, app.context.codec, app.context.topics.pipeline_done)
+    app.runner = PipelineRunner(settings.pipeline_processes, settings, settings.worker, completions.send)
     commands.register(app)
     register_web(app)
     return app
@@ -148,9 +156,14 @@ def register_web(app: PromptStreamsApp) -> None:
         intake = cast(SalIntake | None, app.processor("sal-intake"))
         return intake.expected() if intake is not None else []
 
+    def detectors(prefix: str) -> list[DetectorProgress]:
+        processor = cast(DetectorProcessor | None, app.processor("detector"))
+        return processor.rows_of(prefix) if processor is not None else []
+
     views.register(app, views.Sources(
-        detectors=cast(TableT[bytes, bytes], app.tables[context.tables.detectors.name]),
-        runner=app.runner, gather=gather, expected=expected, decode=context.codec.decode))
+        detectors=detectors,
+        runner=app.runner, gather=gather, expected=expected, decode=context.codec.decode,
+        unassigned=app.processors_unassigned))
     dashboard.register(app, context.instruments)
     def processor_lags() -> dict[tuple[str, str, int], int]:
         return {key: lag for service in list(app.services.values())

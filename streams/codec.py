@@ -13,9 +13,11 @@ import io
 import json
 import math
 import struct
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import fastavro
+from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate
 
 from streams.errors import (
@@ -24,13 +26,15 @@ from streams.errors import (
     UnknownSchemaIdError,
     WireFormatError,
 )
-from streams.record import Record
+from streams.record import Record, field_names
 from streams.schemas import Schema, load_schema
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
 MAX_MESSAGE_BYTES = 1 << 20
 """Largest value accepted (1 MiB): events are small, so anything bigger is an error."""
+FORWARDS_KEPT = 4096
+"""Records decoded with `forward` whose bytes are kept until they are encoded (a few batches' worth)."""
 
 R = TypeVar("R", bound=Record)
 
@@ -119,12 +123,380 @@ def from_json(text: bytes, schema: Schema, parsed: Any) -> dict[str, Any]:
     return read_datum(write_datum(parsed, datum), parsed, parsed)
 
 
+# -- compiled record codecs ---------------------------------------------------------------------
+# fastavro costs microseconds per datum in per-call schema handling, and a record must first
+# become a dict (and come back from one). The gather writes seven records and reads one or more
+# per input, so each record type gets straight-line Python, generated once from its schema, that
+# writes the record's attributes and reads the Avro bytes straight into the record. The output is
+# byte for byte fastavro's (tests/unit/test_codec.py checks both ways); a schema the compiler does
+# not cover (enums, fixed, named references, unions beyond [null, x]) keeps the fastavro path.
+
+Writer = Callable[[Record], bytes]
+"""Confluent-framed Avro bytes of a record (its schema id in the header)."""
+Reader = Callable[[bytes, int], tuple[Any, int]]
+"""(record, position after it) read from framed bytes at a position."""
+
+_PRIMITIVE_WIDTH = {"double": 8, "float": 4}
+_MAX_VARINT = 10
+"""A 64-bit long takes at most 10 bytes."""
+
+
+_VARINTS: dict[int, bytes] = {}
+_VARINTS_KEPT = 4096
+
+
+class _UnsupportedError(Exception):
+    """A schema construct the compiler leaves to fastavro."""
+
+
+def _varint(z: int) -> bytes:
+    """An unsigned varint of more than one byte (z is already zigzagged, or a non-negative length); the last
+    few thousand are kept, since the same large values (exposure ids, times in ids) recur record after record."""
+    out = _VARINTS.get(z)
+    if out is None:
+        if z >> 64:
+            raise OverflowError(f"{z} does not fit an Avro long")
+        parts, rest = bytearray(), z
+        while rest >= 0x80:
+            parts.append((rest & 0x7F) | 0x80)
+            rest >>= 7
+        parts.append(rest)
+        out = bytes(parts)
+        if len(_VARINTS) >= _VARINTS_KEPT:
+            _VARINTS.clear()
+        _VARINTS[z] = out
+    return out
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """An unsigned varint at `pos`: (value, position after it)."""
+    n = shift = 0
+    for count in range(_MAX_VARINT):
+        b = data[pos + count]
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, pos + count + 1
+    raise ValueError("varint longer than 10 bytes")
+
+
+def _read_long(data: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag long of more than one byte at `pos`: (value, position after it)."""
+    n, pos = _read_varint(data, pos)
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _read_length(data: bytes, pos: int) -> tuple[int, int]:
+    """A string's or bytes' length that is not one byte and even: (length, position after it)."""
+    n, pos = _read_long(data, pos)
+    if n < 0:
+        raise ValueError(f"negative length {n}")
+    return n, pos
+
+
+_ZIGZAG = tuple((b >> 1) ^ -(b & 1) for b in range(0x80))
+"""The long of each one-byte varint."""
+
+
+class _Source:
+    """Python source being generated, with the objects it refers to."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {
+            "_varint": _varint, "_string": _string, "_count": _count, "_doubles": _doubles, "_BYTES": _BYTES,
+            "_STRINGS": _STRINGS, "_read_long": _read_long, "_read_length": _read_length, "_ZIGZAG": _ZIGZAG,
+            "_new": object.__new__}
+        self._count = 0
+
+    def var(self, stem: str) -> str:
+        self._count += 1
+        return f"{stem}{self._count}"
+
+    def const(self, stem: str, value: Any) -> str:
+        name = self.var(f"_{stem}")
+        self.names[name] = value
+        return name
+
+    def emit(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+    def build(self, name: str) -> Any:
+        exec(compile("\n".join(self.lines) + "\n", f"<avro {name}>", "exec"), self.names)
+        return self.names[name]
+
+
+def _nested_type(record_type: type[Record], field_name: str) -> type[Record]:
+    found = record_type.NESTED.get(field_name)
+    if found is None:
+        raise _UnsupportedError(f"{record_type.__name__}.{field_name} holds a record its class does not declare")
+    return found[1]
+
+
+def _check_fields(schema: dict[str, Any], record_type: type[Record]) -> list[dict[str, Any]]:
+    fields_ = list(schema["fields"])
+    if sorted(item["name"] for item in fields_) != sorted(field_names(record_type)):
+        raise _UnsupportedError(f"{record_type.__name__} does not have the fields of {schema['name']}")
+    return fields_
+
+
+def _union_branch(avro: Any) -> tuple[int, Any]:
+    """(index of null, the other branch) of a [null, x] union."""
+    if len(avro) != 2 or "null" not in avro or any(isinstance(b, list) for b in avro):
+        raise _UnsupportedError("only [null, x] unions are compiled")
+    null = avro.index("null")
+    return null, avro[1 - null]
+
+
+# writing: each field becomes one bytes part (a short string's part, its length and UTF-8 bytes, is kept
+# from record to record: the same instrument, group, names and units recur), and a record is the join of
+# its parts, which costs a third of appending them one by one to a bytearray.
+def _string(value: str) -> bytes:
+    """The Avro encoding of a string (length, UTF-8 bytes), kept for the next records if it is short."""
+    encoded = value.encode()
+    n = len(encoded) << 1
+    part = (_BYTES[n] if n < 0x80 else _varint(n)) + encoded
+    if len(value) <= _STRINGS_LONGEST:
+        if len(_STRINGS) >= _STRINGS_KEPT:
+            _STRINGS.clear()
+        _STRINGS[value] = part
+    return part
+
+
+def _count(n: int) -> bytes:
+    """The count of a non-empty array or map block."""
+    return _BYTES[n << 1] if n < 0x40 else _varint(n << 1)
+
+
+_BYTES = tuple(bytes((b,)) for b in range(0x100))
+_STRINGS: dict[str, bytes] = {}
+_STRINGS_KEPT = 4096
+_STRINGS_LONGEST = 64
+_PACK_DOUBLES = {n: struct.Struct(f"<{n}d").pack for n in range(1, 17)}
+
+
+def _doubles(values: list[float]) -> bytes:
+    """The items of a non-empty array (or the values of a map) of doubles, in one struct.pack."""
+    pack = _PACK_DOUBLES.get(len(values))
+    return pack(*values) if pack is not None else struct.pack(f"<{len(values)}d", *values)
+
+
+def _part(src: _Source, depth: int, avro: Any, expr: str, owner: type[Record] | None, field_name: str) -> str:
+    """Emit what computes the bytes of `expr` (of Avro type `avro`); return an expression for them."""
+    kind = avro if isinstance(avro, str) else avro.get("type") if isinstance(avro, dict) else "union"
+    if isinstance(kind, dict | list):
+        return _part(src, depth, kind, expr, owner, field_name)
+    if kind in ("int", "long"):
+        v, z = src.var("v"), src.var("z")
+        src.emit(depth, f"{v} = {expr}")
+        src.emit(depth, f"{z} = ({v} << 1) ^ ({v} >> 63)")
+        return f"(_BYTES[{z}] if 0 <= {z} < 0x80 else _varint({z}))"
+    if kind == "string":
+        v = src.var("v")
+        src.emit(depth, f"{v} = {expr}")
+        return f"(_STRINGS.get({v}) or _string({v}))"
+    if kind == "bytes":
+        v, n = src.var("v"), src.var("n")
+        src.emit(depth, f"{v} = {expr}")
+        src.emit(depth, f"{n} = len({v}) << 1")
+        return f"(_BYTES[{n}] if {n} < 0x80 else _varint({n})) + {v}"
+    if kind in _PRIMITIVE_WIDTH:
+        return f"{src.const('pack', struct.Struct('<d' if kind == 'double' else '<f').pack)}({expr})"
+    if kind == "boolean":
+        return f"(b'\\x01' if {expr} else b'\\x00')"
+    if kind == "null":
+        return "b''"
+    part = src.var("p")
+    if kind == "union":
+        null, branch = _union_branch(avro)
+        v = src.var("v")
+        src.emit(depth, f"{v} = {expr}")
+        src.emit(depth, f"if {v} is None: {part} = {_BYTES[2 * null]!r}")
+        src.emit(depth, "else:")
+        value = _part(src, depth + 1, branch, v, owner, field_name)
+        src.emit(depth + 1, f"{part} = {_BYTES[2 * (1 - null)]!r} + {value}")
+    elif kind in ("array", "map"):
+        items, item, key, parts = src.var("items"), src.var("item"), src.var("key"), src.var("parts")
+        values = avro["items"] if kind == "array" else avro["values"]
+        src.emit(depth, f"{items} = {expr}")
+        src.emit(depth, f"if not {items}: {part} = b'\\x00'")
+        if kind == "array" and values == "double":
+            src.emit(depth, f"else: {part} = _count(len({items})) + _doubles({items}) + b'\\x00'")
+            return part
+        src.emit(depth, "else:")
+        src.emit(depth + 1, f"{parts} = [_count(len({items}))]")
+        if kind == "array":
+            src.emit(depth + 1, f"for {item} in {items}:")
+            src.emit(depth + 2, f"{parts}.append({_part(src, depth + 2, values, item, owner, field_name)})")
+        else:
+            src.emit(depth + 1, f"for {key}, {item} in {items}.items():")
+            src.emit(depth + 2, f"{parts}.append({_part(src, depth + 2, 'string', key, owner, field_name)})")
+            src.emit(depth + 2, f"{parts}.append({_part(src, depth + 2, values, item, owner, field_name)})")
+        src.emit(depth + 1, f"{parts}.append(b'\\x00')")
+        src.emit(depth + 1, f"{part} = b''.join({parts})")
+    elif kind == "record":
+        if owner is None:
+            raise _UnsupportedError("a record outside a record field")
+        writer = src.const("write", _record_writer(avro, _nested_type(owner, field_name), b""))
+        return f"{writer}({expr})"
+    else:
+        raise _UnsupportedError(f"Avro type {kind!r}")
+    return part
+
+
+def _record_writer(schema: dict[str, Any], record_type: type[Record], header: bytes) -> Callable[[Any], bytes]:
+    """The function from a record to `header` and its fields' bytes; a run of doubles is one struct.pack."""
+    fields_ = _check_fields(schema, record_type)
+    src = _Source()
+    src.emit(0, "def write(r):")
+    parts = [src.const("header", header)] if header else []
+    at = 0
+    while at < len(fields_):
+        run = 0
+        while at + run < len(fields_) and fields_[at + run]["type"] == "double":
+            run += 1
+        if run > 1:
+            pack = src.const("pack", struct.Struct(f"<{run}d").pack)
+            names = ", ".join(f"r.{item['name']}" for item in fields_[at:at + run])
+            parts.append(f"{pack}({names})")
+            at += run
+            continue
+        item = fields_[at]
+        parts.append(_part(src, 1, item["type"], f"r.{item['name']}", record_type, item["name"]))
+        at += 1
+    src.emit(1, f"return b''.join(({', '.join(parts)},))")
+    writer: Callable[[Any], bytes] = src.build("write")
+    return writer
+
+
+def compile_writer(schema: dict[str, Any], record_type: type[Record], schema_id: int) -> Writer:
+    """A function from a record of `record_type` to its Confluent-framed Avro bytes (raises
+    `_UnsupportedError`)."""
+    writer: Writer = _record_writer(schema, record_type, HEADER.pack(MAGIC, schema_id))
+    return writer
+
+
+# reading: `data` is bytes, `pos` the position; any exception means corrupt bytes. A length past the end
+# is not checked where it is read: the position only grows, so the caller's check that the datum ends
+# exactly at the end of the bytes refuses it.
+def _emit_long(src: _Source, depth: int, target: str) -> None:
+    src.emit(depth, f"{target} = data[pos]")
+    src.emit(depth, f"if {target} < 0x80:")
+    src.emit(depth + 1, "pos += 1")
+    src.emit(depth + 1, f"{target} = _ZIGZAG[{target}]")
+    src.emit(depth, f"else: {target}, pos = _read_long(data, pos)")
+
+
+def _read_value(src: _Source, depth: int, avro: Any, target: str, owner: type[Record] | None,
+                field_name: str) -> None:
+    kind = avro if isinstance(avro, str) else avro.get("type") if isinstance(avro, dict) else "union"
+    if isinstance(kind, dict | list):
+        return _read_value(src, depth, kind, target, owner, field_name)
+    if kind in ("int", "long"):
+        _emit_long(src, depth, target)
+    elif kind in ("string", "bytes"):
+        n, end = src.var("n"), src.var("end")
+        src.emit(depth, f"{n} = data[pos]")
+        src.emit(depth, f"if {n} & 0x81: {n}, pos = _read_length(data, pos)")
+        src.emit(depth, "else:")
+        src.emit(depth + 1, "pos += 1")
+        src.emit(depth + 1, f"{n} >>= 1")
+        src.emit(depth, f"{end} = pos + {n}")
+        src.emit(depth, f"{target} = data[pos:{end}].decode()" if kind == "string" else f"{target} = data[pos:{end}]")
+        src.emit(depth, f"pos = {end}")
+    elif kind in _PRIMITIVE_WIDTH:
+        unpack = src.const("unpack", struct.Struct("<d" if kind == "double" else "<f").unpack_from)
+        src.emit(depth, f"{target}, = {unpack}(data, pos)")
+        src.emit(depth, f"pos += {_PRIMITIVE_WIDTH[kind]}")
+    elif kind == "boolean":
+        src.emit(depth, f"{target} = data[pos] != 0")
+        src.emit(depth, "pos += 1")
+    elif kind == "null":
+        src.emit(depth, f"{target} = None")
+    elif kind == "union":
+        null, branch = _union_branch(avro)
+        index = src.var("index")
+        _emit_long(src, depth, index)
+        src.emit(depth, f"if {index} == {null}: {target} = None")
+        src.emit(depth, f"elif {index} == {1 - null}:")
+        _read_value(src, depth + 1, branch, target, owner, field_name)
+        src.emit(depth, f"else: raise ValueError(f'union index {{{index}}} out of range')")
+    elif kind in ("array", "map"):
+        items_schema = avro["items"] if kind == "array" else avro["values"]
+        if items_schema == "null":
+            raise _UnsupportedError("arrays and maps of nulls")
+        count, item, key = src.var("count"), src.var("item"), src.var("key")
+        src.emit(depth, f"{target} = []" if kind == "array" else f"{target} = {{}}")
+        src.emit(depth, "while True:")
+        _emit_long(src, depth + 1, count)
+        src.emit(depth + 1, f"if {count} == 0: break")
+        src.emit(depth + 1, f"if {count} < 0:")
+        src.emit(depth + 2, f"{count} = -{count}")
+        _emit_long(src, depth + 2, src.var("blocksize"))
+        src.emit(depth + 1, f"for _ in range({count}):")
+        if kind == "array":
+            _read_value(src, depth + 2, items_schema, item, owner, field_name)
+            src.emit(depth + 2, f"{target}.append({item})")
+        else:
+            _read_value(src, depth + 2, "string", key, owner, field_name)
+            _read_value(src, depth + 2, items_schema, item, owner, field_name)
+            src.emit(depth + 2, f"{target}[{key}] = {item}")
+    elif kind == "record":
+        if owner is None:
+            raise _UnsupportedError("a record outside a record field")
+        reader = src.const("read", _record_reader(avro, _nested_type(owner, field_name)))
+        src.emit(depth, f"{target}, pos = {reader}(data, pos)")
+    else:
+        raise _UnsupportedError(f"Avro type {kind!r}")
+    return None
+
+
+def _record_reader(schema: dict[str, Any], record_type: type[Record]) -> Reader:
+    fields_ = _check_fields(schema, record_type)
+    src = _Source()
+    cls = src.const("cls", record_type)
+    src.emit(0, "def read(data, pos):")
+    at = 0
+    while at < len(fields_):
+        run = 0
+        while at + run < len(fields_) and fields_[at + run]["type"] == "double":
+            run += 1
+        if run > 1:
+            unpack = src.const("unpack", struct.Struct(f"<{run}d").unpack_from)
+            targets = "".join(f"f_{item['name']}, " for item in fields_[at:at + run])
+            src.emit(1, f"{targets}= {unpack}(data, pos)")
+            src.emit(1, f"pos += {8 * run}")
+            at += run
+            continue
+        item = fields_[at]
+        _read_value(src, 1, item["type"], f"f_{item['name']}", record_type, item["name"])
+        at += 1
+    # A frozen dataclass's __init__ sets each field through object.__setattr__; its slots'
+    # descriptors set them directly, at half the cost (no default is needed: every field was read).
+    src.emit(1, f"o = _new({cls})")
+    for item in fields_:
+        setter = src.const("set", getattr(record_type, item["name"]).__set__)
+        src.emit(1, f"{setter}(o, f_{item['name']})")
+    src.emit(1, "return o, pos")
+    reader: Reader = src.build("read")
+    return reader
+
+
+def compile_reader(schema: dict[str, Any], record_type: type[Record]) -> Reader:
+    """A function reading a record of `record_type` written with `schema` itself (raises `_UnsupportedError`)."""
+    if not hasattr(record_type, "__slots__"):
+        raise _UnsupportedError(f"{record_type.__name__} has no slots")
+    return _record_reader(schema, record_type)
+
+
 # -- the codec ----------------------------------------------------------------------------------
 class Codec:
     """Encode and decode the records of each topic against a schema registry.
 
     Subjects follow the TopicNameStrategy (`<topic>-value`). Writer schemas fetched by id are
-    cached, so the registry is asked once per id per process.
+    cached, so the registry is asked once per id per process. Each (topic, record type) gets its
+    compiled writer, and each (schema id, record type) whose writer schema is the record's own
+    (same parsing canonical form) its compiled reader; others go through fastavro's resolution.
     """
 
     def __init__(self, registry: SchemaRegistry) -> None:
@@ -132,6 +504,12 @@ class Codec:
         self._parsed: dict[str, Any] = {}
         self._subject_ids: dict[str, int] = {}
         self._writers: dict[int, Any] = {}
+        self._writer_schemas: dict[int, Schema] = {}
+        self._encoders: dict[tuple[str, type[Record]], Writer] = {}
+        self._headers: dict[tuple[str, type[Record]], bytes] = {}
+        self._decoders: dict[tuple[int, type[Record]], Reader | None] = {}
+        self._forwarded: dict[int, tuple[Record, bytes]] = {}
+        """id(record) -> (record, its framed bytes), for records decoded to be encoded again unchanged."""
 
     def _reader(self, record_type: type[Record]) -> Any:
         if record_type.SCHEMA not in self._parsed:
@@ -153,11 +531,37 @@ class Codec:
 
     def encode(self, topic: str, record: Record) -> bytes:
         """Confluent-framed Avro bytes of `record` for `topic`."""
-        schema_id = self.register(topic, type(record))
-        return frame(schema_id, write_datum(self._reader(type(record)), record.to_dict()))
+        key = (topic, type(record))
+        encoder = self._encoders.get(key)
+        if encoder is None:
+            encoder = self._encoder(topic, type(record))
+        if self._forwarded:
+            forwarded = self._forwarded.pop(id(record), None)
+            if forwarded is not None and forwarded[0] is record:
+                return self._headers[key] + memoryview(forwarded[1])[HEADER.size:]
+        return encoder(record)
 
-    def decode(self, data: bytes | None, record_type: type[R], *, accept_json: bool = False) -> R:
+    def _encoder(self, topic: str, record_type: type[Record]) -> Writer:
+        schema_id = self.register(topic, record_type)
+        self._headers[(topic, record_type)] = HEADER.pack(MAGIC, schema_id)
+        try:
+            encoder = compile_writer(load_schema(record_type.SCHEMA), record_type, schema_id)
+        except _UnsupportedError:
+            parsed = self._reader(record_type)
+
+            def encoder(record: Record) -> bytes:
+                return frame(schema_id, write_datum(parsed, record.to_dict()))
+        self._encoders[(topic, record_type)] = encoder
+        return encoder
+
+    def decode(self, data: bytes | None, record_type: type[R], *, accept_json: bool = False,
+               forward: bool = False) -> R:
         """The record in `data`: Confluent-framed Avro, or (if `accept_json`) a JSON object.
+
+        With `forward`, the caller means to encode this very record again unchanged (the gather forwards each
+        detector's first outcome as its result): when it was written with the record's own schema, its bytes
+        are kept, and `encode` re-frames them with the output topic's schema id instead of encoding it (the
+        record's lists and dicts must then not be changed in place, as no code here does).
 
         Raises:
             WireFormatError: not framed Avro nor an accepted JSON object, or too large.
@@ -169,13 +573,42 @@ class Codec:
             raise WireFormatError("empty value (tombstone): an event is expected")
         if len(data) > MAX_MESSAGE_BYTES:
             raise WireFormatError(f"value of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES} byte limit")
-        reader = self._reader(record_type)
         if accept_json and data.lstrip()[:1] == b"{":
-            datum = from_json(data, load_schema(record_type.SCHEMA), reader)
-        else:
-            schema_id, payload = unframe(data)
-            datum = read_datum(payload, self._writer(schema_id), reader)
-        return record_type.from_dict(datum)
+            return record_type.from_dict(from_json(data, load_schema(record_type.SCHEMA), self._reader(record_type)))
+        if len(data) < HEADER.size or data[0] != MAGIC:
+            unframe(data)  # raises the reason
+        schema_id = HEADER.unpack_from(data)[1]
+        key = (schema_id, record_type)
+        decoder = self._decoders[key] if key in self._decoders else self._decoder(schema_id, record_type)
+        if decoder is None:
+            return record_type.from_dict(read_datum(data[HEADER.size:], self._writer(schema_id),
+                                                    self._reader(record_type)))
+        try:
+            record, end = decoder(data, HEADER.size)
+        except Exception as error:  # any failure on untrusted bytes means "not decodable"
+            raise AvroDataError(f"Avro data does not match its writer schema: {error!r}") from error
+        if end != len(data):
+            raise AvroDataError(f"Avro data is truncated or has trailing bytes ({end - HEADER.size} of "
+                                f"{len(data) - HEADER.size} used)")
+        if forward:
+            if len(self._forwarded) >= FORWARDS_KEPT:  # decoded and never encoded (duplicates): let them go
+                self._forwarded.clear()
+            self._forwarded[id(record)] = (record, data)
+        decoded: R = record
+        return decoded
+
+    def _decoder(self, schema_id: int, record_type: type[Record]) -> Reader | None:
+        """The compiled reader when the writer schema is the record's own, else None (fastavro resolves)."""
+        self._writer(schema_id)
+        own = load_schema(record_type.SCHEMA)
+        decoder = None
+        if to_parsing_canonical_form(self._writer_schemas[schema_id]) == to_parsing_canonical_form(own):
+            try:
+                decoder = compile_reader(own, record_type)
+            except _UnsupportedError:
+                decoder = None
+        self._decoders[(schema_id, record_type)] = decoder
+        return decoder
 
     def decode_any(self, data: bytes | None) -> dict[str, Any]:
         """A Confluent-framed Avro value read with its own writer schema: for records that are not ours (Rubin's
@@ -196,4 +629,5 @@ class Codec:
             if schema is None:
                 raise UnknownSchemaIdError(f"schema id {schema_id} is not in the schema registry")
             self._writers[schema_id] = parse(schema)
+            self._writer_schemas[schema_id] = schema
         return self._writers[schema_id]

@@ -1,8 +1,9 @@
-"""What every agent is given: settings, configuration, the codec, topics, and sending records.
+"""What the worker's host parts share (the web API, the app's commands): settings, configuration, the
+codec, topics, and sending records.
 
-Agents decode with `context.decode`, call the pure core, and send with `context.send`; no
-agent touches bytes or the registry itself, and none computes a partition: `send` does, from
-the topic's declared partitioning (`topology/keys.py`).
+The processors do not use it: they run on the engine (`streams.runtime.engine`). The web API sends
+OCPS job requests with `send`, which encodes and computes the partition from the topic's declared
+partitioning (`topology/keys.py`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import faust
-from faust.types import TableT
 
-from streams import admin, logs
+from streams import admin
 from streams.codec import Codec
 from streams.config import Settings
 from streams.core.instruments import Instrument, parse_instruments
@@ -54,16 +54,6 @@ class Context:
             surveys=parse_surveys(Path(settings.surveys_file).read_text()), policy=settings.policy(), app=app,
         )
 
-    def channel(self, *specs: TopicSpec) -> faust.TopicT:
-        """A Faust channel over one or more topics, keys and values as raw bytes."""
-        return self.app.topic(*(spec.name for spec in specs), key_type=bytes, value_type=bytes,
-                              key_serializer="raw", value_serializer="raw",
-                              partitions=specs[0].partitions)
-
-    def table(self, name: str, partitions: int) -> TableT[bytes, bytes]:
-        """A changelogged RocksDB table of raw bytes (values are encoded by the codec)."""
-        return self.app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
-
     def prepare(self) -> None:
         """Create the topics and register the schemas (blocking: run before consuming)."""
         created = admin.prepare(self.settings, self.codec)
@@ -74,12 +64,6 @@ class Context:
             config = Path(self.settings.apdb_config)
             if create_sqlite(config.with_name("apdb.db"), config):
                 log.warning("no APDB configuration at %s: created an empty SQLite APDB there", config)
-
-    def decode(self, spec: TopicSpec, value: bytes | None, record_type: type[R]) -> R:
-        """The record in a value read from `spec`'s topic; what follows is logged with its labels."""
-        record = self.codec.decode(value, record_type, accept_json=spec.accepts_json)
-        logs.label_record(record)
-        return record
 
     async def send(self, spec: TopicSpec, key: str | bytes | None, record: Record) -> Any:
         """Encode `record` and send it to its partition of `spec`'s topic."""

@@ -1,6 +1,6 @@
 """The error tree of Prompt Streams: every failure has a type that says what to do with it.
 
-`streams.edge` maps each type to its outcome once: a dead letter with the reason, an ignored
+The engine (`streams.runtime.engine`) maps each type to its outcome once: a dead letter with the reason, an ignored
 event, or a result status. Errors are raised `from` their cause, so the chain is kept.
 """
 

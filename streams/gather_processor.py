@@ -10,9 +10,11 @@ visit) is what the views and the chaos verifier read.
 from __future__ import annotations
 
 import logging
+from collections import Counter as Tally
 
 from confluent_kafka import Message
 
+from streams import logs
 from streams.config import Settings
 from streams.core import gather
 from streams.record import Record
@@ -33,19 +35,29 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, declare_graph(settings).gather)
+        self._expected_topic = self.topics.visit_expected.name
 
     def apply(self, batch: Batch[VisitProgress], message: Message, now: float) -> None:
         """A VisitExpected or a detector outcome moves its visit's progress on."""
         partition = message_partition(message)
-        if message.topic() == self.topics.visit_expected.name:
+        if message.topic() == self._expected_topic:
             expected = self.decode(self.topics.visit_expected, message, VisitExpected)
             key = visit_key(expected.instrument, expected.group_id)
-            step = gather.on_expected(self.state(batch, partition, key), expected, now)
+            state = self.state(batch, partition, key)
+            self._stage_step(batch, partition, key, state, gather.on_expected(state, expected, now))
         else:
-            outcome = self.decode(self.topics.ccd_outcome, message, CcdResult)
+            outcome = self._decode_outcome(message)
             key = visit_key(outcome.instrument, outcome.group_id)
-            step = gather.on_outcome(self.state(batch, partition, key), outcome, now)
-        self._stage_step(batch, partition, key, step)
+            state = self.state(batch, partition, key)
+            self._stage_step(batch, partition, key, state, gather.on_outcome(state, outcome, now))
+
+    def _decode_outcome(self, message: Message) -> CcdResult:
+        """The outcome, labelling what follows, its bytes kept: its first one is forwarded unchanged as the
+        detector's result, so `Codec.encode` re-frames them instead of encoding it again."""
+        spec = self.topics.ccd_outcome
+        outcome = self.codec.decode(message.value(), CcdResult, accept_json=spec.accepts_json, forward=True)
+        logs.label_record(outcome)
+        return outcome
 
     def tick(self, batch: Batch[VisitProgress], now: float) -> None:
         """Deadlines pass and finished rows age out."""
@@ -53,29 +65,31 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
             for key in list(rows):
                 state = self.state(batch, partition, key)
                 if state is not None:
-                    self._stage_step(batch, partition, key, gather.on_tick(state, now, self.policy.retention))
+                    self._stage_step(batch, partition, key, state, gather.on_tick(state, now, self.policy.retention))
 
     def committed(self, batch: Batch[VisitProgress], now: float) -> None:
         """Count what the transaction produced."""
         count(batch.records, now)
 
-    def _stage_step(self, batch: Batch[VisitProgress], partition: int, key: str, step: gather.Step) -> None:
+    def _stage_step(self, batch: Batch[VisitProgress], partition: int, key: str, before: VisitProgress | None,
+                    step: gather.Step) -> None:
         state, outputs = step
-        if state is not self.state(batch, partition, key):
+        if state is not before:
             self.stage(batch, partition, key, state)
-        topics = self.topics
-        for output in outputs:
-            if isinstance(output, gather.EmitResult):
+        if not outputs:
+            return
+        topics, records, visit = self.topics, batch.records, key.encode()
+        for output in outputs:  # metrics first: six of a result's seven outputs are
+            if isinstance(output, gather.EmitMetric):
+                records.append((topics.metrics, visit, output.metric))
+            elif isinstance(output, gather.EmitResult):
                 r = output.result
-                row = detector_key(r.instrument, r.group_id, r.detector)
-                batch.records.append((topics.ccd_result, row.encode(), r))
+                records.append((topics.ccd_result, detector_key(r.instrument, r.group_id, r.detector).encode(), r))
             elif isinstance(output, gather.EmitSummary):
-                batch.records.append((topics.visit_summary, key.encode(), output.summary))
+                records.append((topics.visit_summary, visit, output.summary))
                 log.info("visit summary %s: %s (%s)", key, output.summary.counts, output.summary.reason)
-            elif isinstance(output, gather.EmitMetric):
-                batch.records.append((topics.metrics, key.encode(), output.metric))
             elif isinstance(output, gather.EmitCalibration):
-                batch.records.append((topics.calibration_products, key.encode(), output.product))
+                records.append((topics.calibration_products, visit, output.product))
                 log.info("calibration product %s: %s", key, output.product.uri)
 
     def in_flight(self) -> int:
@@ -84,13 +98,22 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
 
 
 def count(records: list[tuple[TopicSpec, bytes | None, Record | bytes]], now: float) -> None:
-    """Count what a committed transaction produced (results by status, summaries, latencies)."""
+    """Count what a committed transaction produced (results by status, summaries, latencies), tallied first:
+    one locked increment per label set and bucket, not three per result."""
+    results: Tally[tuple[str, ...]] = Tally()
+    summaries: Tally[tuple[str, ...]] = Tally()
+    latencies: list[float] = []
+    raw_to_result: list[float] = []
     for _spec, _key, record in records:
         if isinstance(record, CcdResult):
-            metrics.RESULTS.labels(record.instrument, record.status).inc()
+            results[(record.instrument, record.status)] += 1
             if record.result_time > 0:
-                metrics.GATHER_LATENCY.observe(max(now - record.result_time, 0.0))
+                latencies.append(max(now - record.result_time, 0.0))
             if record.first_raw_time > 0:
-                metrics.RAW_TO_RESULT.observe(max(record.result_time - record.first_raw_time, 0.0))
+                raw_to_result.append(max(record.result_time - record.first_raw_time, 0.0))
         elif isinstance(record, VisitSummary):
-            metrics.SUMMARIES.labels(record.instrument, record.reason).inc()
+            summaries[(record.instrument, record.reason)] += 1
+    metrics.count_by(metrics.RESULTS, results)
+    metrics.count_by(metrics.SUMMARIES, summaries)
+    metrics.observe_many(metrics.GATHER_LATENCY, latencies)
+    metrics.observe_many(metrics.RAW_TO_RESULT, raw_to_result)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from contextvars import ContextVar
+from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,33 +24,59 @@ from streams.secrets import scrub
 LABELS: ContextVar[dict[str, str | int]] = ContextVar("prompt_streams_log_labels")
 
 
+Plan = tuple[tuple[str, tuple[str, ...]], ...]
+_LABELS: Plan = (("instrument", ("instrument",)), ("group", ("group_id", "groupId")), ("detector", ("detector",)),
+           ("visit", ("exposure_id",)))
+_PLANS: dict[type, Plan] = {}
+"""Per record type: the labels its fields can give, with only the attributes it has (looked up once)."""
+
+
+def _plan(kind: type) -> Plan:
+    plan = _LABELS
+    if is_dataclass(kind):  # a record: its fields are its attributes
+        names = {f.name for f in fields(kind)}
+        plan = tuple((label, found) for label, attributes in _LABELS
+                     if (found := tuple(a for a in attributes if a in names)))
+    _PLANS[kind] = plan
+    return plan
+
+
 def label_record(record: object) -> None:
     """Label what follows with the instrument, group, detector and visit (exposure) `record` names."""
+    plan = _PLANS.get(type(record))
+    if plan is None:
+        plan = _plan(type(record))
     found: dict[str, str | int] = {}
-    for label, attributes in (("instrument", ("instrument",)), ("group", ("group_id", "groupId")),
-                              ("detector", ("detector",)), ("visit", ("exposure_id",))):
+    for label, attributes in plan:
         for attribute in attributes:
             value = getattr(record, attribute, None)
-            if value not in (None, ""):
+            if value is not None and value != "":
                 found[label] = value
                 break
-    exposures = getattr(record, "exposure_ids", None)
-    if "visit" not in found and exposures:
-        found["visit"] = min(exposures)  # a visit is named after its first exposure
+    if "visit" not in found:
+        exposures = getattr(record, "exposure_ids", None)
+        if exposures:
+            found["visit"] = min(exposures)  # a visit is named after its first exposure
     if found:
         LABELS.set(LABELS.get({}) | found)
 
 
-@contextmanager
-def labelled(record: object | None = None) -> Iterator[None]:
-    """A scope with fresh labels (those of `record`, if given), restored on exit."""
-    token = LABELS.set({})
-    try:
-        if record is not None:
-            label_record(record)
-        yield
-    finally:
-        LABELS.reset(token)
+class labelled:  # noqa: N801 (a context manager used as a function)
+    """A scope with fresh labels (those of `record`, if given), restored on exit (a class, not a generator:
+    the gather enters one per message)."""
+
+    __slots__ = ("_record", "_token")
+
+    def __init__(self, record: object | None = None) -> None:
+        self._record = record
+
+    def __enter__(self) -> None:
+        self._token = LABELS.set({})
+        if self._record is not None:
+            label_record(self._record)
+
+    def __exit__(self, *_: object) -> None:
+        LABELS.reset(self._token)
 
 
 class JsonFormatter(logging.Formatter):

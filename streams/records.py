@@ -63,7 +63,7 @@ class CcdResult(Record):
     """Name of the pipeline that ran, empty if none did."""
     survey: str = ''
     """Survey of the visit, which chose the pipeline."""
-    exposure_ids: list[int] = field(default_factory=lambda: [])
+    exposure_ids: list[int] = field(default_factory=list)
     """Exposure ids of the raws that were processed."""
     snaps_expected: int = 0
     """Snaps the visit announced (nimages); 0 if unknown."""
@@ -83,9 +83,9 @@ class CcdResult(Record):
     """Pipeline end, 0 if it did not start (TAI, Unix seconds) [second]."""
     result_time: float = 0.0
     """When this result was emitted (TAI, Unix seconds) [second]."""
-    metrics: dict[str, float] = field(default_factory=lambda: {})
+    metrics: dict[str, float] = field(default_factory=dict)
     """Metrics the pipeline measured, by name (units in the name's documentation)."""
-    output_uris: list[str] = field(default_factory=lambda: [])
+    output_uris: list[str] = field(default_factory=list)
     """URIs of the outputs written (images, catalogs)."""
     output_log: str = ''
     """The end of what an external (shell) pipeline printed, truncated; empty for built-in ones."""
@@ -135,7 +135,7 @@ class DetectorCommand(Record):
     """Detector id."""
     survey: str = ''
     """Survey of the visit."""
-    pipelines: list[str] = field(default_factory=lambda: [])
+    pipelines: list[str] = field(default_factory=list)
     """Pipelines chosen for the survey, in fallback order."""
     nimages: int = 0
     """Snaps expected; 0 if unknown (wait until the image deadline)."""
@@ -196,7 +196,7 @@ class DetectorProgress(Record):
     """Whether nextVisitCanceled arrived (possibly before the start command)."""
     survey: str = ''
     """Survey of the visit."""
-    pipelines: list[str] = field(default_factory=lambda: [])
+    pipelines: list[str] = field(default_factory=list)
     """Pipelines chosen for the survey, in fallback order."""
     nimages: int = 0
     """Snaps expected; 0 if unknown."""
@@ -212,9 +212,9 @@ class DetectorProgress(Record):
     """Fan-out time (TAI, Unix seconds) [second]."""
     image_deadline: float = 0.0
     """When to stop waiting for raws (TAI, Unix seconds) [second]."""
-    snaps: list[HeldSnap] = field(default_factory=lambda: [])
+    snaps: list[HeldSnap] = field(default_factory=list)
     """Raws held for processing, one per snap index, sorted by snap."""
-    exposures_seen: list[int] = field(default_factory=lambda: [])
+    exposures_seen: list[int] = field(default_factory=list)
     """Every exposure id seen for this detector and group, sorted (aborted attempts included)."""
     first_raw_time: float = 0.0
     """Arrival of the first raw, 0 if none yet (TAI, Unix seconds) [second]."""
@@ -231,7 +231,7 @@ class LogMessage(Record):
     SCHEMA: ClassVar[str] = "log_message"
 
     name: str
-    """Logger name, e.g. streams.agents.detector."""
+    """Logger name, e.g. streams.processors.detector."""
     level: int
     """Python logging level: warning=30, error=40, critical=50."""
     message: str
@@ -276,7 +276,7 @@ class Metric(Record):
     """Survey of the visit."""
     timestamp: float
     """When the measurement was made (TAI, Unix seconds) [second]."""
-    tags: dict[str, str] = field(default_factory=lambda: {})
+    tags: dict[str, str] = field(default_factory=dict)
     """Further identifiers (band, day_obs, pipeline, ...)."""
 
 
@@ -378,7 +378,7 @@ class OcpsJobResult(Record):
     """The pipeline that produced it."""
     error_message: str = ''
     """Why it failed."""
-    output_uris: list[str] = field(default_factory=lambda: [])
+    output_uris: list[str] = field(default_factory=list)
     """The outputs written."""
 
 
@@ -399,11 +399,11 @@ class OcpsJob(Record):
     """Instrument of the inputs."""
     group_id: str = ''
     """Group id of the job's synthetic visit (ocps-<job id>)."""
-    detectors: list[int] = field(default_factory=lambda: [])
+    detectors: list[int] = field(default_factory=list)
     """Detectors processed."""
-    exposures: list[int] = field(default_factory=lambda: [])
+    exposures: list[int] = field(default_factory=list)
     """Exposure ids of the inputs."""
-    parameters: dict[str, str] = field(default_factory=lambda: {})
+    parameters: dict[str, str] = field(default_factory=dict)
     """The parameters as the client sent them (lower-case names)."""
     run_id: str = ''
     """The client's label (UWS RUNID)."""
@@ -419,11 +419,11 @@ class OcpsJob(Record):
     """When it reached COMPLETED, ERROR or ABORTED, 0 if not yet (TAI, Unix seconds) [second]."""
     error_summary: str = ''
     """Why the job is in ERROR (or what was aborted), empty otherwise."""
-    results: list[OcpsJobResult] = field(default_factory=lambda: [])
+    results: list[OcpsJobResult] = field(default_factory=list)
     """Per-detector results so far, sorted by detector."""
     summary_reason: str = ''
     """Why the synthetic visit's summary was emitted (complete, deadline, canceled); empty until it is."""
-    counts: dict[str, int] = field(default_factory=lambda: {})
+    counts: dict[str, int] = field(default_factory=dict)
     """Detectors by result status, from the summary."""
     detectors_expected: int = 0
     """Detectors of the synthetic visit, from the summary (0 until it comes)."""
@@ -447,11 +447,11 @@ class OcpsJobEvent(Record):
     """create: the named pipeline to run."""
     instrument: str = ''
     """create: instrument of the input exposures."""
-    detectors: list[int] = field(default_factory=lambda: [])
+    detectors: list[int] = field(default_factory=list)
     """create: detectors to process."""
-    exposures: list[int] = field(default_factory=lambda: [])
+    exposures: list[int] = field(default_factory=list)
     """create: exposure ids of the inputs, one snap each in this order."""
-    parameters: dict[str, str] = field(default_factory=lambda: {})
+    parameters: dict[str, str] = field(default_factory=dict)
     """create: the parameters as the client sent them (lower-case names)."""
     run_id: str = ''
     """create: the client's label for the job (UWS RUNID)."""
@@ -469,11 +469,11 @@ class OcpsJobEvent(Record):
     """ccd-result: the pipeline that produced the result."""
     error_message: str = ''
     """ccd-result: why it failed."""
-    output_uris: list[str] = field(default_factory=lambda: [])
+    output_uris: list[str] = field(default_factory=list)
     """ccd-result: the outputs written."""
     reason: str = ''
     """visit-summary: complete, deadline or canceled."""
-    counts: dict[str, int] = field(default_factory=lambda: {})
+    counts: dict[str, int] = field(default_factory=dict)
     """visit-summary: detectors by result status."""
     detectors_expected: int = 0
     """visit-summary: detectors the synthetic visit fanned out to."""
@@ -511,11 +511,11 @@ class SalBridgeCheckpoint(Record):
 
     SCHEMA: ClassVar[str] = "sal_bridge_checkpoint"
 
-    positions: dict[str, int] = field(default_factory=lambda: {})
+    positions: dict[str, int] = field(default_factory=dict)
     """Next offset to read on the processing cluster, by '<topic>:<partition>'."""
-    seq_nums: dict[str, int] = field(default_factory=lambda: {})
+    seq_nums: dict[str, int] = field(default_factory=dict)
     """Last private_seqNum written, by SAL topic."""
-    snd_stamps: dict[str, float] = field(default_factory=lambda: {})
+    snd_stamps: dict[str, float] = field(default_factory=dict)
     """Last private_sndStamp written, by SAL topic (TAI, Unix seconds) [second]."""
     log_tokens: float = 0.0
     """logMessage rate limit: tokens left in the bucket."""
@@ -537,9 +537,9 @@ class VisitExpected(Record):
     """Group id of the visit."""
     survey: str = ''
     """Survey of the visit."""
-    pipelines: list[str] = field(default_factory=lambda: [])
+    pipelines: list[str] = field(default_factory=list)
     """Pipelines chosen for the survey; empty means the visit is ignored."""
-    detectors: list[int] = field(default_factory=lambda: [])
+    detectors: list[int] = field(default_factory=list)
     """Active detectors the visit fanned out to."""
     nimages: int = 0
     """Snaps expected per detector; 0 if unknown."""
@@ -565,9 +565,9 @@ class DetectorOutcome(Record):
     """First raw arrival, 0 if none (TAI, Unix seconds) [second]."""
     result_time: float = 0.0
     """When the result was emitted (TAI, Unix seconds) [second]."""
-    exposure_ids: list[int] = field(default_factory=lambda: [])
+    exposure_ids: list[int] = field(default_factory=list)
     """Exposure ids processed."""
-    metrics: dict[str, float] = field(default_factory=lambda: {})
+    metrics: dict[str, float] = field(default_factory=dict)
     """Pipeline metrics."""
 
 
@@ -586,7 +586,7 @@ class VisitProgress(Record):
     """Survey of the visit."""
     expected_known: bool = False
     """Whether the VisitExpected record has arrived."""
-    expected: list[int] = field(default_factory=lambda: [])
+    expected: list[int] = field(default_factory=list)
     """Detectors the visit fanned out to, sorted."""
     ignored: bool = False
     """No pipeline for the survey: every detector gets status ignored."""
@@ -598,7 +598,7 @@ class VisitProgress(Record):
     """When missing detectors time out (TAI, Unix seconds) [second]."""
     first_seen_time: float = 0.0
     """When the gather first heard of the visit (TAI, Unix seconds) [second]."""
-    outcomes: list[DetectorOutcome] = field(default_factory=lambda: [])
+    outcomes: list[DetectorOutcome] = field(default_factory=list)
     """One outcome per detector that has a result, sorted by detector."""
     summary_time: float = 0.0
     """When the summary was emitted; 0 while the visit is in flight (TAI, Unix seconds) [second]."""
@@ -620,11 +620,11 @@ class VisitSummary(Record):
     """Why the summary was emitted: complete, deadline or canceled."""
     detectors_expected: int = 0
     """Detectors the visit fanned out to."""
-    counts: dict[str, int] = field(default_factory=lambda: {})
+    counts: dict[str, int] = field(default_factory=dict)
     """Number of detectors by result status (success, failed, timeout, canceled, ignored)."""
-    failed_detectors: list[int] = field(default_factory=lambda: [])
+    failed_detectors: list[int] = field(default_factory=list)
     """Detectors whose status is failed or timeout."""
-    exposure_ids: list[int] = field(default_factory=lambda: [])
+    exposure_ids: list[int] = field(default_factory=list)
     """Exposure ids processed in the visit, sorted."""
     next_visit_time: float = 0.0
     """nextVisit private_sndStamp (TAI, Unix seconds) [second]."""
@@ -636,9 +636,9 @@ class VisitSummary(Record):
     """Maximum over detectors of first raw to result; NaN if none [second]."""
     next_visit_to_summary: float = 0.0
     """From nextVisit to this summary [second]."""
-    metrics_sum: dict[str, float] = field(default_factory=lambda: {})
+    metrics_sum: dict[str, float] = field(default_factory=dict)
     """Each per-CCD metric summed over the detectors that reported it."""
-    metrics_mean: dict[str, float] = field(default_factory=lambda: {})
+    metrics_mean: dict[str, float] = field(default_factory=dict)
     """Each per-CCD metric averaged over the detectors that reported it."""
     summary_time: float = 0.0
     """When the summary was emitted (TAI, Unix seconds) [second]."""

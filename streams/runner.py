@@ -3,8 +3,8 @@
 Each worker has `pipeline_processes` single-process executors; detector d always goes to
 executor `d mod K`, so its preload and its run share one process and its caches. A detector's
 run waits behind its own preload (an executor runs one task at a time, in order). When a run
-ends, `on_done` receives the result; the agent feeds it back to the detector's own partition,
-so the table is only ever written from within an event.
+ends, `on_done` receives the result; it goes back to the detector's own partition, so the table
+is only ever written by the detector processor. Every method but `busy` runs on the event loop.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -98,15 +99,15 @@ class PipelineRunner:
 
     def _settle(self, key: Key) -> None:
         self.inflight.pop(key, None)
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         self._finished = {k: t for k, t in self._finished.items() if now - t < SETTLE_SECONDS}
         self._finished[key] = now
 
     def busy(self, key: Key) -> bool:
         """Whether this worker runs the detector now, or finished it so recently that its
-        completion may still be on its way back to the table."""
+        completion may still be on its way back to the table (safe from the engine's thread)."""
         finished = self._finished.get(key)
-        recent = finished is not None and asyncio.get_running_loop().time() - finished < SETTLE_SECONDS
+        recent = finished is not None and time.monotonic() - finished < SETTLE_SECONDS
         return key in self.inflight or recent
 
     async def _run(self, key: Key, progress: DetectorProgress) -> None:

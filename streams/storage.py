@@ -46,6 +46,8 @@ class Storage:
         Raises:
             InvalidEventError: a URI outside the data root, a symbolic link out of it, or too large.
             ObjectMissing: no such object (yet).
+            RetriableError: the object store cannot be read for now (an error status, no connection, a timeout,
+                also while the body is read).
         """
         check_uri(uri, self.settings.data_root)
         parts = urlsplit(uri)
@@ -53,15 +55,15 @@ class Storage:
             return self._read_file(Path(unquote(parts.path)), limit)
         try:
             response = self._s3.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+            if response.get("ContentLength", 0) > limit:
+                raise InvalidEventError(f"{uri} is larger than {limit} bytes")
+            data: bytes = response["Body"].read(limit + 1)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchBucket"):
                 raise ObjectMissing(f"{uri} does not exist") from error
             raise RetriableError(f"cannot read {uri}: {error}") from error
         except BotoCoreError as error:
             raise RetriableError(f"cannot read {uri}: {error}") from error
-        if response.get("ContentLength", 0) > limit:
-            raise InvalidEventError(f"{uri} is larger than {limit} bytes")
-        data: bytes = response["Body"].read(limit + 1)
         return data
 
     def _read_file(self, path: Path, limit: int) -> bytes:

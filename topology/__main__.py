@@ -1,10 +1,29 @@
-"""`python -m topology`: print the topics and the processing graph of the current settings."""
+"""`python -m topology`: print the topics and the processing graph of the current settings.
 
-from streams.config import Settings
-from topology.graph import declare_graph, describe_graph
+`--picture` prints the graph as a Mermaid flowchart instead; `--update-readme` writes that picture
+into the README, between its topology markers (a unit test checks that the two agree).
+"""
+
+import argparse
+import sys
+
+from streams.config import PROJECT_ROOT, Settings
+from topology.graph import declare_graph, describe_graph, picture, readme_with_picture
 from topology.topics import declare, describe
 
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--picture", action="store_true", help="print the graph as a Mermaid flowchart")
+parser.add_argument("--update-readme", action="store_true", help="redraw the README's picture from the graph")
+args = parser.parse_args()
 settings = Settings.from_env()
-print(describe(declare(settings)))
-print()
-print(describe_graph(declare_graph(settings), settings.app_id))
+graph = declare_graph(settings)
+if args.update_readme:
+    readme = PROJECT_ROOT / "README.md"
+    readme.write_text(readme_with_picture(readme.read_text(), picture(declare_graph(Settings.from_env({})))))
+elif args.picture:
+    print(picture(graph))
+else:
+    print(describe(declare(settings)))
+    print()
+    print(describe_graph(graph, settings.app_id))
+sys.exit(0)

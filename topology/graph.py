@@ -140,3 +140,15 @@ def picture(graph: Graph) -> str:
             lines.append(f'  {node} --> chile[/"Chile: SAL events, Sasquatch"/]')
     lines.append('  every_processor["every processor"] -.-> dead_letter')
     return "\n".join(lines)
+
+
+BEGIN, END = "<!-- topology picture: python -m topology --update-readme -->", "<!-- end of topology picture -->"
+
+
+def readme_with_picture(readme: str, flowchart: str) -> str:
+    """The README with the flowchart between its markers (the default settings' names)."""
+    head, _, rest = readme.partition(BEGIN)
+    _, found, tail = rest.partition(END)
+    if not found:
+        raise ValueError(f"the README has no {BEGIN!r} ... {END!r} block")
+    return f"{head}{BEGIN}\n```mermaid\n{flowchart}\n```\n{END}{tail}"

@@ -12,7 +12,7 @@ import bisect
 import math
 import statistics
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from streams.core.calibrations import announcement
 from streams.core.metrics import result_metrics, summary_metrics
@@ -76,13 +76,18 @@ def _record(progress: VisitProgress, result: CcdResult) -> tuple[VisitProgress, 
     kept = DetectorOutcome(detector=result.detector, status=result.status, first_raw_time=result.first_raw_time,
                            result_time=result.result_time, exposure_ids=list(result.exposure_ids),
                            metrics=dict(result.metrics))
-    outcomes = list(progress.outcomes)
-    bisect.insort(outcomes, kept, key=_detector)
+    # A new sorted list per outcome keeps the state immutable; copying 189 references is cheap next to the
+    # rest, and detectors mostly arrive in order, so the insertion is at the end.
+    outcomes = progress.outcomes.copy()
+    if outcomes and outcomes[-1].detector > result.detector:
+        bisect.insort(outcomes, kept, key=_detector)
+    else:
+        outcomes.append(kept)
     outputs: list[Output] = [EmitResult(result)]
-    outputs += [EmitMetric(metric) for metric in result_metrics(result)]
+    outputs += map(EmitMetric, result_metrics(result))
     if (product := announcement(result, result.result_time)) is not None:
         outputs.append(EmitCalibration(product))
-    return replace(progress, outcomes=outcomes), outputs
+    return progress.replace(outcomes=outcomes), outputs
 
 
 def _detector(outcome: DetectorOutcome) -> int:
@@ -93,6 +98,12 @@ def _reported(progress: VisitProgress, detector: int) -> bool:
     """Whether the detector has its result (outcomes are sorted by detector)."""
     at = bisect.bisect_left(progress.outcomes, detector, key=_detector)
     return at < len(progress.outcomes) and progress.outcomes[at].detector == detector
+
+
+def _expects(progress: VisitProgress, detector: int) -> bool:
+    """Whether the detector is expected (`expected` is sorted: no scan of up to 189 detectors)."""
+    at = bisect.bisect_left(progress.expected, detector)
+    return at < len(progress.expected) and progress.expected[at] == detector
 
 
 def _complete_if_done(progress: VisitProgress, outputs: list[Output], now: float) -> Step:
@@ -109,7 +120,7 @@ def _complete_if_done(progress: VisitProgress, outputs: list[Output], now: float
 def _summarise(progress: VisitProgress, outputs: list[Output], reason: str, now: float) -> Step:
     summary = summarise(progress, reason, now)
     outputs = [*outputs, EmitSummary(summary), *(EmitMetric(m) for m in summary_metrics(summary))]
-    return replace(progress, summary_time=now), outputs
+    return progress.replace(summary_time=now), outputs
 
 
 def summarise(progress: VisitProgress, reason: str, now: float) -> VisitSummary:
@@ -146,9 +157,9 @@ def on_expected(state: VisitProgress | None, expected: VisitExpected, now: float
     if progress.summary_time:
         return progress, []
     if progress.expected_known:
-        return replace(progress, deadline=max(progress.deadline, expected.deadline)), []
-    progress = replace(
-        progress, survey=expected.survey, expected_known=True, expected=sorted(set(expected.detectors)),
+        return progress.replace(deadline=max(progress.deadline, expected.deadline)), []
+    progress = progress.replace(
+        survey=expected.survey, expected_known=True, expected=sorted(set(expected.detectors)),
         ignored=not expected.pipelines, nimages=expected.nimages, next_visit_time=expected.next_visit_time,
         deadline=expected.deadline,
     )
@@ -168,10 +179,10 @@ def on_outcome(state: VisitProgress | None, result: CcdResult, now: float) -> St
     progress = state or _empty(result.instrument, result.group_id, now)
     if progress.summary_time or _reported(progress, result.detector):
         return progress, []
-    if progress.expected_known and result.detector not in progress.expected:
+    if progress.expected_known and not _expects(progress, result.detector):
         return progress, []
     if not progress.survey:
-        progress = replace(progress, survey=result.survey, next_visit_time=result.next_visit_time)
+        progress = progress.replace(survey=result.survey, next_visit_time=result.next_visit_time)
     progress, outputs = _record(progress, result)
     return _complete_if_done(progress, outputs, now)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import mode
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from streams import logs
 from streams.clock import tai_now
@@ -48,6 +48,8 @@ from streams.record import Record
 from streams.records import DeadLetter
 from streams.registry import ConfluentRegistry
 from streams.runtime import local_state
+from streams.runtime.clients import Clients, ConsumerApi, KafkaClients, ProducerApi
+from streams.runtime.standby import Standby
 from streams.runtime.store import PartitionStore
 from streams.web import metrics
 from topology.graph import ProcessorSpec
@@ -62,8 +64,10 @@ TRANSACTION_TIMEOUT_MS = 10_000
 CALL_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000  # waiting longer is pointless: the broker aborts the transaction
 COMMIT_STALL_S = 3 * CALL_TIMEOUT_S
 RESTORE_TIMEOUT_S = 60.0
-RETRY_PAUSE_S = 2.0
-"""After a transient failure (storage, APDB), the batch is consumed again after this pause."""
+RETRY_PAUSE_S = 0.5
+MAX_RETRY_PAUSE_S = 30.0
+"""After a transient failure (registry, storage, APDB), the batch is consumed again after a pause that
+starts at RETRY_PAUSE_S and doubles up to MAX_RETRY_PAUSE_S while the failure lasts."""
 
 Row = TypeVar("Row", bound=Record)
 
@@ -86,6 +90,14 @@ class Batch(Generic[Row]):
         return bool(self.records or self.changes or self.consumed)
 
 
+@dataclass
+class Outgoing:
+    """A batch encoded: (topic, key, value, partition or -1 for the key's) and changelog rows by partition."""
+
+    records: list[tuple[str, bytes | None, bytes, int]]
+    changelog: dict[int, dict[bytes, bytes | None]]
+
+
 class UndeclaredOutputError(RuntimeError):
     """A processor tried to write a topic its declaration in `topology/graph.py` does not name (a bug)."""
 
@@ -104,18 +116,26 @@ class TransactionalProcessor(Generic[Row]):
         self.inputs = list(spec.inputs)
         self.changelog: TopicSpec | None = changelog_topic(settings, spec.table) if spec.table else None
         self.codec = Codec(ConfluentRegistry(settings.registry_config()))
+        self.clients: Clients = KafkaClients()
+        """Where its consumers and producers come from (a test driver puts an in-memory broker's here)."""
+        self.clock: Callable[[], float] = tai_now
+        """The time a batch is processed at (a test driver sets it)."""
         self.policy = settings.policy()
         self.rows: dict[int, dict[str, Row]] = {}
         """The table: partition -> key -> row, as committed."""
         self.stores: dict[int, PartitionStore] = {}
-        self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
+        self._consumer: ConsumerApi | None = None
+        self._producer: ProducerApi | None = None
         self._last_tick = 0.0
         self._delivered: dict[int, int] = {}
         self.assigned = False
         """Whether the group gave this processor its partitions at least once (readiness)."""
         self.lags: dict[tuple[str, str, int], int] = {}
         """(group, topic, partition) -> messages not yet consumed, refreshed every tick (read by /metrics)."""
+        self.pause = RETRY_PAUSE_S
+        """How long the next transient failure waits before the batch is consumed again."""
+        self.standby: Standby | None = None
+        """Warm copies of the table partitions this worker does not own (with standby replicas)."""
         self.committing_since = 0.0
         """When the transaction being committed began (monotonic; 0: none), for `ProcessorService`'s watchdog."""
 
@@ -139,15 +159,15 @@ class TransactionalProcessor(Generic[Row]):
         """These partitions were assigned and their rows restored; nothing by default."""
 
     # -- set-up ----------------------------------------------------------------------------------
-    def _clients(self) -> tuple[Consumer, Producer]:
+    def _clients(self) -> tuple[ConsumerApi, ProducerApi]:
         base = self.settings.kafka_config()
-        consumer = Consumer(base | {
+        consumer = self.clients.consumer(base | {
             "group.id": self.group, "isolation.level": "read_committed",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
             "max.poll.interval.ms": 120_000,
         })
-        producer = Producer(base | {
+        producer = self.clients.producer(base | {
             "transactional.id": f"{self.group}-{self.settings.worker}",
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "linger.ms": 2,
         })
@@ -155,47 +175,85 @@ class TransactionalProcessor(Generic[Row]):
 
     def run(self, stop: threading.Event) -> None:
         """Process until `stop` is set; a fatal Kafka error propagates (the worker then stops)."""
-        consumer, producer = self._consumer, self._producer = self._clients()
-        producer.init_transactions(30)  # also aborts what a previous run of this worker left open
-        consumer.subscribe([spec.name for spec in self.inputs],
-                           on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        consumer = self._start_clients()
         try:
             while not stop.is_set():
-                messages = consumer.consume(BATCH, POLL_SECONDS)
-                batch = self._transform(messages, tai_now())
-                if batch.retry is not None:
-                    log.warning("%s: %s; the batch will be consumed again in %.0f s", self.name, batch.retry,
-                                RETRY_PAUSE_S)
-                    self._rewind(consumer)
-                    stop.wait(RETRY_PAUSE_S)
-                    continue
-                if batch:
-                    self._commit(batch)
-                if batch.ticked:
-                    self.lags = self._lags(consumer)
+                if not self._cycle(consumer):
+                    stop.wait(self.pause)
+                    self.pause = min(2 * self.pause, MAX_RETRY_PAUSE_S)
         finally:
-            consumer.close()
-            for store in self.stores.values():
-                store.close()
+            self._stop_clients(consumer)
+
+    def _start_clients(self) -> ConsumerApi:
+        """Make the clients and join the group (partitions are assigned during the first `consume`)."""
+        consumer, producer = self._consumer, self._producer = self._clients()
+        producer.init_transactions(30)  # also aborts what a previous run of this worker left open
+        if self.changelog is not None and self.settings.standby_replicas > 0:
+            self.standby = Standby(self.settings, self.clients, self.group, self.changelog.name, self.store_path)
+        consumer.subscribe([spec.name for spec in self.inputs],
+                           on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        return consumer
+
+    def _cycle(self, consumer: ConsumerApi) -> bool:
+        """Consume a batch, transform it, commit it; False after a transient failure (consume it again later)."""
+        messages = consumer.consume(BATCH, POLL_SECONDS)
+        batch = self._transform(messages, self.clock())
+        outgoing = None
+        if batch.retry is None and batch:
+            try:  # before the transaction: a registry that does not answer is transient too
+                outgoing = self._encode(batch)
+            except (RetriableError, RegistryError) as transient:
+                batch.retry = transient
+        if batch.retry is not None:
+            log.warning("%s: %s; the batch will be consumed again in %.1f s", self.name, batch.retry, self.pause)
+            self._rewind(consumer)
+            return False
+        self.pause = RETRY_PAUSE_S
+        if outgoing is not None:
+            self._commit(batch, outgoing)
+        elif batch.notes:  # nothing to commit, only effects outside Kafka (a re-dispatch)
+            self.committed(batch, self.clock())
+        if self.standby is not None:
+            self.standby.poll()
+        if batch.ticked:
+            self.lags = self._lags(consumer)
+        return True
+
+    def _stop_clients(self, consumer: ConsumerApi) -> None:
+        """Leave the group (its partitions are revoked) and close the tables' databases."""
+        consumer.close()
+        for store in self.stores.values():
+            store.close()
+        if self.standby is not None:
+            self.standby.close()
 
     # -- rebalance -------------------------------------------------------------------------------
     def _partitions(self, tps: list[TopicPartition]) -> set[int]:
         return {tp.partition for tp in tps if tp.topic == self.inputs[0].name}
 
-    def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: ConsumerApi, tps: list[TopicPartition]) -> None:
         partitions = sorted(self._partitions(tps))
+        if self.standby is not None:
+            self.standby.release(set(partitions))
         self._restore(partitions)
+        self._follow_the_rest()
         self.assigned = True
         self.restored(partitions)
         log.info("%s: assigned partitions %s (%d rows)", self.name, sorted(self.rows),
                  sum(len(rows) for rows in self.rows.values()))
 
-    def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: ConsumerApi, tps: list[TopicPartition]) -> None:
         for partition in self._partitions(tps):
             self.rows.pop(partition, None)
             store = self.stores.pop(partition, None)
             if store is not None:
                 store.close()
+        self._follow_the_rest()
+
+    def _follow_the_rest(self) -> None:
+        """Keep a standby copy of every table partition this worker does not own."""
+        if self.standby is not None and self.spec.table is not None:
+            self.standby.follow(set(range(self.spec.table.partitions)) - set(self.stores))
 
     def _restore(self, partitions: list[int]) -> None:
         """Load each partition's rows from RocksDB, then replay its changelog from the checkpoint."""
@@ -207,7 +265,7 @@ class TransactionalProcessor(Generic[Row]):
         rows = {p: {key.decode(): self.codec.decode(value, self.row_type) for key, value in store.items()}
                 for p, store in stores.items()}
         changes: dict[int, dict[bytes, bytes | None]] = {p: {} for p in partitions}
-        reader = Consumer(self.settings.kafka_config() | {
+        reader = self.clients.consumer(self.settings.kafka_config() | {
             "group.id": f"{self.group}-restore", "isolation.level": "read_committed",
             "enable.auto.commit": False, "enable.partition.eof": True,
         })
@@ -248,7 +306,7 @@ class TransactionalProcessor(Generic[Row]):
         """Where each partition's changelog replay starts; a copy the changelog cannot continue is cleared."""
         assert self.changelog is not None
         changelog = self.changelog.name
-        marks = local_state.watermarks(self.settings, [(changelog, p) for p in stores])
+        marks = self.clients.watermarks(self.settings, [(changelog, p) for p in stores])
         points = {}
         for p, store in stores.items():
             low, high = marks[(changelog, p)]
@@ -298,7 +356,7 @@ class TransactionalProcessor(Generic[Row]):
         return batch
 
     def _guarded(self, batch: Batch[Row], message: Message, now: float) -> None:
-        """Apply one message; its failure becomes the outcome its type calls for (as `streams.edge` does)."""
+        """Apply one message; its failure becomes the outcome its type calls for."""
         where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
         with logs.labelled():
             try:
@@ -319,30 +377,40 @@ class TransactionalProcessor(Generic[Row]):
                            message.key(), message.value(), error, self.name, now)
 
     # -- commit ----------------------------------------------------------------------------------
-    def _commit(self, batch: Batch[Row]) -> None:
+    def _encode(self, batch: Batch[Row]) -> Outgoing:
+        """Every record and changelog row of the batch as bytes, checked against the processor's declaration."""
+        records: list[tuple[str, bytes | None, bytes, int]] = []
+        for spec, record_key, record in batch.records:
+            if not self.spec.may_write(spec.name):
+                raise UndeclaredOutputError(f"{self.name} may not write {spec.name}: topology/graph.py does not "
+                                            "declare it")
+            if isinstance(record, bytes):  # encoded by the processor, spread by key
+                records.append((spec.name, record_key, record, -1))
+            else:
+                records.append((spec.name, record_key, self.codec.encode(spec.name, record),
+                                spec.partition_of(record)))
+        changelog: dict[int, dict[bytes, bytes | None]] = {}
+        for partition, changes in batch.changes.items():
+            assert self.changelog is not None, f"{self.name} has no table to change"
+            changelog[partition] = {row.encode(): None if state is None else self.codec.encode(self.changelog.name,
+                                                                                                state)
+                                    for row, state in changes.items()}
+        return Outgoing(records, changelog)
+
+    def _commit(self, batch: Batch[Row], outgoing: Outgoing) -> None:
         consumer, producer = self._consumer, self._producer
         assert consumer is not None and producer is not None
         self._delivered = {}
         self.committing_since = time.monotonic()
+        encoded = outgoing.changelog
         try:
             producer.begin_transaction()
-            for spec, record_key, record in batch.records:
-                if not self.spec.may_write(spec.name):
-                    raise UndeclaredOutputError(f"{self.name} may not write {spec.name}: topology/graph.py does not "
-                                           "declare it")
-                if isinstance(record, bytes):  # encoded by the processor, spread by key
-                    producer.produce(spec.name, key=record_key, value=record)
-                else:
-                    producer.produce(spec.name, key=record_key, value=self.codec.encode(spec.name, record),
-                                     partition=spec.partition_of(record))
-            encoded: dict[int, dict[bytes, bytes | None]] = {}
-            for partition, changes in batch.changes.items():
-                assert self.changelog is not None, f"{self.name} has no table to change"
-                rows = encoded[partition] = {}
-                for row, state in changes.items():
-                    value = rows[row.encode()] = None if state is None else self.codec.encode(self.changelog.name,
-                                                                                               state)
-                    producer.produce(self.changelog.name, key=row.encode(), value=value, partition=partition,
+            for topic, record_key, value, partition in outgoing.records:
+                producer.produce(topic, key=record_key, value=value, partition=partition)
+            for partition, rows in encoded.items():
+                assert self.changelog is not None
+                for key, row in rows.items():
+                    producer.produce(self.changelog.name, key=key, value=row, partition=partition,
                                      on_delivery=self._on_changelog_delivery)
             if batch.consumed:
                 positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
@@ -385,7 +453,8 @@ class TransactionalProcessor(Generic[Row]):
         for _spec, _key, record in batch.records:
             if isinstance(record, DeadLetter):
                 metrics.DEAD_LETTERS.labels(self.name).inc()
-        self.committed(batch, tai_now())
+        metrics.PROCESSED.labels(self.name).inc(batch.consumed)
+        self.committed(batch, self.clock())
         for partition, changes in batch.changes.items():
             rows = self.rows.setdefault(partition, {})
             for key, state in changes.items():
@@ -397,12 +466,12 @@ class TransactionalProcessor(Generic[Row]):
             if store is not None:
                 store.apply(encoded[partition], self._delivered.get(partition, store.checkpoint))
 
-    def _rewind(self, consumer: Consumer) -> None:
+    def _rewind(self, consumer: ConsumerApi) -> None:
         """Seek back to the committed offsets, so an aborted batch is consumed again."""
         for tp in consumer.committed(consumer.assignment(), 30):
             consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
 
-    def _lags(self, consumer: Consumer) -> dict[tuple[str, str, int], int]:
+    def _lags(self, consumer: ConsumerApi) -> dict[tuple[str, str, int], int]:
         lags = {}
         for tp in consumer.position(consumer.assignment()):
             _low, high = consumer.get_watermark_offsets(tp, cached=True)

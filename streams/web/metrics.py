@@ -10,6 +10,9 @@ computed when scraped.
 
 from __future__ import annotations
 
+import bisect
+import math
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
 
 import faust
@@ -29,6 +32,8 @@ SUMMARIES = Counter("prompt_streams_visit_summaries", "Visit summaries committed
                     ["instrument", "reason"], registry=REGISTRY)
 DEAD_LETTERS = Counter("prompt_streams_dead_letters", "Events sent to the dead-letter topic, by agent.",
                        ["agent"], registry=REGISTRY)
+PROCESSED = Counter("prompt_streams_records_processed", "Input records each processor consumed, in committed batches.",
+                    ["processor"], registry=REGISTRY)
 DISPATCH_LATENCY = Histogram(
     "prompt_streams_dispatch_latency_seconds",
     "From the raw that completed a detector's snaps (or its image deadline) to its pipeline's dispatch.",
@@ -46,6 +51,29 @@ RAW_TO_ALERTS = Histogram(
     "prompt_streams_raw_to_alerts_seconds",
     "From a detector's first raw to its alerts' commit on the alert stream (the budget is 60 s from shutter close).",
     buckets=SECONDS, registry=REGISTRY)
+
+
+def observe_many(histogram: Histogram, amounts: list[float]) -> None:
+    """`histogram.observe` of each amount, with one locked increment per bucket instead of two per amount (the
+    gather observes two per result, thousands per second). Reads prometheus_client's private bucket list:
+    if it is not there, it observes one by one."""
+    if not amounts:
+        return
+    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None:
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = Tally(bisect.bisect_left(bounds, amount) for amount in amounts if not math.isnan(amount))
+    for at, count in counts.items():
+        buckets[at].inc(count)
+    total.inc(sum(amounts))
+
+
+def count_by(counter: Counter, tally: Mapping[tuple[str, ...], int]) -> None:
+    """Add each label set's count to `counter`: one locked increment per label set."""
+    for labels, count in tally.items():
+        counter.labels(*labels).inc(count)
 
 
 def observe_dispatch(progress: DetectorProgress) -> None:

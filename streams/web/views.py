@@ -24,7 +24,6 @@ from typing import Any
 import aiohttp
 import faust
 from faust import web
-from faust.types import TableT
 
 from streams.clock import tai_now
 from streams.core.visit_view import WorkerSlice, overview, visit_view
@@ -41,11 +40,14 @@ PEER_TIMEOUT = aiohttp.ClientTimeout(total=10)
 class Sources:
     """Where a worker's state lives: its detector table, its pipeline runner, its gather and its SAL intake."""
 
-    detectors: TableT[bytes, bytes]
+    detectors: Callable[[str], list[DetectorProgress]]
+    """This worker's detector rows whose key starts with a prefix."""
     runner: PipelineRunner
     gather: Callable[[], GatherProcessor | None]
     expected: Callable[[], list[VisitExpected]]
     decode: Callable[[bytes, type[Any]], Any]
+    unassigned: Callable[[], list[str] | None]
+    """The processors that have no assignment yet (None: not running yet)."""
 
 
 def local_visits(sources: Sources) -> dict[str, list[dict[str, Any]]]:
@@ -62,12 +64,10 @@ def _lean(progress: VisitProgress) -> VisitProgress:
 
 def local_visit(sources: Sources, instrument: str, group: str) -> dict[str, Any]:
     """This worker's slice of one visit: its detector rows, the preloads it runs, its gather row."""
-    prefix = (visit_key(instrument, group) + SEPARATOR).encode()
-    rows: list[DetectorProgress] = [sources.decode(value, DetectorProgress)
-                                    for key, value in list(sources.detectors.items())
-                                    if key.startswith(prefix) and value is not None]
+    prefix = visit_key(instrument, group) + SEPARATOR
+    rows = sources.detectors(prefix)
     preloading = sorted(int(key.rsplit(SEPARATOR, 1)[1]) for key in sources.runner.preloading()
-                        if key.startswith(prefix.decode()))
+                        if key.startswith(prefix))
     gather = sources.gather()
     progress = None
     if gather is not None:
@@ -105,18 +105,12 @@ async def ask_all(app: faust.App, path: str, here: Callable[[], Any]) -> tuple[l
     return [answer for answer in answers if not isinstance(answer, BaseException)], failures
 
 
-def readiness(app: faust.App, gather: GatherProcessor | None) -> list[str]:
-    """Why the worker is not ready to serve (empty: ready)."""
-    reasons = []
-    if gather is None:
-        reasons.append("starting: the pipelines and the gather processor are not running yet")
-    elif not gather.assigned:
-        reasons.append("the gather processor has no assignment yet")
-    if app.rebalancing:
-        reasons.append("rebalancing")
-    if app.in_recovery:
-        reasons.append("recovering tables")
-    return reasons
+def readiness(app: faust.App, unassigned: list[str] | None) -> list[str]:
+    """Why the worker is not ready to serve (empty: ready); `unassigned` names the processors without an
+    assignment yet (None: they are not running yet)."""
+    if unassigned is None:
+        return ["starting: the pipelines and the processors are not running yet"]
+    return [f"the {name} processor has no assignment yet" for name in unassigned]
 
 
 def register(app: faust.App, sources: Sources) -> None:
@@ -161,6 +155,6 @@ def register(app: faust.App, sources: Sources) -> None:
     @app.page("/ready/")
     async def ready(self: web.View, request: web.Request) -> web.Response:
         """Whether the worker consumes and its gather is assigned."""
-        reasons = readiness(app, sources.gather())
+        reasons = readiness(app, sources.unassigned())
         return self.json({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
 

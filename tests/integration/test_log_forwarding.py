@@ -40,7 +40,7 @@ def test_an_error_storm_is_rate_limited_and_reported(settings: Settings) -> None
     ensure_topics(settings, [spec])
     codec = Codec(ConfluentRegistry(settings.registry_config()))
     forwarder = log_forwarding.install(settings, spec, codec)
-    log = logging.getLogger("streams.agents.detector")
+    log = logging.getLogger("streams.processors.detector")
     started = time.monotonic()
     try:
         log.info("not forwarded: below WARNING")

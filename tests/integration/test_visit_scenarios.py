@@ -243,6 +243,6 @@ def test_worker_warnings_reach_the_log_messages_topic(run: Run) -> None:
     dead = [m for m in run.log_messages if "dead letter from" in m.message]
     assert dead and len(dead) + sum(m.suppressed for m in run.log_messages) >= len(run.dead_letters), \
         "each dead letter's warning is forwarded or counted as suppressed"
-    assert {m.name for m in dead} == {"streams.edge", "streams.runtime.engine"}, "agents' and processors' letters"
+    assert {m.name for m in dead} == {"streams.runtime.engine"}, "every processor's letters come from the engine"
     assert all(m.level == 30 and m.worker == "w1" and m.line_number > 0 for m in dead)
     assert all(m.level >= 30 for m in run.log_messages)

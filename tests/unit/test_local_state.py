@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rocksdict import Options, Rdict
-
-from streams.runtime.local_state import FAUST_OFFSET_KEY, faust_partitions, invalid
+from streams.runtime.local_state import invalid
 from streams.runtime.store import PartitionStore
 
 
@@ -21,18 +19,6 @@ def test_a_copy_ahead_of_or_before_its_changelog_is_refused_with_a_reason() -> N
     """Past the end: the topic was recreated; before the start: records it lacks are gone."""
     assert "recreated" in (invalid(12, 0, 0) or "")
     assert "gone" in (invalid(2, 5, 9) or "")
-
-
-def test_faust_tables_on_disk_are_found_with_their_positions(tmp_path: Path) -> None:
-    """`<table>-<n>.db` folders with faust's offset key give position offset + 1; without it, 0."""
-    for name, offset in (("detectors-0.db", b"41"), ("detectors-3.db", None), ("visits-0.db", b"0")):
-        db = Rdict(str(tmp_path / name), Options(raw_mode=True))
-        if offset is not None:
-            db[FAUST_OFFSET_KEY] = offset
-        db.close()
-    found = faust_partitions(tmp_path, {"detectors": "app-detectors-changelog", "visits": "app-visits-changelog"})
-    assert {(p.changelog, p.partition, p.position) for p in found} == {
-        ("app-detectors-changelog", 0, 42), ("app-detectors-changelog", 3, 0), ("app-visits-changelog", 0, 1)}
 
 
 def test_a_cleared_store_has_no_rows_and_starts_from_zero(tmp_path: Path) -> None:

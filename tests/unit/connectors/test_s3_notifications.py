@@ -1,27 +1,27 @@
 """Bucket notifications, record by record: parsing and checking (the pure core), then sidecar reads against
-moto's in-process S3 and what the agent sends (a stand-in context: no Kafka)."""
+moto's in-process S3 and what the processor stages (its `apply` on stand-in messages: no Kafka)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from connectors import s3_notifications
 from connectors.s3_notifications import (
+    NAME,
     Ignored,
     RawObject,
+    S3Notifications,
     arrival,
     check_record,
-    deliver,
     part_dead_letter,
     raw_object,
     records_of,
@@ -31,9 +31,13 @@ from connectors.s3_notifications import (
 from streams.config import Settings
 from streams.core.arrivals import check_raw
 from streams.core.instruments import parse_instruments
-from streams.errors import InvalidEventError, SchemaMismatchError, WireFormatError
+from streams.errors import InvalidEventError, RetriableError, SchemaMismatchError, WireFormatError
 from streams.records import DeadLetter, RawImageAvailable
-from streams.storage import Storage
+from streams.runtime.engine import Batch
+from streams.storage import ObjectMissing, Storage
+from streams.web import metrics
+from tests.unit.fake_kafka import FakeMessage, offline
+from topology.graph import declare_graph
 from topology.keys import snap_key
 
 BUCKET = "rubin-summit"
@@ -168,7 +172,7 @@ def test_the_dead_letter_of_a_record_says_which_and_why() -> None:
     assert isinstance(part.outcome, InvalidEventError)
     letter = part_dead_letter("prompt.s3-notifications", 2, 41, b"k", part, part.outcome, 5.0)
     assert (letter.topic, letter.partition, letter.offset, letter.key) == ("prompt.s3-notifications", 2, 41, b"k")
-    assert letter.error_class == "InvalidEventError" and letter.agent == "s3_notifications"
+    assert letter.error_class == "InvalidEventError" and letter.agent == "s3-notifications"
     assert letter.reason.startswith("record 2 of 2: bucket 'elsewhere' is not one of PROMPT_STREAMS_RAW_BUCKETS")
     assert json.loads(letter.value or b"") == {"Records": [bad]}
 
@@ -184,10 +188,11 @@ def test_sidecar_gives_group_and_snap() -> None:
             arrival(raw, sidecar, 1.0)
 
 
-# -- the shell: sidecar reads, and what the agent sends --------------------------------------------
+# -- the shell: sidecar reads, and what the processor stages ---------------------------------------
 def settings(**changes: Any) -> Settings:
     """Default settings (the raw bucket included), one sidecar try, S3 credentials moto accepts."""
-    return replace(Settings.from_env({}), sidecar_attempts=1, s3_access_key="test", s3_secret_key="test", **changes)
+    return replace(Settings.from_env({}), **{"sidecar_attempts": 1, "s3_access_key": "test", "s3_secret_key": "test"}
+                   | changes)
 
 
 def accept(found: RawImageAvailable) -> None:
@@ -204,8 +209,8 @@ def test_no_request_is_made_for_a_bucket_not_configured() -> None:
         read.append(uri)
         return json.dumps({"GROUPID": GROUP}).encode()
 
-    parts = asyncio.run(resolve(notification(record(bucket="attacker-bucket"), record(), record(bucket=7)),
-                                settings(), reader, accept))
+    parts = resolve(notification(record(bucket="attacker-bucket"), record(), record(bucket=7)), settings(), reader,
+                    accept)
     assert read == [f"s3://{BUCKET}/{sidecar_of(KEY)}"]
     assert [type(part.outcome) for part in parts] == [InvalidEventError, RawImageAvailable, SchemaMismatchError]
 
@@ -227,8 +232,8 @@ def test_sidecars_are_read_from_s3_record_by_record(s3: Any) -> None:
                             KEY.replace("R22_S11", "R00_S11"))
     s3.put_object(Bucket=BUCKET, Key=sidecar_of(KEY), Body=json.dumps({"GROUPID": GROUP, "CURINDEX": 1}))
     s3.put_object(Bucket=BUCKET, Key=sidecar_of(bad), Body=b'{"CURINDEX": 1}')
-    parts = asyncio.run(resolve(notification(record(lacking), record(bad), record(), record(corner)),
-                                settings(), Storage(settings()).read, accept))
+    parts = resolve(notification(record(lacking), record(bad), record(), record(corner)), settings(),
+                    Storage(settings()).read, accept)
     outcomes = [part.outcome for part in parts]
     assert isinstance(outcomes[0], InvalidEventError) and "sidecar of" in str(outcomes[0])
     assert isinstance(outcomes[1], InvalidEventError) and "GROUPID" in str(outcomes[1])
@@ -237,40 +242,130 @@ def test_sidecars_are_read_from_s3_record_by_record(s3: Any) -> None:
     assert isinstance(outcomes[3], InvalidEventError) and "R00_S11" in str(outcomes[3])
 
 
-class StandInContext:
-    """What `deliver` uses of a worker's context: the topics, and a send that records instead of producing."""
+def test_a_sidecar_that_comes_late_is_read_on_a_later_try(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storage may notify a raw before its sidecar: each try waits RETRY_SECONDS; the last one gives up."""
+    waits: list[float] = []
+    monkeypatch.setattr(s3_notifications.time, "sleep", waits.append)
+    tries: list[str] = []
 
-    def __init__(self) -> None:
-        self.topics = SimpleNamespace(raw_image_available="raw-image-available", dead_letter="dead-letter")
-        self.sent: list[tuple[str, Any, Any]] = []
+    def late(uri: str) -> bytes:
+        tries.append(uri)
+        if len(tries) < 3:
+            raise ObjectMissing(f"{uri} does not exist")
+        return json.dumps({"GROUPID": GROUP}).encode()
 
-    async def send(self, spec: str, key: Any, record: Any) -> None:
-        """Record what would be produced."""
-        self.sent.append((spec, key, record))
+    [part] = resolve(notification(record()), settings(sidecar_attempts=3), late, accept)
+    assert isinstance(part.outcome, RawImageAvailable) and len(tries) == 3
+    assert waits == [s3_notifications.RETRY_SECONDS] * 2
+    tries.clear()
+    [part] = resolve(notification(record()), settings(sidecar_attempts=2), late, accept)
+    assert isinstance(part.outcome, InvalidEventError) and "not found after 2 tries" in str(part.outcome)
 
 
-def test_the_agent_sends_each_arrival_and_each_dead_letter_and_logs_them(caplog: pytest.LogCaptureFixture) -> None:
+def test_storage_down_is_no_records_fault() -> None:
+    """An S3 5xx, a refused connection or a timeout (RetriableError from the storage) is raised, not a dead
+    letter: the whole notification is read again later."""
+    def down(uri: str) -> bytes:
+        raise RetriableError(f"cannot read {uri}: 503 Slow Down")
+
+    with pytest.raises(RetriableError, match="503"):
+        resolve(notification(record(bucket="elsewhere"), record()), settings(), down, accept)
+
+
+# -- the processor: its apply on stand-in messages ------------------------------------------------------
+class Sidecars(Storage):
+    """Storage holding these sidecars (by URI), or down when `down` is set."""
+
+    def __init__(self, config: Settings, sidecars: dict[str, bytes], down: bool = False) -> None:
+        super().__init__(config)
+        self.sidecars, self.down = sidecars, down
+
+    def read(self, uri: str, limit: int = 0) -> bytes:
+        """The sidecar's bytes."""
+        if self.down:
+            raise RetriableError(f"cannot read {uri}: connection refused")
+        if uri not in self.sidecars:
+            raise ObjectMissing(f"{uri} does not exist")
+        return self.sidecars[uri]
+
+
+def processor(down: bool = False) -> S3Notifications:
+    """The processor, offline, with the project's instruments and one sidecar in its storage."""
+    config = settings()
+    made = offline(S3Notifications(config, parse_instruments(Path(config.instruments_file).read_text())))
+    made.storage = Sidecars(config, {f"s3://{BUCKET}/{sidecar_of(KEY)}": json.dumps({"GROUPID": GROUP}).encode()},
+                            down)
+    return made
+
+
+def message(payload: bytes, offset: int = 7) -> FakeMessage:
+    """A notification as consumed from the connector's topic."""
+    return FakeMessage(declare_graph(settings()).s3_notifications.inputs[0].name, payload, b"n", 0, offset)
+
+
+def test_the_processor_is_the_one_the_graph_declares() -> None:
+    """Its dead letters and metrics name the processor of topology/graph.py."""
+    assert NAME == declare_graph(settings()).s3_notifications.name == processor().name
+
+
+def test_the_processor_stages_each_arrival_and_each_dead_letter_and_logs_them(
+        caplog: pytest.LogCaptureFixture) -> None:
     """Arrivals go to their detector's partition; every refused record is its own dead letter and log line;
     a record not for us is a log line."""
     payload = notification(record(), record(bucket=5), record("LSSTCam/../secret.fits"), record("LSSTCam/x.txt"))
-    raw = raw_object(BUCKET, KEY, 123)
-    assert raw is not None
-    parts = triage(payload, BUCKETS, 100)
-    parts[0] = replace(parts[0], outcome=arrival(raw, json.dumps({"GROUPID": GROUP}).encode(), 1.0))
-    context = StandInContext()
-    event = SimpleNamespace(message=SimpleNamespace(topic="prompt.s3-notifications", partition=0, offset=7,
-                                                    key=b"n", value=payload))
+    s3 = processor()
     with caplog.at_level(logging.INFO, logger="connectors.s3_notifications"):
-        asyncio.run(deliver(context, event, parts))  # type: ignore[arg-type]
-    assert [(spec, key) for spec, key, _ in context.sent] == [
-        ("raw-image-available", snap_key("LSSTCam", GROUP, 94, 0)), ("dead-letter", b"n"), ("dead-letter", b"n")]
-    letters = [letter for _, _, letter in context.sent[1:]]
-    assert all(isinstance(letter, DeadLetter) for letter in letters)
-    assert [letter.error_class for letter in letters] == ["SchemaMismatchError", "InvalidEventError"]
-    assert letters[1].reason.startswith("record 3 of 4: key 'LSSTCam/../secret.fits' is not a plain relative path")
+        batch = s3._transform([message(payload)], 1.0)  # type: ignore[list-item]
+    assert batch.retry is None and batch.consumed == 1 and not batch.changes
+    topics = s3.topics
+    assert [(spec.name, key) for spec, key, _ in batch.records] == [
+        (topics.raw_image_available.name, snap_key("LSSTCam", GROUP, 94, 0).encode()),
+        (topics.dead_letter.name, b"n"), (topics.dead_letter.name, b"n")]
+    found = batch.records[0][2]
+    assert isinstance(found, RawImageAvailable) and (found.group_id, found.detector, found.snap) == (GROUP, 94, 0)
+    letters = [letter for _, _, letter in batch.records[1:]]
+    assert all(isinstance(letter, DeadLetter) and letter.agent == NAME for letter in letters)
+    assert [letter.error_class for letter in letters] == ["SchemaMismatchError", "InvalidEventError"]  # type: ignore[union-attr]
+    assert letters[1].reason.startswith(  # type: ignore[union-attr]
+        "record 3 of 4: key 'LSSTCam/../secret.fits' is not a plain relative path")
     messages = [r.getMessage() for r in caplog.records]
     assert any("dead letter from prompt.s3-notifications[0]@7, record 2 of 4: SchemaMismatchError" in m
                for m in messages)
     assert any("record 3 of 4: InvalidEventError" in m for m in messages)
     assert any("ignored prompt.s3-notifications[0]@7, record 4 of 4" in m for m in messages)
 
+
+def test_a_payload_that_is_no_notification_is_one_dead_letter_of_the_engine() -> None:
+    """Not even a Records list: the engine dead-letters the whole input, in the processor's name."""
+    batch = processor()._transform([message(b"{}")], 1.0)  # type: ignore[list-item]
+    [(spec, key, letter)] = batch.records
+    assert spec.name == processor().topics.dead_letter.name and key == b"n"
+    assert isinstance(letter, DeadLetter) and letter.agent == NAME and letter.error_class == "WireFormatError"
+
+
+def test_storage_down_retries_the_batch_and_dead_letters_nothing() -> None:
+    """A batch whose sidecar cannot be read for now is consumed again later, nothing of it committed."""
+    batch = processor(down=True)._transform([message(notification(record(bucket="elsewhere"))),
+                                             message(notification(record()), 8)], 1.0)  # type: ignore[list-item]
+    assert isinstance(batch.retry, RetriableError) and "connection refused" in str(batch.retry)
+
+
+def dead_letters_counted() -> float:
+    """The processor's dead letters counted by this process so far."""
+    return metrics.REGISTRY.get_sample_value("prompt_streams_dead_letters_total", {"agent": NAME}) or 0.0
+
+
+def test_each_dead_letter_is_counted_once_when_committed() -> None:
+    """The engine counts the dead letters a batch produced after its commit; the processor adds no count."""
+    s3 = processor()
+    batch = s3._transform([message(notification(record(bucket=5), record(), record(bucket="elsewhere"))),
+                           message(b"[]", 8)], 1.0)  # type: ignore[list-item]
+    before = dead_letters_counted()
+    s3._apply(batch, {})
+    assert dead_letters_counted() - before == 3 == sum(isinstance(r, DeadLetter) for _, _, r in batch.records)
+
+
+def test_an_empty_batch_is_nothing_to_commit() -> None:
+    """A notification of ignored records only stages nothing but its offset."""
+    batch: Batch[Any] = processor()._transform([message(notification(record(sidecar_of(KEY))))], 1.0)  # type: ignore[list-item]
+    assert not batch.records and batch.consumed == 1

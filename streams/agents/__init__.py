@@ -1,1 +1,0 @@
-"""Thin Faust agents (detector, ocps): decode, call the core, send."""

@@ -1,0 +1,202 @@
+"""The detector processor: each detector's start command, raws and pipeline completions, in its partition.
+
+All three topics are partitioned by detector, so the worker that owns partition p sees everything
+about the detectors in it and is the only writer of their rows (the `detectors` table, which is also
+the presence table for raws that come before their start). It runs on the engine: each batch's
+outcomes, table changes and consumed offsets commit in one transaction, so a rebalance or a crash
+can neither skip a command or a raw nor emit an outcome twice.
+
+What lies outside Kafka happens once a batch has committed: preloads, dispatches and abandons go to
+the pipeline processes (`streams.runner`), on the worker's event loop. A pipeline's completion comes
+back through `pipeline-done` (at least once: the core keeps the first). The tick applies image
+timeouts itself, from an index of the rows still waiting or processing (not a scan of the table),
+re-dispatches a detector found processing with nothing running here (after a crash or a rebalance),
+and forgets finished rows past the retention time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+
+from confluent_kafka import Message, Producer
+
+from streams import logs
+from streams.codec import Codec
+from streams.config import Settings
+from streams.core import detector
+from streams.core.arrivals import check_raw
+from streams.core.detector import Phase
+from streams.core.instruments import Instrument
+from streams.errors import IgnorableEvent
+from streams.records import CcdResult, DetectorCommand, DetectorProgress, RawImageAvailable
+from streams.runner import PipelineRunner
+from streams.runtime.engine import Batch, TransactionalProcessor, message_partition
+from streams.web import metrics
+from topology.graph import declare_graph
+from topology.keys import detector_key, detector_partition, visit_key
+from topology.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 60.0
+"""Finished rows are looked for this often (the retention time is an hour)."""
+LIVE = (Phase.WAITING, Phase.PROCESSING)
+"""Phases the tick watches: image deadlines, and dispatches to recover."""
+
+Schedule = Callable[[Callable[[], object]], object]
+"""Runs a call on the worker's event loop (the pipeline runner lives there)."""
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What the pipeline processes must do once the batch has committed."""
+
+    action: str
+    """preload, dispatch or abandon."""
+    progress: DetectorProgress
+
+
+class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
+    """Moves each detector of each visit from its start to one outcome."""
+
+    row_type = DetectorProgress
+
+    def __init__(self, settings: Settings, instruments: dict[str, Instrument], runner: PipelineRunner,
+                 schedule: Schedule) -> None:
+        super().__init__(settings, declare_graph(settings).detector)
+        self.instruments = instruments
+        self.runner = runner
+        self.schedule = schedule
+        self.live: dict[int, set[str]] = {}
+        """Partition -> keys of rows waiting or processing, as committed."""
+        self._swept = 0.0
+
+    def apply(self, batch: Batch[DetectorProgress], message: Message, now: float) -> None:
+        """A raw, a command or a completion moves its detector on."""
+        partition, topics = message_partition(message), self.topics
+        if message.topic() == topics.raw_image_available.name:
+            raw = self.decode(topics.raw_image_available, message, RawImageAvailable)
+            check_raw(raw, self.instruments, self.policy, self.settings.data_root)
+            if partition != detector_partition(raw.detector, topics.raw_image_available.partitions):
+                batch.records.append((topics.raw_image_available, message.key(), raw))  # e.g. kcat without -p
+                return
+            key = detector_key(raw.instrument, raw.group_id, raw.detector)
+            self._step(batch, partition, key, detector.on_raw(self.state(batch, partition, key), raw, now))
+        elif message.topic() == topics.detector_commands.name:
+            command = self.decode(topics.detector_commands, message, DetectorCommand)
+            key = detector_key(command.instrument, command.group_id, command.detector)
+            state = self.state(batch, partition, key)
+            if command.action == "expire":  # what earlier versions sent themselves: the tick does it now
+                if state is not None and detector.expired(state, self.policy.retention, now):
+                    self.stage(batch, partition, key, None)
+                return
+            if command.action not in ("start", "cancel", "image_timeout"):
+                raise IgnorableEvent(f"unknown detector command {command.action!r}")
+            self._step(batch, partition, key, detector.on_command(state, command, now))
+        else:
+            result = self.decode(topics.pipeline_done, message, CcdResult)
+            key = detector_key(result.instrument, result.group_id, result.detector)
+            self._step(batch, partition, key, detector.on_pipeline_done(self.state(batch, partition, key), result, now))
+
+    def tick(self, batch: Batch[DetectorProgress], now: float) -> None:
+        """Image deadlines pass, lost dispatches are recovered, finished rows are forgotten."""
+        for partition, keys in self.live.items():
+            for key in list(keys):
+                progress = self.state(batch, partition, key)
+                if progress is None or progress.phase not in LIVE:
+                    continue
+                if progress.phase == Phase.WAITING and now >= progress.image_deadline:
+                    timeout = DetectorCommand(action="image_timeout", instrument=progress.instrument,
+                                              group_id=progress.group_id, detector=progress.detector,
+                                              command_time=now)
+                    self._step(batch, partition, key, detector.on_command(progress, timeout, now))
+                elif progress.phase == Phase.PROCESSING and not self.runner.busy(key):
+                    log.info("re-dispatching %s: processing with no pipeline running here", key)
+                    batch.notes.append(Effect("dispatch", replace(progress)))
+        if now - self._swept >= SWEEP_SECONDS:
+            self._swept = now
+            for partition, rows in self.rows.items():
+                for key, row in list(rows.items()):
+                    if detector.expired(row, self.policy.retention, now):
+                        self.stage(batch, partition, key, None)
+
+    def _step(self, batch: Batch[DetectorProgress], partition: int, key: str, step: detector.Step) -> None:
+        """Stage the new row and the outcome; keep the pipeline effects for after the commit."""
+        new, outputs = step
+        if new is not self.state(batch, partition, key):
+            self.stage(batch, partition, key, new)
+        for output in outputs:
+            if isinstance(output, detector.EmitOutcome):
+                result = output.result
+                batch.records.append((self.topics.ccd_outcome, visit_key(result.instrument, result.group_id).encode(),
+                                      result))
+                batch.notes.append(result)
+            elif isinstance(output, detector.StartPreload):
+                batch.notes.append(Effect("preload", output.progress))
+            elif isinstance(output, detector.Dispatch):
+                batch.notes.append(Effect("dispatch", output.progress))
+            else:
+                batch.notes.append(Effect("abandon", output.progress))
+
+    def committed(self, batch: Batch[DetectorProgress], now: float) -> None:
+        """The batch is durable: start what it asked of the pipeline processes, and index its rows."""
+        for partition, changes in batch.changes.items():
+            live = self.live.setdefault(partition, set())
+            for key, row in changes.items():
+                if row is not None and row.phase in LIVE:
+                    live.add(key)
+                else:
+                    live.discard(key)
+        for note in batch.notes:
+            if isinstance(note, CcdResult):
+                with logs.labelled(note):
+                    log.info("detector %d of %s: %s%s", note.detector, note.group_id, note.status,
+                             f" ({note.error_class}: {note.error_message[:200]})" if note.error_class else "")
+            elif note.action == "preload":
+                self.schedule(partial(self.runner.preload, note.progress))
+            elif note.action == "dispatch":
+                metrics.observe_dispatch(note.progress)
+                self.schedule(partial(self.runner.dispatch, note.progress))
+            else:
+                self.schedule(partial(self.runner.abandon, note.progress))
+
+    def restored(self, partitions: list[int]) -> None:
+        """Index the live rows of the partitions just assigned; forget those of partitions gone."""
+        self.live = {p: keys for p, keys in self.live.items() if p in self.rows}
+        for partition in partitions:
+            self.live[partition] = {key for key, row in self.rows.get(partition, {}).items() if row.phase in LIVE}
+        log.info("detector table: %d live rows in partitions %s", sum(len(k) for k in self.live.values()),
+                 partitions)
+
+    def rows_of(self, prefix: str) -> list[DetectorProgress]:
+        """This worker's rows whose key starts with `prefix` (safe from any thread)."""
+        return [row for rows in list(self.rows.values()) for key, row in list(rows.items()) if key.startswith(prefix)]
+
+
+class Completions:
+    """Sends pipeline completions to their detector's partition of `pipeline-done`.
+
+    Outside the engine's cycle (a pipeline runs outside it too), with an idempotent producer: a
+    completion may come twice after a crash, and the detector core keeps the first one.
+    """
+
+    def __init__(self, settings: Settings, codec: Codec, spec: TopicSpec) -> None:
+        self._settings = settings
+        self._producer: Producer | None = None
+        self._codec = codec
+        self._spec = spec
+
+    async def send(self, result: CcdResult) -> None:
+        """Produce one completion and wait until the broker has it (or librdkafka keeps retrying)."""
+        value = await asyncio.to_thread(self._codec.encode, self._spec.name, result)
+        if self._producer is None:  # on first use: the app is also built for commands that need no broker
+            self._producer = Producer(self._settings.kafka_config() | {"enable.idempotence": True, "linger.ms": 1})
+        self._producer.produce(self._spec.name, key=detector_key(result.instrument, result.group_id,
+                                                                 result.detector).encode(),
+                               value=value, partition=self._spec.partition_of(result))
+        if await asyncio.to_thread(self._producer.flush, 30):
+            log.warning("completion of %s not yet acknowledged: librdkafka keeps sending it",
+                        detector_key(result.instrument, result.group_id, result.detector))
