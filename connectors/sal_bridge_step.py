@@ -1,10 +1,11 @@
 """The bridge's functional core: (checkpoint, source record) -> (new checkpoint, messages for Chile).
 
 The checkpoint (`SalBridgeCheckpoint`) is everything that must survive a restart: the source
-positions, each SAL topic's last seqNum and sndStamp, and the logMessage rate limit. It is
-committed in the same Chile transaction as the messages it accounts for, so a restarted bridge
-resumes exactly where the committed messages end, with seqNum continuing and sndStamp never
-going back, even if the clock does.
+positions (moved on by the engine, `streams.runtime.engine.CheckpointOffsets`), each SAL topic's
+last seqNum and sndStamp, and the logMessage rate limit. It is committed in the same Chile
+transaction as the messages it accounts for, so a restarted bridge resumes exactly where the
+committed messages end, with seqNum continuing and sndStamp never going back, even if the clock
+does.
 
 What cannot be mapped is an output too (`Unmapped`, with the reason), never an exception: the
 bridge dead-letters it in the same transaction and its checkpoint moves past the record, so one
@@ -54,16 +55,6 @@ class BridgeConfig:
 
 class UnmappableError(PromptStreamsError):
     """A decoded record, or a part of it, that the bridge cannot write to Chile: its dead letter's error class."""
-
-
-def position_key(topic: str, partition: int) -> str:
-    """The checkpoint's key for one source partition."""
-    return f"{topic}:{partition}"
-
-
-def consumed(checkpoint: SalBridgeCheckpoint, topic: str, partition: int, offset: int) -> SalBridgeCheckpoint:
-    """The checkpoint once the source record at `offset` is accounted for: resume after it."""
-    return replace(checkpoint, positions={**checkpoint.positions, position_key(topic, partition): offset + 1})
 
 
 def _log_items(checkpoint: SalBridgeCheckpoint, record: LogMessage,

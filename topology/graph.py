@@ -1,8 +1,8 @@
 """The processing graph, declared apart from the code: each processor's inputs, outputs and table.
 
-Every processor in a worker runs on the one engine (`streams.runtime.engine`), which takes its inputs
-and its table from here and refuses to produce to a topic its declaration does not name: what this
-file says is what runs. `python -m topology` prints the graph, and the README's picture is drawn
+Every processor runs on the one engine (`streams.runtime.engine`), which takes its inputs and its
+table from here and refuses to produce to a topic its declaration does not name: what this file
+says is what runs. `python -m topology` prints the graph, and the README's picture is drawn
 from it (`picture`), so the two cannot drift apart.
 """
 
@@ -12,8 +12,11 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 
 from streams.config import Settings
+from streams.records import DeadLetter, SalBridgeCheckpoint
 from topology.tables import TableSpec, declare_tables
-from topology.topics import Role, TopicSpec, declare
+from topology.topics import KEEP_LONG, Partitioning, Role, TopicSpec, declare
+
+COMPACT = {"cleanup.policy": "compact"}
 
 
 class Guarantee(StrEnum):
@@ -30,7 +33,8 @@ class ProcessorSpec:
     """One processor: what it reads, what it may write, the table it alone writes."""
 
     name: str
-    """Its consumer group is `<app id>-<name>`, its transactional id `<app id>-<name>-<worker>`."""
+    """Its consumer group is `<app id>-<name>`, its transactional id `<app id>-<name>-<worker>` (`<app id>-<name>`
+    for one that commits a checkpoint instead of a group's offsets: a second instance fences the first)."""
     inputs: tuple[TopicSpec, ...]
     """Co-partitioned: partition p of every input (and of the table) goes to the same worker."""
     outputs: tuple[TopicSpec, ...]
@@ -41,10 +45,13 @@ class ProcessorSpec:
     """Written outside the cycle, at least once (the pipeline processes' completions)."""
     process: str = "worker"
     """Where it runs: a thread of every worker, or a process of its own."""
+    output_prefixes: tuple[str, ...] = ()
+    """Beginnings of the names of the topics it writes besides `outputs`, named at run time (the SAL bridge's
+    SAL and Sasquatch topics)."""
 
     def may_write(self, topic: str) -> bool:
-        """Whether the engine may produce to `topic` for this processor (dead letters always)."""
-        return any(spec.name == topic for spec in self.outputs)
+        """Whether the engine may produce to `topic` for this processor."""
+        return any(spec.name == topic for spec in self.outputs) or topic.startswith(self.output_prefixes)
 
 
 @dataclass(frozen=True)
@@ -96,10 +103,24 @@ def declare_graph(settings: Settings) -> Graph:
             "ocps-outcomes", (t.visit_summary, t.ccd_result), (t.ocps_job_events, t.dead_letter), None, once,
             "a job's visit's results and summary become its events; other summaries fire triggers"),
         sal_bridge=ProcessorSpec(
-            "sal-bridge", (t.visit_summary, t.ccd_result, t.metrics, t.log_messages), (), None, once,
+            "sal-bridge", (t.visit_summary, t.ccd_result, t.metrics, t.log_messages), sal_bridge_topics(settings),
+            None, once,
             "SAL events (and Sasquatch metrics) on the Chile cluster, its checkpoint in the same transaction",
-            process="python -m connectors.sal_bridge"),
+            process="python -m connectors.sal_bridge",
+            output_prefixes=(f"lsst.{settings.chile_sal_subname}.PromptProcessing.",
+                             *([f"lsst.prompt.{settings.sasquatch_environment}."] if settings.sasquatch_environment
+                               else []))),
     )
+
+
+def sal_bridge_topics(settings: Settings) -> tuple[TopicSpec, TopicSpec]:
+    """The SAL bridge's own topics, on the Chile cluster (it creates them): its checkpoints and its dead letters."""
+    return (TopicSpec("sal_bridge_checkpoints", settings.topic("sal-bridge.checkpoints"), SalBridgeCheckpoint, 1,
+                      Partitioning.SINGLE, "bridge id", Role.INTERNAL, "The SAL bridge's committed checkpoints.",
+                      COMPACT),
+            TopicSpec("sal_bridge_dead_letter", settings.topic("sal-bridge.dead-letter"), DeadLetter, 1,
+                      Partitioning.SINGLE, "original key", Role.OUTPUT,
+                      "Source records the SAL bridge could not convert.", KEEP_LONG))
 
 
 def describe_graph(graph: Graph, app_id: str) -> str:
@@ -110,10 +131,9 @@ def describe_graph(graph: Graph, app_id: str) -> str:
         lines += [f"  <- {spec.name}" for spec in p.inputs]
         lines += [f"  -> {spec.name}" for spec in p.outputs]
         lines += [f"  ~> {spec.name} (side output, at least once)" for spec in p.side_outputs]
+        lines += [f"  -> {prefix}* (named at run time)" for prefix in p.output_prefixes]
         if p.table is not None:
             lines.append(f"  table {p.table.name} ({p.table.key}; changelog {p.table.changelog(app_id)})")
-        if p.process != "worker":
-            lines.append("  -> the Chile cluster: lsst.sal.PromptProcessing.logevent_*, lsst.prompt.<environment>.*")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -136,9 +156,10 @@ def picture(graph: Graph) -> str:
         lines += [f"  {node} -.-> {spec.id}" for spec in p.side_outputs]
         if p.table is not None:
             lines.append(f'  {node} --- table_{p.table.name}[("table {p.table.name}")]')
-        if p.process != "worker":
-            lines.append(f'  {node} --> chile[/"Chile: SAL events, Sasquatch"/]')
-    lines.append('  every_processor["every processor"] -.-> dead_letter')
+        if p.output_prefixes:
+            names = "<br/>".join(f"{prefix}*" for prefix in p.output_prefixes)
+            lines.append(f'  {node} --> {node}_named(["{names}"])')
+    lines.append('  every_processor["every worker processor"] -.-> dead_letter')
     return "\n".join(lines)
 
 

@@ -7,7 +7,8 @@ The fake keeps what the engine's guarantees rest on: records of an open or abort
 stay invisible to `read_committed` readers (each transaction ends with a marker that takes an
 offset, as in Kafka), a group's offsets commit with the transaction, `init_transactions` fences
 the previous producer of a transactional id and aborts what it left open, and a new processor on
-the same broker restores its table from the changelog.
+the same broker restores its table from the changelog. A processor that writes to another cluster
+(the SAL bridge) gets its producer there, on a broker of its own (`clusters`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.codec import Codec
 from streams.config import Settings
@@ -259,7 +260,7 @@ class FakeConsumer:
 
     def seek(self, partition: TopicPartition) -> None:
         """Fetch this partition from this offset next."""
-        self._positions[(partition.topic, partition.partition)] = partition.offset
+        self._positions[(partition.topic, partition.partition)] = self._start(partition)
         self._at_end.discard((partition.topic, partition.partition))
 
     def get_watermark_offsets(self, partition: TopicPartition, timeout: float = -1,
@@ -284,10 +285,12 @@ class FakeConsumer:
         self.assign(tps)
 
     def _start(self, tp: TopicPartition) -> int:
-        """Where reading a partition begins: the offset given, else the group's committed one, else the start
-        (auto.offset.reset=earliest) or the end."""
+        """Where reading a partition begins: the offset given (OFFSET_BEGINNING: the start), else the group's
+        committed one, else the start (auto.offset.reset=earliest) or the end."""
         if tp.offset >= 0:
             return tp.offset
+        if tp.offset == OFFSET_BEGINNING:
+            return 0
         committed = self._broker.group_offsets.get((self._group, tp.topic, tp.partition))
         if committed is not None:
             return committed
@@ -366,11 +369,38 @@ class FakeProducer:
         return self._transaction
 
 
+class Clusters:
+    """The engine's `Clients` over several brokers: each client on the one its bootstrap servers name, the
+    default broker for any other."""
+
+    def __init__(self, default: Broker, others: dict[str, Broker]) -> None:
+        self.default, self.others = default, others
+
+    def of(self, bootstrap: object) -> Broker:
+        """The broker of these bootstrap servers."""
+        return self.others.get(str(bootstrap), self.default)
+
+    def consumer(self, config: dict[str, Any]) -> FakeConsumer:
+        """A consumer of the broker its configuration names."""
+        return self.of(config.get("bootstrap.servers")).consumer(config)
+
+    def producer(self, config: dict[str, Any]) -> FakeProducer:
+        """A transactional producer to the broker its configuration names."""
+        return self.of(config.get("bootstrap.servers")).producer(config)
+
+    def watermarks(self, settings: Settings, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+        """(low, high) of each partition of the settings' broker."""
+        return self.of(settings.bootstrap).watermarks(settings, tps)
+
+
 class TopologyTestDriver:
     """Runs processors on an in-memory broker: put records in, run engine cycles, read what was committed."""
 
-    def __init__(self, *processors: TransactionalProcessor[Any], now: float) -> None:
+    def __init__(self, *processors: TransactionalProcessor[Any], now: float,
+                 clusters: dict[str, Broker] | None = None) -> None:
         self.broker = Broker()
+        self.clusters = Clusters(self.broker, clusters or {})
+        """The broker, and the other clusters' brokers by bootstrap servers (the SAL bridge's Chile)."""
         self.registry = MemoryRegistry()
         self.codec = Codec(self.registry)
         """Encodes what `pipe` sends and decodes what `read` returns."""
@@ -391,7 +421,7 @@ class TopologyTestDriver:
         """Point the processor at the fake broker, registry and clock, and let it join its group."""
         for spec in processor.topics.all() + ([processor.changelog] if processor.changelog else []):
             self.broker.create(spec.name, spec.partitions)
-        processor.clients, processor.codec, processor.clock = self.broker, Codec(self.registry), lambda: self.now
+        processor.clients, processor.codec, processor.clock = self.clusters, Codec(self.registry), lambda: self.now
         consumer = processor._start_clients()
         assert isinstance(consumer, FakeConsumer)
         self.processors[processor.name], self._consumers[processor.name] = processor, consumer

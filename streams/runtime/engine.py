@@ -1,14 +1,15 @@
 """The engine: exactly-once consume-transform-produce on librdkafka transactions, with a table of its own.
 
-Every processor of a worker runs on it. A processor is declared in `topology/graph.py` (its inputs,
-its outputs, its table); the engine takes its inputs and table from that declaration and refuses to
-produce to a topic the declaration does not name. A `TransactionalProcessor` consumes its input
-topics with `read_committed`, hands each message to its subclass (which stages records to produce
-and table rows to change, calling a pure core), and in one transaction produces the records, the
-table's changelog records and the consumed offsets (`send_offsets_to_transaction`). Either all of a
-batch's effects become visible or none do, so a crash, a restart or a rebalance can neither lose an
-input nor emit an output twice. The local RocksDB copy of the table is written only after a commit
-(`streams.runtime.store`), and restored from the changelog when a partition is assigned.
+Every processor runs on it (the SAL bridge in a process of its own). A processor is declared in
+`topology/graph.py` (its inputs, its outputs, its table); the engine takes its inputs and table from
+that declaration and refuses to produce to a topic the declaration does not name. A
+`TransactionalProcessor` consumes its input topics with `read_committed`, hands each message to its
+subclass (which stages records to produce and table rows to change, calling a pure core), and in one
+transaction produces the records, the table's changelog records and the consumed offsets
+(`send_offsets_to_transaction`). Either all of a batch's effects become visible or none do, so a
+crash, a restart or a rebalance can neither lose an input nor emit an output twice. The local
+RocksDB copy of the table is written only after a commit (`streams.runtime.store`), and restored
+from the changelog when a partition is assigned.
 
 Why not Faust's agents: faust-streaming's `Stream` skips the events a consumer fetched
 before a rebalance (stale generation id, or flow control paused) *and acks them*, so their offsets
@@ -22,6 +23,12 @@ Each processor runs in a thread of every worker (`ProcessorService`), as a membe
 consumer group `<app id>-<name>`; the range assignor gives each member the same partitions of all
 its input topics, and table partition p goes with input partition p. Faust stays the host: it starts
 the worker, serves the web pages and runs the commands; no processor uses its agents or tables.
+
+Where the consumed positions commit is the processor's offset sink. By default (`GroupOffsets`) they
+are its group's offsets, sent with each transaction. A processor that writes to another cluster (the
+SAL bridge, to Chile) cannot commit the source cluster's offsets in that cluster's transaction: it
+reads every partition without a group and commits a checkpoint record in the same transaction
+instead (`CheckpointOffsets`); its state that must survive a restart goes in that record too.
 """
 
 from __future__ import annotations
@@ -30,13 +37,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import mode
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from streams import logs
 from streams.clock import tai_now
@@ -68,6 +75,9 @@ RETRY_PAUSE_S = 0.5
 MAX_RETRY_PAUSE_S = 30.0
 """After a transient failure (registry, storage, APDB), the batch is consumed again after a pause that
 starts at RETRY_PAUSE_S and doubles up to MAX_RETRY_PAUSE_S while the failure lasts."""
+IDLE_COMMIT_S = 5.0
+"""A checkpoint is committed at least this often, even with nothing consumed: the transaction of an instance
+that another one has fenced fails, so it finds out and stops (no group would tell it)."""
 
 Row = TypeVar("Row", bound=Record)
 
@@ -85,6 +95,8 @@ class Batch(Generic[Row]):
     """What the subclass wants to know in `committed` (not produced)."""
     retry: RetriableError | RegistryError | None = None
     """A message met a transient failure: nothing of this batch is committed, it is consumed again."""
+    checkpoint: Any = None
+    """With `CheckpointOffsets`: the processor's state as this batch leaves it, committed with it."""
 
     def __bool__(self) -> bool:
         return bool(self.records or self.changes or self.consumed)
@@ -102,12 +114,135 @@ class UndeclaredOutputError(RuntimeError):
     """A processor tried to write a topic its declaration in `topology/graph.py` does not name (a bug)."""
 
 
+class OffsetSink:
+    """Where a processor's consumed positions commit, with each of its transactions, and where it resumes from."""
+
+    checkpoint: Any = None
+    """The processor's state as last committed, which each batch starts from (a checkpoint's; None for a group)."""
+
+    def transactional_id(self, group: str, worker: str) -> str:
+        """The producer's transactional id: a new producer with the same id fences the old one."""
+        raise NotImplementedError
+
+    def start(self, processor: TransactionalProcessor[Any], consumer: ConsumerApi) -> None:
+        """Start reading the inputs where the last committed transaction left them."""
+        raise NotImplementedError
+
+    def due(self, now: float) -> bool:
+        """Whether a transaction should commit even with nothing consumed; never by default."""
+        return False
+
+    def stage(self, consumer: ConsumerApi, batch: Batch[Any]) -> None:
+        """Add what the batch must produce for its positions (before it is encoded); nothing by default."""
+
+    def send(self, consumer: ConsumerApi, producer: ProducerApi, batch: Batch[Any]) -> None:
+        """Commit the positions within the open transaction, besides its records; nothing by default."""
+
+    def committed(self, batch: Batch[Any], now: float) -> None:
+        """The batch's transaction committed; nothing by default."""
+
+    def rewind(self, consumer: ConsumerApi) -> None:
+        """Go back to the last committed positions, so an aborted or failed batch is consumed again."""
+        raise NotImplementedError
+
+
+class GroupOffsets(OffsetSink):
+    """The processor's consumer group shares the partitions out among the workers and holds the offsets, which
+    each transaction commits (`send_offsets_to_transaction`); each worker has its own transactional id."""
+
+    def transactional_id(self, group: str, worker: str) -> str:
+        """One per worker: the group, not the id, fences a worker whose partitions moved on."""
+        return f"{group}-{worker}"
+
+    def start(self, processor: TransactionalProcessor[Any], consumer: ConsumerApi) -> None:
+        """Join the group (partitions are assigned during the first `consume`)."""
+        consumer.subscribe([spec.name for spec in processor.inputs], on_assign=processor._on_assign,
+                           on_revoke=processor._on_revoke, on_lost=processor._on_revoke)
+
+    def send(self, consumer: ConsumerApi, producer: ProducerApi, batch: Batch[Any]) -> None:
+        """The consumed offsets, committed by the transaction."""
+        if batch.consumed:
+            positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+            producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), CALL_TIMEOUT_S)
+
+    def rewind(self, consumer: ConsumerApi) -> None:
+        """Seek back to the group's committed offsets."""
+        for tp in consumer.committed(consumer.assignment(), 30):
+            consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+
+
+class CheckpointOffsets(OffsetSink):
+    """No group: one instance reads every partition of the inputs, and each transaction produces a checkpoint to a
+    compacted topic of the producer's cluster, keyed by the processor's group id, which is also its transactional
+    id: a second instance fences the first, and resumes where its last commit left off. The checkpoint is the
+    processor's state (`Batch.checkpoint`, which its `apply` may change): a record of `topic`, its fields' defaults
+    the state before any input, with the next offset of each input partition in `positions` (by `position_key`)."""
+
+    def __init__(self, topic: TopicSpec) -> None:
+        assert topic.record is not None, "a checkpoint is a record"
+        self.topic = topic
+        self.checkpoint = topic.record()
+        self.key = b""
+        self._committed_at = 0.0
+
+    def transactional_id(self, group: str, worker: str) -> str:
+        """One for every instance, wherever it runs."""
+        return group
+
+    def start(self, processor: TransactionalProcessor[Any], consumer: ConsumerApi) -> None:
+        """Read the last committed checkpoint (after `init_transactions`: none can follow), then assign every
+        partition of the inputs at its positions (from the beginning for a partition it has none of)."""
+        assert processor.spec.table is None, "a table needs a group: its partitions go with the inputs'"
+        self.key = processor.group.encode()
+        reader = processor.clients.consumer(processor.output.kafka_config() | {
+            "group.id": f"{processor.group}-restore", "isolation.level": "read_committed",
+            "enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "earliest",
+        })
+        latest = None
+        for message in read_to_end(reader, [TopicPartition(self.topic.name, 0, OFFSET_BEGINNING)],
+                                   f"checkpoint topic {self.topic.name}"):
+            if message.key() == self.key:
+                latest = message.value()
+        if latest is not None:
+            assert self.topic.record is not None
+            self.checkpoint = processor.codec_for_output().decode(latest, self.topic.record)
+        consumer.assign([TopicPartition(spec.name, p, self._position(spec.name, p))
+                         for spec in processor.inputs for p in range(spec.partitions)])
+        self._committed_at = processor.clock()
+        processor.assigned = True
+        processor.restored(list(range(processor.inputs[0].partitions)))
+
+    def due(self, now: float) -> bool:
+        """While idle, every `IDLE_COMMIT_S`."""
+        return now - self._committed_at >= IDLE_COMMIT_S
+
+    def stage(self, consumer: ConsumerApi, batch: Batch[Any]) -> None:
+        """The batch's checkpoint, at the positions it has consumed to, as one more record of the transaction."""
+        moved = {position_key(tp.topic, tp.partition): tp.offset
+                 for tp in consumer.position(consumer.assignment()) if tp.offset >= 0}
+        batch.checkpoint = replace(batch.checkpoint, positions=batch.checkpoint.positions | moved)
+        batch.records.append((self.topic, self.key, batch.checkpoint))
+
+    def committed(self, batch: Batch[Any], now: float) -> None:
+        """The batch's checkpoint is the one to resume from."""
+        self.checkpoint, self._committed_at = batch.checkpoint, now
+
+    def rewind(self, consumer: ConsumerApi) -> None:
+        """Seek back to the last committed checkpoint."""
+        for tp in consumer.assignment():
+            consumer.seek(TopicPartition(tp.topic, tp.partition, self._position(tp.topic, tp.partition)))
+
+    def _position(self, topic: str, partition: int) -> int:
+        return int(self.checkpoint.positions.get(position_key(topic, partition), OFFSET_BEGINNING))
+
+
 class TransactionalProcessor(Generic[Row]):
     """The loop, the transaction and the table; subclasses say what a message and a tick do."""
 
     row_type: type[Row]
 
-    def __init__(self, settings: Settings, spec: ProcessorSpec) -> None:
+    def __init__(self, settings: Settings, spec: ProcessorSpec, *, output: Settings | None = None,
+                 offsets: OffsetSink | None = None, dead_letters: TopicSpec | None = None) -> None:
         self.settings = settings
         self.spec = spec
         self.name = spec.name
@@ -116,6 +251,14 @@ class TransactionalProcessor(Generic[Row]):
         self.inputs = list(spec.inputs)
         self.changelog: TopicSpec | None = changelog_topic(settings, spec.table) if spec.table else None
         self.codec = Codec(ConfluentRegistry(settings.registry_config()))
+        self.output = settings if output is None else output
+        """The cluster the producer writes to: the inputs' own, or another one (which needs `CheckpointOffsets`:
+        the inputs' offsets cannot commit in another cluster's transaction)."""
+        self.output_codec: Codec | None = None if output is None else Codec(ConfluentRegistry(output.registry_config()))
+        """The codec of the other cluster's registry; None: `codec`."""
+        self.offsets: OffsetSink = GroupOffsets() if offsets is None else offsets
+        self.dead_letters = self.topics.dead_letter if dead_letters is None else dead_letters
+        """Where the inputs that cannot be used go."""
         self.clients: Clients = KafkaClients()
         """Where its consumers and producers come from (a test driver puts an in-memory broker's here)."""
         self.clock: Callable[[], float] = tai_now
@@ -141,8 +284,12 @@ class TransactionalProcessor(Generic[Row]):
 
     @property
     def group(self) -> str:
-        """The processor's consumer group."""
+        """The processor's consumer group (with `CheckpointOffsets`, its transactional id and checkpoint key)."""
         return f"{self.settings.app_id}-{self.name}"
+
+    def codec_for_output(self) -> Codec:
+        """The codec of the cluster the producer writes to."""
+        return self.codec if self.output_codec is None else self.output_codec
 
     # -- what subclasses define -------------------------------------------------------------------
     def apply(self, batch: Batch[Row], message: Message, now: float) -> None:
@@ -158,6 +305,14 @@ class TransactionalProcessor(Generic[Row]):
     def restored(self, partitions: list[int]) -> None:
         """These partitions were assigned and their rows restored; nothing by default."""
 
+    def setup(self) -> None:
+        """Make what the processor needs before its clients start (topics of its own); nothing by default."""
+
+    def prepare(self, messages: list[Message]) -> None:
+        """Get ready for a batch before the clock is read for it (create the topics it needs, register their
+        schemas): nothing by default. A transient failure (`RetriableError`, `RegistryError`) consumes the batch
+        again later."""
+
     # -- set-up ----------------------------------------------------------------------------------
     def _clients(self) -> tuple[ConsumerApi, ProducerApi]:
         base = self.settings.kafka_config()
@@ -167,8 +322,8 @@ class TransactionalProcessor(Generic[Row]):
             "partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
             "max.poll.interval.ms": 120_000,
         })
-        producer = self.clients.producer(base | {
-            "transactional.id": f"{self.group}-{self.settings.worker}",
+        producer = self.clients.producer(self.output.kafka_config() | {
+            "transactional.id": self.offsets.transactional_id(self.group, self.settings.worker),
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "linger.ms": 2,
         })
         return consumer, producer
@@ -185,28 +340,32 @@ class TransactionalProcessor(Generic[Row]):
             self._stop_clients(consumer)
 
     def _start_clients(self) -> ConsumerApi:
-        """Make the clients and join the group (partitions are assigned during the first `consume`)."""
+        """Make the clients, take the transactional id over and start reading where the last commit left off."""
+        self.setup()
         consumer, producer = self._consumer, self._producer = self._clients()
         producer.init_transactions(30)  # also aborts what a previous run of this worker left open
         if self.changelog is not None and self.settings.standby_replicas > 0:
             self.standby = Standby(self.settings, self.clients, self.group, self.changelog.name, self.store_path)
-        consumer.subscribe([spec.name for spec in self.inputs],
-                           on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.offsets.start(self, consumer)
         return consumer
 
     def _cycle(self, consumer: ConsumerApi) -> bool:
         """Consume a batch, transform it, commit it; False after a transient failure (consume it again later)."""
         messages = consumer.consume(BATCH, POLL_SECONDS)
-        batch = self._transform(messages, self.clock())
+        batch: Batch[Row] = Batch()
         outgoing = None
-        if batch.retry is None and batch:
-            try:  # before the transaction: a registry that does not answer is transient too
-                outgoing = self._encode(batch)
-            except (RetriableError, RegistryError) as transient:
-                batch.retry = transient
+        try:
+            self.prepare(messages)  # it may take a while: the batch's time is read after it
+            now = self.clock()
+            batch = self._transform(messages, now)
+            if batch.retry is None and (batch or self.offsets.due(now)):
+                self.offsets.stage(consumer, batch)
+                outgoing = self._encode(batch)  # before the transaction: a registry that does not answer is transient
+        except (RetriableError, RegistryError) as transient:
+            batch.retry = transient
         if batch.retry is not None:
             log.warning("%s: %s; the batch will be consumed again in %.1f s", self.name, batch.retry, self.pause)
-            self._rewind(consumer)
+            self.offsets.rewind(consumer)
             return False
         self.pause = RETRY_PAUSE_S
         if outgoing is not None:
@@ -269,32 +428,16 @@ class TransactionalProcessor(Generic[Row]):
             "group.id": f"{self.group}-restore", "isolation.level": "read_committed",
             "enable.auto.commit": False, "enable.partition.eof": True,
         })
-        try:
-            reader.assign([TopicPartition(changelog.name, p, offsets[p]) for p in partitions])
-            pending = set(partitions)
-            deadline = tai_now() + RESTORE_TIMEOUT_S
-            while pending:
-                if tai_now() > deadline:
-                    raise TimeoutError(f"{self.name} partitions {sorted(pending)}: changelog not restored "
-                                       f"in {RESTORE_TIMEOUT_S} s")
-                message = reader.poll(0.1)
-                if message is None:
-                    continue
-                partition = message_partition(message)
-                if (problem := message.error()) is not None:
-                    if problem.code() != KafkaError._PARTITION_EOF:
-                        raise KafkaException(problem)
-                    pending.discard(partition)
-                    continue
-                key, value = message.key() or b"", message.value()
-                changes[partition][key] = value
-                offsets[partition] = message_offset(message) + 1
-                if value is None:
-                    rows[partition].pop(key.decode(), None)
-                else:
-                    rows[partition][key.decode()] = self.codec.decode(value, self.row_type)
-        finally:
-            reader.close()
+        for message in read_to_end(reader, [TopicPartition(changelog.name, p, offsets[p]) for p in partitions],
+                                   f"{self.name} changelog"):
+            partition = message_partition(message)
+            key, value = message.key() or b"", message.value()
+            changes[partition][key] = value
+            offsets[partition] = message_offset(message) + 1
+            if value is None:
+                rows[partition].pop(key.decode(), None)
+            else:
+                rows[partition][key.decode()] = self.codec.decode(value, self.row_type)
         for p, store in stores.items():
             if changes[p]:
                 store.apply(changes[p], offsets[p])
@@ -339,7 +482,7 @@ class TransactionalProcessor(Generic[Row]):
         return record
 
     def _transform(self, messages: list[Message], now: float) -> Batch[Row]:
-        batch: Batch[Row] = Batch()
+        batch: Batch[Row] = Batch(checkpoint=self.offsets.checkpoint)
         for message in messages:
             if message.error():
                 log.warning("%s: consumer error %s", self.name, message.error())
@@ -367,19 +510,22 @@ class TransactionalProcessor(Generic[Row]):
                 log.info("%s: ignored %s: %s", self.name, where, why)
             except (DecodeError, InvalidEventError) as error:
                 log.warning("%s: dead letter from %s: %s: %s", self.name, where, type(error).__name__, error)
-                batch.records.append((self.topics.dead_letter, message.key(), self._dead_letter(message, error, now)))
+                self.reject(batch, message, error, now)
             except Exception as error:
                 log.exception("%s: unexpected error on %s", self.name, where)
-                batch.records.append((self.topics.dead_letter, message.key(), self._dead_letter(message, error, now)))
+                self.reject(batch, message, error, now)
 
-    def _dead_letter(self, message: Message, error: BaseException, now: float) -> DeadLetter:
-        return dead_letter(message.topic() or "", message_partition(message), message_offset(message),
-                           message.key(), message.value(), error, self.name, now)
+    def reject(self, batch: Batch[Row], message: Message, error: BaseException, now: float) -> None:
+        """Stage the message's dead letter, with why it cannot be used."""
+        letter = dead_letter(message.topic() or "", message_partition(message), message_offset(message),
+                             message.key(), message.value(), error, self.name, now)
+        batch.records.append((self.dead_letters, message.key(), letter))
 
     # -- commit ----------------------------------------------------------------------------------
     def _encode(self, batch: Batch[Row]) -> Outgoing:
         """Every record and changelog row of the batch as bytes, checked against the processor's declaration."""
         records: list[tuple[str, bytes | None, bytes, int]] = []
+        codec = self.codec_for_output()
         for spec, record_key, record in batch.records:
             if not self.spec.may_write(spec.name):
                 raise UndeclaredOutputError(f"{self.name} may not write {spec.name}: topology/graph.py does not "
@@ -387,8 +533,7 @@ class TransactionalProcessor(Generic[Row]):
             if isinstance(record, bytes):  # encoded by the processor, spread by key
                 records.append((spec.name, record_key, record, -1))
             else:
-                records.append((spec.name, record_key, self.codec.encode(spec.name, record),
-                                spec.partition_of(record)))
+                records.append((spec.name, record_key, codec.encode(spec.name, record), spec.partition_of(record)))
         changelog: dict[int, dict[bytes, bytes | None]] = {}
         for partition, changes in batch.changes.items():
             assert self.changelog is not None, f"{self.name} has no table to change"
@@ -412,11 +557,7 @@ class TransactionalProcessor(Generic[Row]):
                 for key, row in rows.items():
                     producer.produce(self.changelog.name, key=key, value=row, partition=partition,
                                      on_delivery=self._on_changelog_delivery)
-            if batch.consumed:
-                positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-                metadata = consumer.consumer_group_metadata()
-                self._until_done("send_offsets_to_transaction",
-                                 lambda: producer.send_offsets_to_transaction(positions, metadata, CALL_TIMEOUT_S))
+            self._until_done("send_offsets_to_transaction", lambda: self.offsets.send(consumer, producer, batch))
             self._until_done("commit_transaction", lambda: producer.commit_transaction(CALL_TIMEOUT_S))
         except KafkaException as exception:
             error = exception.args[0]
@@ -424,7 +565,7 @@ class TransactionalProcessor(Generic[Row]):
                 raise
             log.warning("%s: transaction aborted (%s); the batch will be processed again", self.name, error)
             producer.abort_transaction(CALL_TIMEOUT_S)
-            self._rewind(consumer)
+            self.offsets.rewind(consumer)
             return
         finally:
             self.committing_since = 0.0
@@ -454,7 +595,9 @@ class TransactionalProcessor(Generic[Row]):
             if isinstance(record, DeadLetter):
                 metrics.DEAD_LETTERS.labels(self.name).inc()
         metrics.PROCESSED.labels(self.name).inc(batch.consumed)
-        self.committed(batch, self.clock())
+        now = self.clock()
+        self.offsets.committed(batch, now)
+        self.committed(batch, now)
         for partition, changes in batch.changes.items():
             rows = self.rows.setdefault(partition, {})
             for key, state in changes.items():
@@ -465,11 +608,6 @@ class TransactionalProcessor(Generic[Row]):
             store = self.stores.get(partition)
             if store is not None:
                 store.apply(encoded[partition], self._delivered.get(partition, store.checkpoint))
-
-    def _rewind(self, consumer: ConsumerApi) -> None:
-        """Seek back to the committed offsets, so an aborted batch is consumed again."""
-        for tp in consumer.committed(consumer.assignment(), 30):
-            consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
 
     def _lags(self, consumer: ConsumerApi) -> dict[tuple[str, str, int], int]:
         lags = {}
@@ -525,6 +663,35 @@ class ProcessorService(mode.Service):
         self._stop_event.set()
         if self._thread is not None and not self._stalled:
             await asyncio.to_thread(self._thread.join, 30)
+
+
+def position_key(topic: str, partition: int) -> str:
+    """A checkpoint's key for one input partition."""
+    return f"{topic}:{partition}"
+
+
+def read_to_end(reader: ConsumerApi, partitions: list[TopicPartition], what: str) -> Iterator[Message]:
+    """The committed messages of these partitions, from the offsets given to their ends as they are now; the
+    reader (with `enable.partition.eof`) is closed after."""
+    try:
+        reader.assign(partitions)
+        pending = {(tp.topic, tp.partition) for tp in partitions}
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: partitions {sorted(pending)} not read to their end in "
+                                   f"{RESTORE_TIMEOUT_S} s")
+            message = reader.poll(0.1)
+            if message is None:
+                continue
+            if (problem := message.error()) is not None:
+                if problem.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(problem)
+                pending.discard((message.topic() or "", message_partition(message)))
+                continue
+            yield message
+    finally:
+        reader.close()
 
 
 def message_partition(message: Message) -> int:

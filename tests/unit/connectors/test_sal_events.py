@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from connectors.sal_bridge_step import BridgeConfig, consumed, step
+from connectors.sal_bridge_step import BridgeConfig, step
 from connectors.sal_events import Writer, ccd_result_items, next_seq_num, stable_origin, visit_summary_items
 from connectors.sal_interface import CCD_RESULT, LOG_MESSAGE, METRIC, VISIT_SUMMARY, avro_schema
 from connectors.sasquatch import SasquatchRecord
@@ -75,12 +75,6 @@ def test_metric_time_travels_in_the_payload_and_a_sasquatch_record_follows() -> 
     assert sal.event is METRIC and sal.datum["measurementTime"] == NOW - 30 and sal.datum["private_sndStamp"] == NOW
     assert sal.datum["tags"] == "band=r"
     assert isinstance(sasquatch, SasquatchRecord) and sasquatch.topic == "lsst.prompt.dev.prep_butlerTotalTime"
-
-
-def test_positions_advance_past_each_consumed_record() -> None:
-    """The checkpoint resumes after the last record it accounts for."""
-    checkpoint = consumed(consumed(SalBridgeCheckpoint(), "prompt.metrics", 3, 41), "prompt.metrics", 3, 42)
-    assert checkpoint.positions == {"prompt.metrics:3": 43}
 
 
 def test_a_log_storm_is_rate_limited_and_the_next_message_says_how_many_were_dropped() -> None:
