@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import logging
 from collections import Counter as Tally
+from collections import deque
+from typing import Any
 
 from confluent_kafka import Message
 
 from streams import logs
 from streams.config import Settings
 from streams.core import gather
-from streams.record import Record
 from streams.records import CcdResult, VisitExpected, VisitProgress, VisitSummary
 from streams.runtime.engine import Batch, TransactionalProcessor, message_partition
 from streams.web import metrics
 from topology.graph import declare_graph
 from topology.keys import detector_key, visit_key
-from topology.topics import TopicSpec
 
 log = logging.getLogger(__name__)
+RECENT = 10
+"""Summarised visits the views list (per worker; the overview merges the workers')."""
 
 
 class GatherProcessor(TransactionalProcessor[VisitProgress]):
@@ -36,6 +38,8 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, declare_graph(settings).gather)
         self._expected_topic = self.topics.visit_expected.name
+        self.recent: deque[VisitProgress] = deque(maxlen=RECENT)
+        """The last visits summarised here, for the views (summarised rows are not kept in memory)."""
 
     def apply(self, batch: Batch[VisitProgress], message: Message, now: float) -> None:
         """A VisitExpected or a detector outcome moves its visit's progress on."""
@@ -59,17 +63,30 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
         logs.label_record(outcome)
         return outcome
 
+    def hot(self, row: VisitProgress) -> bool:
+        """Visits in flight stay in memory; summarised ones are read back from RocksDB for a late outcome."""
+        return not row.summary_time
+
     def tick(self, batch: Batch[VisitProgress], now: float) -> None:
-        """Deadlines pass and finished rows age out."""
+        """Deadlines pass (visits in flight) and summarised rows age out (swept a few hundred per tick)."""
+        def age(partition: int, key: str, state: VisitProgress) -> None:
+            self._stage_step(batch, partition, key, state, gather.on_tick(state, now, self.policy.retention))
+
         for partition, rows in self.rows.items():
             for key in list(rows):
-                state = self.state(batch, partition, key)
-                if state is not None:
-                    self._stage_step(batch, partition, key, state, gather.on_tick(state, now, self.policy.retention))
+                if (state := self.state(batch, partition, key)) is not None:
+                    age(partition, key, state)
+        self.sweep(batch, age)
 
     def committed(self, batch: Batch[VisitProgress], now: float) -> None:
-        """Count what the transaction produced."""
-        count(batch.records, now)
+        """Count what the transaction produced (the results and summaries noted as they were staged), and
+        remember the visits it summarised for the views."""
+        count(batch.notes, now)
+        summarised = {(summary.instrument, summary.group_id) for summary in batch.notes
+                      if isinstance(summary, VisitSummary)}
+        for changes in batch.changes.values():
+            self.recent.extend(row for row in changes.values()
+                               if row is not None and (row.instrument, row.group_id) in summarised)
 
     def _stage_step(self, batch: Batch[VisitProgress], partition: int, key: str, before: VisitProgress | None,
                     step: gather.Step) -> None:
@@ -85,8 +102,10 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
             elif isinstance(output, gather.EmitResult):
                 r = output.result
                 records.append((topics.ccd_result, detector_key(r.instrument, r.group_id, r.detector).encode(), r))
+                batch.notes.append(r)
             elif isinstance(output, gather.EmitSummary):
                 records.append((topics.visit_summary, visit, output.summary))
+                batch.notes.append(output.summary)
                 log.info("visit summary %s: %s (%s)", key, output.summary.counts, output.summary.reason)
             elif isinstance(output, gather.EmitCalibration):
                 records.append((topics.calibration_products, visit, output.product))
@@ -96,15 +115,29 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
         """How many of this worker's visits have no summary yet (safe from any thread)."""
         return sum(1 for rows in list(self.rows.values()) for v in list(rows.values()) if not v.summary_time)
 
+    def progress(self) -> list[VisitProgress]:
+        """The visits in flight here and the last ones summarised here (for the views; any thread)."""
+        return [row for rows in list(self.rows.values()) for row in list(rows.values())] + list(self.recent)
 
-def count(records: list[tuple[TopicSpec, bytes | None, Record | bytes]], now: float) -> None:
-    """Count what a committed transaction produced (results by status, summaries, latencies), tallied first:
-    one locked increment per label set and bucket, not three per result."""
+    def visit(self, key: str) -> VisitProgress | None:
+        """One visit's committed progress, in flight or summarised (for the views; any thread)."""
+        for partition in list(self.stores):
+            try:
+                if (row := self.rows.get(partition, {}).get(key) or self.cold(partition, key)) is not None:
+                    return row
+            except Exception:  # closed by a rebalance meanwhile: the visit is another worker's now
+                log.debug("gather partition %d changed hands during a view", partition)
+        return None
+
+
+def count(produced: list[Any], now: float) -> None:
+    """Count the results and summaries a committed transaction produced (by status, by reason, latencies),
+    tallied first: one locked increment per label set and bucket, not three per result."""
     results: Tally[tuple[str, ...]] = Tally()
     summaries: Tally[tuple[str, ...]] = Tally()
     latencies: list[float] = []
     raw_to_result: list[float] = []
-    for _spec, _key, record in records:
+    for record in produced:
         if isinstance(record, CcdResult):
             results[(record.instrument, record.status)] += 1
             if record.result_time > 0:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from confluent_kafka import Message, Producer, TopicPartition
 
-from stack.workers import WorkerPool
+from stack.workers import READY, WorkerPool
 from streams import admin
 from streams.codec import Codec
 from streams.config import Settings
@@ -183,7 +183,7 @@ def run(replayer: Replayer, chosen: Range, *, speed: float, workers: int, wait: 
             for index in range(workers):
                 pool.start(f"replay-{index + 1}", wait=False)
             for worker in pool.started:
-                worker.wait_for("[^Worker]: Ready", timeout=180)
+                worker.wait_for(READY, timeout=180)
         else:
             say("start the replay's workers with these settings (as well as the live ones):")
             changed = {k: v for k, v in replayer.settings.to_env().items() if replayer.live.to_env()[k] != v}

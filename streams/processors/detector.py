@@ -8,10 +8,11 @@ can neither skip a command or a raw nor emit an outcome twice.
 
 What lies outside Kafka happens once a batch has committed: preloads, dispatches and abandons go to
 the pipeline processes (`streams.runner`), on the worker's event loop. A pipeline's completion comes
-back through `pipeline-done` (at least once: the core keeps the first). The tick applies image
-timeouts itself, from an index of the rows still waiting or processing (not a scan of the table),
-re-dispatches a detector found processing with nothing running here (after a crash or a rebalance),
-and forgets finished rows past the retention time.
+back through `pipeline-done` (at least once: the core keeps the first). Only rows still in play
+(presence, waiting, processing) are kept in memory; finished ones stay in RocksDB for the retention
+time, where a late raw or a repeated completion finds them. The tick applies image timeouts itself
+to the rows in memory, re-dispatches a detector found processing with nothing running here (after
+a crash or a rebalance), and sweeps the finished rows past the retention time a few hundred at a time.
 """
 
 from __future__ import annotations
@@ -41,10 +42,8 @@ from topology.keys import detector_key, detector_partition, visit_key
 from topology.topics import TopicSpec
 
 log = logging.getLogger(__name__)
-SWEEP_SECONDS = 60.0
-"""Finished rows are looked for this often (the retention time is an hour)."""
-LIVE = (Phase.WAITING, Phase.PROCESSING)
-"""Phases the tick watches: image deadlines, and dispatches to recover."""
+IN_PLAY = (Phase.PRESENCE, Phase.WAITING, Phase.PROCESSING)
+"""Phases whose rows are kept in memory: the tick watches their deadlines and dispatches."""
 
 Schedule = Callable[[Callable[[], object]], object]
 """Runs a call on the worker's event loop (the pipeline runner lives there)."""
@@ -70,9 +69,6 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
         self.instruments = instruments
         self.runner = runner
         self.schedule = schedule
-        self.live: dict[int, set[str]] = {}
-        """Partition -> keys of rows waiting or processing, as committed."""
-        self._swept = 0.0
 
     def apply(self, batch: Batch[DetectorProgress], message: Message, now: float) -> None:
         """A raw, a command or a completion moves its detector on."""
@@ -101,14 +97,20 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
             key = detector_key(result.instrument, result.group_id, result.detector)
             self._step(batch, partition, key, detector.on_pipeline_done(self.state(batch, partition, key), result, now))
 
+    def hot(self, row: DetectorProgress) -> bool:
+        """Rows in play stay in memory; finished ones are read back from RocksDB when an event needs them."""
+        return row.phase in IN_PLAY
+
     def tick(self, batch: Batch[DetectorProgress], now: float) -> None:
         """Image deadlines pass, lost dispatches are recovered, finished rows are forgotten."""
-        for partition, keys in self.live.items():
-            for key in list(keys):
+        for partition, rows in self.rows.items():
+            for key in list(rows):
                 progress = self.state(batch, partition, key)
-                if progress is None or progress.phase not in LIVE:
+                if progress is None:
                     continue
-                if progress.phase == Phase.WAITING and now >= progress.image_deadline:
+                if detector.expired(progress, self.policy.retention, now):  # raws that never had a start
+                    self.stage(batch, partition, key, None)
+                elif progress.phase == Phase.WAITING and now >= progress.image_deadline:
                     timeout = DetectorCommand(action="image_timeout", instrument=progress.instrument,
                                               group_id=progress.group_id, detector=progress.detector,
                                               command_time=now)
@@ -116,12 +118,12 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
                 elif progress.phase == Phase.PROCESSING and not self.runner.busy(key):
                     log.info("re-dispatching %s: processing with no pipeline running here", key)
                     batch.notes.append(Effect("dispatch", replace(progress)))
-        if now - self._swept >= SWEEP_SECONDS:
-            self._swept = now
-            for partition, rows in self.rows.items():
-                for key, row in list(rows.items()):
-                    if detector.expired(row, self.policy.retention, now):
-                        self.stage(batch, partition, key, None)
+
+        def forget(partition: int, key: str, row: DetectorProgress) -> None:
+            if detector.expired(row, self.policy.retention, now):
+                self.stage(batch, partition, key, None)
+
+        self.sweep(batch, forget)
 
     def _step(self, batch: Batch[DetectorProgress], partition: int, key: str, step: detector.Step) -> None:
         """Stage the new row and the outcome; keep the pipeline effects for after the commit."""
@@ -142,14 +144,7 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
                 batch.notes.append(Effect("abandon", output.progress))
 
     def committed(self, batch: Batch[DetectorProgress], now: float) -> None:
-        """The batch is durable: start what it asked of the pipeline processes, and index its rows."""
-        for partition, changes in batch.changes.items():
-            live = self.live.setdefault(partition, set())
-            for key, row in changes.items():
-                if row is not None and row.phase in LIVE:
-                    live.add(key)
-                else:
-                    live.discard(key)
+        """The batch is durable: start what it asked of the pipeline processes."""
         for note in batch.notes:
             if isinstance(note, CcdResult):
                 with logs.labelled(note):
@@ -163,17 +158,18 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
             else:
                 self.schedule(partial(self.runner.abandon, note.progress))
 
-    def restored(self, partitions: list[int]) -> None:
-        """Index the live rows of the partitions just assigned; forget those of partitions gone."""
-        self.live = {p: keys for p, keys in self.live.items() if p in self.rows}
-        for partition in partitions:
-            self.live[partition] = {key for key, row in self.rows.get(partition, {}).items() if row.phase in LIVE}
-        log.info("detector table: %d live rows in partitions %s", sum(len(k) for k in self.live.values()),
-                 partitions)
-
     def rows_of(self, prefix: str) -> list[DetectorProgress]:
-        """This worker's rows whose key starts with `prefix` (safe from any thread)."""
-        return [row for rows in list(self.rows.values()) for key, row in list(rows.items()) if key.startswith(prefix)]
+        """This worker's committed rows whose key starts with `prefix`, in play or finished (for the views,
+        from the event loop: RocksDB reads are safe beside the engine's writes; a partition being handed
+        over is skipped)."""
+        found: dict[str, DetectorProgress] = {}
+        for partition, store in list(self.stores.items()):
+            try:
+                found |= {key.decode(): self.codec.decode(value, DetectorProgress)
+                          for key, value in store.with_prefix(prefix.encode())}
+            except Exception:  # closed by a rebalance meanwhile: its rows are another worker's now
+                log.debug("detector partition %d changed hands during a view", partition)
+        return list(found.values())
 
 
 class Completions:

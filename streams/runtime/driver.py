@@ -510,6 +510,8 @@ class TopologyTestDriver:
         return [self.codec.decode(message.value(), spec.record) for message in self.messages(spec)]
 
     def rows(self, name: str) -> dict[str, Any]:
-        """A processor's table as committed, every partition's rows together."""
-        return {key: row for rows in self.processors[name].rows.values() for key, row in rows.items()}
+        """A processor's table as committed (in memory or not), every partition's rows together."""
+        processor = self.processors[name]
+        return {key.decode(): processor.codec.decode(value, processor.row_type)
+                for store in processor.stores.values() for key, value in store.items()}
 

@@ -37,7 +37,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 BATCH = 500
 POLL_SECONDS = 0.05
 TICK_SECONDS = 0.5
+SWEEP_ROWS = 500
+"""Cold rows a sweep reads per tick: a table of 100,000 rows is gone through in under two minutes."""
 TRANSACTION_TIMEOUT_MS = 10_000
 CALL_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000  # waiting longer is pointless: the broker aborts the transaction
 COMMIT_STALL_S = 3 * CALL_TIMEOUT_S
@@ -270,6 +272,8 @@ class TransactionalProcessor(Generic[Row]):
         self._consumer: ConsumerApi | None = None
         self._producer: ProducerApi | None = None
         self._last_tick = 0.0
+        self._sweep_from: dict[int, bytes] = {}
+        """Where each partition's next sweep starts (absent: at its first row)."""
         self._delivered: dict[int, int] = {}
         self.assigned = False
         """Whether the group gave this processor its partitions at least once (readiness)."""
@@ -421,8 +425,7 @@ class TransactionalProcessor(Generic[Row]):
         changelog = self.changelog
         stores = {p: PartitionStore(self.store_path(p)) for p in partitions}
         offsets = self._restore_points(stores)
-        rows = {p: {key.decode(): self.codec.decode(value, self.row_type) for key, value in store.items()}
-                for p, store in stores.items()}
+        rows = {p: self._hot_rows(store.items()) for p, store in stores.items()}
         changes: dict[int, dict[bytes, bytes | None]] = {p: {} for p in partitions}
         reader = self.clients.consumer(self.settings.kafka_config() | {
             "group.id": f"{self.group}-restore", "isolation.level": "read_committed",
@@ -434,16 +437,26 @@ class TransactionalProcessor(Generic[Row]):
             key, value = message.key() or b"", message.value()
             changes[partition][key] = value
             offsets[partition] = message_offset(message) + 1
-            if value is None:
-                rows[partition].pop(key.decode(), None)
+            row = None if value is None else self.codec.decode(value, self.row_type)
+            if row is not None and self.hot(row):
+                rows[partition][key.decode()] = row
             else:
-                rows[partition][key.decode()] = self.codec.decode(value, self.row_type)
+                rows[partition].pop(key.decode(), None)
         for p, store in stores.items():
             if changes[p]:
                 store.apply(changes[p], offsets[p])
             self.stores[p], self.rows[p] = store, rows[p]
         log.info("%s restored partitions %s: %d rows (%d from the changelog)", self.name, partitions,
-                 sum(len(r) for r in rows.values()), sum(len(c) for c in changes.values()))
+                 sum(store.count() for store in stores.values()), sum(len(c) for c in changes.values()))
+
+    def _hot_rows(self, items: Iterable[tuple[bytes, bytes]]) -> dict[str, Row]:
+        """The rows among `items` that are kept in memory."""
+        rows = {}
+        for key, value in items:
+            row = self.codec.decode(value, self.row_type)
+            if self.hot(row):
+                rows[key.decode()] = row
+        return rows
 
     def _restore_points(self, stores: dict[int, PartitionStore]) -> dict[int, int]:
         """Where each partition's changelog replay starts; a copy the changelog cannot continue is cleared."""
@@ -467,9 +480,44 @@ class TransactionalProcessor(Generic[Row]):
 
     # -- transform -------------------------------------------------------------------------------
     def state(self, batch: Batch[Row], partition: int, key: str) -> Row | None:
-        """A row as this batch leaves it so far."""
+        """A row as this batch leaves it so far (a cold one is read from the partition's RocksDB)."""
         staged = batch.changes.get(partition, {})
-        return staged[key] if key in staged else self.rows.get(partition, {}).get(key)
+        if key in staged:
+            return staged[key]
+        if (row := self.rows.get(partition, {}).get(key)) is not None:
+            return row
+        return self.cold(partition, key)
+
+    def cold(self, partition: int, key: str) -> Row | None:
+        """A committed row that is not kept in memory (None: no such row, or the partition is not here)."""
+        store = self.stores.get(partition)
+        value = store.get(key.encode()) if store is not None else None
+        return self.codec.decode(value, self.row_type) if value is not None else None
+
+    def hot(self, row: Row) -> bool:
+        """Whether a committed row stays in memory (`rows`) as well as in RocksDB: rows still in play. The
+        others are read back when an event needs them, so memory holds what is in flight, not what the
+        retention time keeps; by default every row is hot."""
+        return True
+
+    def sweep(self, batch: Batch[Row], visit: Callable[[int, str, Row], None]) -> None:
+        """Show `visit` the next SWEEP_ROWS cold rows (and, from one tick to the next, every one in turn),
+        so a processor can expire them without holding them in memory or reading its whole table at once."""
+        budget = SWEEP_ROWS
+        for partition, store in list(self.stores.items()):
+            hot = self.rows.get(partition, {})
+            start = self._sweep_from.get(partition)
+            seen = 0
+            for key, value in store.items(start):
+                seen += 1
+                if seen > budget:
+                    self._sweep_from[partition] = key
+                    return
+                name = key.decode()
+                if name not in hot and name not in batch.changes.get(partition, {}):
+                    visit(partition, name, self.codec.decode(value, self.row_type))
+            budget -= seen
+            self._sweep_from.pop(partition, None)
 
     def stage(self, batch: Batch[Row], partition: int, key: str, row: Row | None) -> None:
         """Change a row when the batch commits (None deletes it)."""
@@ -601,10 +649,10 @@ class TransactionalProcessor(Generic[Row]):
         for partition, changes in batch.changes.items():
             rows = self.rows.setdefault(partition, {})
             for key, state in changes.items():
-                if state is None:
-                    rows.pop(key, None)
-                else:
+                if state is not None and self.hot(state):
                     rows[key] = state
+                else:
+                    rows.pop(key, None)
             store = self.stores.get(partition)
             if store is not None:
                 store.apply(encoded[partition], self._delivered.get(partition, store.checkpoint))

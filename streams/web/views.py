@@ -53,7 +53,7 @@ class Sources:
 def local_visits(sources: Sources) -> dict[str, list[dict[str, Any]]]:
     """This worker's gather rows (without per-CCD metrics: the views do not show them) and fan-outs."""
     gather = sources.gather()
-    rows = [row for partition in list(gather.rows.values()) for row in list(partition.values())] if gather else []
+    rows = gather.progress() if gather else []
     return {"progress": [_lean(row).to_dict() for row in rows],
             "expected": [expected.to_dict() for expected in sources.expected()]}
 
@@ -71,8 +71,7 @@ def local_visit(sources: Sources, instrument: str, group: str) -> dict[str, Any]
     gather = sources.gather()
     progress = None
     if gather is not None:
-        key = visit_key(instrument, group)
-        progress = next((p[key] for p in list(gather.rows.values()) if key in p), None)
+        progress = gather.visit(visit_key(instrument, group))
     expected = next((e for e in sources.expected() if (e.instrument, e.group_id) == (instrument, group)), None)
     return {"rows": [row.to_dict() for row in rows], "preloading": preloading,
             "progress": _lean(progress).to_dict() if progress else None,

@@ -22,7 +22,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from stack.cluster import Cluster, ClusterState, Ports, free_port
-from stack.workers import WorkerPool
+from stack.workers import READY, WorkerPool
 from streams.config import Settings
 from streams.driver import Visits
 from tests.chaos.verifier import Verdict, Wiring, verify
@@ -144,7 +144,7 @@ def run(visits_count: int, kill_every: float, interval: float, root: Path, settl
     try:
         for name in ("w1", "w2", "w3"):
             supervisor.start(name)
-        pool.started[0].wait_for("[^Worker]: Ready", 120)
+        pool.started[0].wait_for(READY, 120)
         threading.Thread(target=supervisor.watch, daemon=True).start()
         visits = Visits(settings, patience=600.0)  # the broker bounce must not stop the generator
         sender = threading.Thread(target=send_visits, args=(visits, visits_count, interval, rng), daemon=True)

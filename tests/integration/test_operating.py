@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
+from stack.workers import READY, WorkerPool
 from streams.config import PROJECT_ROOT, Settings
 from streams.driver import Visits
 from tests.integration import browser
@@ -59,12 +59,15 @@ class Night:
         return self.get(f"/visits/LSSTCam/{GROUP}/", worker)
 
     def wait_for(self, condition: str, check: Any, timeout: float = 120) -> Any:
+        """The visit's view once `check` holds (a 404 until its nextVisit has been fanned out)."""
         deadline = time.monotonic() + timeout
         while True:
-            view = self.visit()
-            if check(view):
-                return view
-            assert time.monotonic() < deadline, f"no {condition} after {timeout} s: {view['counts']}"
+            response = httpx.get(self.urls[0] + f"/visits/LSSTCam/{GROUP}/", timeout=30)
+            if response.status_code != 404:
+                response.raise_for_status()
+                if check(view := response.json()):
+                    return view
+            assert time.monotonic() < deadline, f"no {condition} after {timeout} s: {response.text[:300]}"
             time.sleep(1)
 
 
@@ -95,7 +98,7 @@ def night(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> It
     try:
         workers = [pool.start(name, wait=False) for name in ("w1", "w2")]
         for worker in workers:
-            worker.wait_for("[^Worker]: Ready", timeout=120)
+            worker.wait_for(READY, timeout=120)
         visits = Visits(settings, survey="BLOCK-DASH")
         night = Night(settings, [w.url for w in workers], [w.log for w in workers], visits)
         deadline = time.monotonic() + 60

@@ -186,3 +186,23 @@ def test_a_restarted_worker_dispatches_again_what_was_processing(
     driver.run()
     assert sorted(r.detector for r in driver.read(topics.ccd_result)) == list(COMCAM)
     assert len(driver.read(topics.visit_summary)) == 1
+
+
+def test_finished_detectors_leave_memory_but_still_stop_repeats_until_they_expire(
+        driver: TopologyTestDriver, topics: Topics, settings: Settings) -> None:
+    """Memory holds the detectors in play; a finished one is read back from RocksDB for a repeated completion,
+    and swept away once the retention time has passed."""
+    driver.pipe(topics.next_visit, SAL_KEY, next_visit(GROUP, instrument=INSTRUMENT, sent=T0))
+    send_raws(driver, topics, settings)
+    driver.run()
+    assert sum(len(rows) for rows in driver.processors["detector"].rows.values()) == 9
+    complete(driver, topics)
+    driver.run()
+    assert driver.processors["detector"].rows == {p: {} for p in driver.processors["detector"].rows}
+    complete(driver, topics)
+    driver.run()
+    assert len(driver.read(topics.ccd_outcome)) == 9, "a repeated completion of a finished detector emits nothing"
+    assert len(driver.rows("detector")) == 9
+    driver.advance(settings.retention + 1)
+    driver.run()
+    assert driver.rows("detector") == {}
