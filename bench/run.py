@@ -1,7 +1,8 @@
 """`make bench`: every benchmark case in one run on a local stack of its own, one markdown report.
 
     .local/venv/bin/python -m bench.run [--visits 50] [--gather-visits 200] [--workers 1,2] [--alert-visits 5]
-                                        [--cases overhead,gather,payload,alerts] [--report bench/results/bench.md]
+                                        [--night-visits 1000] [--cases overhead,gather,payload,alerts,night]
+                                        [--report bench/results/bench.md]
 
 Starts a throwaway Kafka + registry on free ports (stopped at the end), runs
 1. the framework overhead under an LSSTCam burst with 1 and 2 workers (and their memory, case 5),
@@ -9,6 +10,8 @@ Starts a throwaway Kafka + registry on free ports (stopped at the end), runs
 4. the built-in Alert Production per full-size CCD (bench/pipeline.py),
 6. last raw -> alerts readable per CCD, association and packaging, with the stand-in pipeline's
    synthetic DIA sources and with the built-in AP on a small simulated night (bench/alerts.py),
+7. a night of LSSTCam visits through the whole topology on 2 workers: throughput, memory, correctness
+   (bench/night.py),
 and writes the report (bench/report.py) with the machine it ran on; the README quotes its tables.
 """
 
@@ -20,11 +23,11 @@ import shutil
 import time
 from pathlib import Path
 
-from bench import alerts, overhead, pipeline, report, throughput
+from bench import alerts, night, overhead, pipeline, report, throughput
 from stack.cluster import Cluster, Ports
 from streams.config import PROJECT_ROOT
 
-CASES = ("overhead", "gather", "payload", "alerts")
+CASES = ("overhead", "gather", "payload", "alerts", "night")
 RESULTS = Path(__file__).parent / "results" / "bench.md"
 
 
@@ -38,6 +41,7 @@ def main() -> int:
     parser.add_argument("--contenders", default=",".join(throughput.CONTENDERS))
     parser.add_argument("--payload-repeat", type=int, default=1, help="pipeline runs per thread count (case 4)")
     parser.add_argument("--alert-visits", type=int, default=5, help="measured stand-in visits of the alerts (case 6)")
+    parser.add_argument("--night-visits", type=int, default=1000, help="visits of the night (case 7)")
     parser.add_argument("--report", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -47,7 +51,7 @@ def main() -> int:
     started = time.monotonic()
     results = report.Results()
     cluster = Cluster("bench", Ports(0, 0, 0), root=root / "stack", bound_to_parent=True)
-    if "overhead" in cases or "gather" in cases or "alerts" in cases:
+    if {"overhead", "gather", "alerts", "night"} & set(cases):
         state = cluster.up()
         try:
             if "overhead" in cases:
@@ -56,6 +60,8 @@ def main() -> int:
                 results.rates = throughput.run(state, root, args.gather_visits, args.contenders.split(","))
             if "alerts" in cases:
                 results.alerts = alerts.run(state, root, args.alert_visits)
+            if "night" in cases:
+                results.night = night.run(state, root, args.night_visits)
         finally:
             cluster.down()
     if "payload" in cases:
