@@ -1,11 +1,11 @@
 """Structured logs: one JSON object per line, labelled with what the worker is working on.
 
-The labels (instrument, group, detector, visit) live in a context variable: `edge.guard` starts
-each event with none, `Context.decode` adds those of the record it decoded, and the gather labels
-each message it applies, so every line logged while handling an event carries them without any
-log call naming them. `PROMPT_STREAMS_LOG_FORMAT=json` switches a worker's logs to this format
-(`logging_config` is handed to faust, which configures logging at worker start); secrets are
-masked wherever they would appear.
+The labels (instrument, group, detector, visit) live in a context variable: the engine starts each
+record with none (`TransactionalProcessor._guarded`), its `decode` adds those of the record it decoded,
+and effects logged after a commit label their own record, so every line logged while handling an
+event carries them without any log call naming them. `PROMPT_STREAMS_LOG_FORMAT=json` switches a
+worker's logs to this format (`logging_config` is handed to faust, which configures logging at worker
+start); secrets are masked wherever they would appear.
 """
 
 from __future__ import annotations

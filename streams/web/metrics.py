@@ -111,18 +111,6 @@ class StateCollector(Collector):
         yield lag
 
 
-def faust_lags(app: faust.App) -> dict[tuple[str, str, int], int]:
-    """Lag of the faust consumer: high watermark minus the committed offset, per assigned partition."""
-    consumer = app.consumer
-    lags = {}
-    for tp in consumer.assignment():
-        highwater = consumer.highwater(tp)
-        committed = getattr(consumer, "_committed_offset", {}).get(tp)  # faust has no public accessor
-        if highwater is not None:
-            lags[(app.conf.id, tp.topic, tp.partition)] = max(highwater - (committed or 0), 0)
-    return lags
-
-
 class Shared(Collector):
     """The process's own counters and histograms (REGISTRY), inside an app's registry."""
 
@@ -137,4 +125,4 @@ def register(app: faust.App, in_flight: Callable[[], int], processor_lags: Lags)
     registry = CollectorRegistry()
     setup_prometheus_sensors(app, registry=registry, name_prefix="prompt_streams_faust")
     registry.register(Shared())
-    registry.register(StateCollector(in_flight, [lambda: faust_lags(app), processor_lags]))
+    registry.register(StateCollector(in_flight, [processor_lags]))
