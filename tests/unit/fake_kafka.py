@@ -7,30 +7,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from streams.codec import Codec
+from streams.runtime.driver import MemoryRegistry
 from streams.runtime.engine import TransactionalProcessor
-from streams.schemas import Schema
 
 P = TypeVar("P", bound=TransactionalProcessor[Any])
-
-
-class FakeRegistry:
-    """A schema registry in memory: each subject's schema gets an id on first use."""
-
-    def __init__(self) -> None:
-        self.schemas: dict[int, Schema] = {}
-        self.subjects: dict[tuple[str, str], int] = {}
-
-    def register(self, subject: str, schema: Schema) -> int:
-        """The schema's id under the subject, new on first use."""
-        key = (subject, repr(schema))
-        if key not in self.subjects:
-            self.subjects[key] = len(self.subjects) + 1
-            self.schemas[self.subjects[key]] = schema
-        return self.subjects[key]
-
-    def schema_by_id(self, schema_id: int) -> Schema | None:
-        """The schema with this id."""
-        return self.schemas.get(schema_id)
 
 
 @dataclass
@@ -70,5 +50,5 @@ class FakeMessage:
 
 def offline(processor: P) -> P:
     """The processor with a codec on an in-memory registry (it makes no request before it runs)."""
-    processor.codec = Codec(FakeRegistry())
+    processor.codec = Codec(MemoryRegistry())
     return processor

@@ -28,7 +28,7 @@ from streams.config import Settings, SettingsError
 from streams.errors import RegistryError
 from streams.record import Record
 from streams.records import DeadLetter, LogMessage, Metric, SalBridgeCheckpoint, VisitSummary
-from streams.runtime.driver import Broker, TopologyTestDriver
+from streams.runtime.driver import Broker, MemoryRegistry, TopologyTestDriver
 from streams.runtime.engine import IDLE_COMMIT_S
 from streams.schemas import Schema
 from tests.unit.runtime.visits import driver_settings
@@ -57,30 +57,21 @@ def test_a_metric_without_a_valid_topic_name_keeps_its_sal_event_and_says_why_it
 
 
 # -- the batches, on the engine ------------------------------------------------------------------
-class FakeRegistry:
-    """A registry in memory that refuses the subjects it is told to (HTTP 409) or is down for them."""
+class FakeRegistry(MemoryRegistry):
+    """The driver's registry, refusing the subjects it is told to (HTTP 409) or down for them."""
 
     def __init__(self) -> None:
-        self.schemas: dict[int, Schema] = {}
-        self.subjects: dict[tuple[str, str], int] = {}
+        super().__init__()
         self.refuse: set[str] = set()
         self.down: set[str] = set()
 
     def register(self, subject: str, schema: Schema) -> int:
-        """The schema's id under the subject, new on first use."""
+        """The schema's id, unless its subject is refused or down."""
         if subject in self.refuse:
             raise RegistryError(f"cannot register {subject}") from SchemaRegistryError(409, 409, "incompatible")
         if subject in self.down:
             raise RegistryError(f"cannot register {subject}") from OSError("connection refused")
-        key = (subject, repr(schema))
-        if key not in self.subjects:
-            self.subjects[key] = len(self.subjects) + 1
-            self.schemas[self.subjects[key]] = schema
-        return self.subjects[key]
-
-    def schema_by_id(self, schema_id: int) -> Schema | None:
-        """The schema with this id."""
-        return self.schemas.get(schema_id)
+        return super().register(subject, schema)
 
 
 class Harness:
@@ -150,7 +141,7 @@ class Harness:
         found = []
         for message in self.committed(topic_part):
             schema_id, payload = unframe(message.value())
-            parsed = parse(self.registry.schemas[schema_id])
+            parsed = parse(self.registry.schema_by_id(schema_id) or {})
             found.append(read_datum(payload, parsed, parsed))
         return found
 
