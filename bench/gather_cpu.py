@@ -1,13 +1,18 @@
 """The gather's CPU cost per input record, in process, without Kafka: where case 2's time goes.
 
-    .local/venv/bin/python -m bench.gather_cpu [--visits 200] [--profile] [--real-producer]
+    .local/venv/bin/python -m bench.gather_cpu [--visits 100] [--repeat 3] [--profile] [--real-producer]
+                                               [--gc-threshold N]
 
 Builds the same input as `bench.throughput.fill` (per visit: its VisitExpected, then 189 outcomes),
 encodes it with the codec on an in-memory registry, then drives the real `GatherProcessor` through
-the engine's own `_transform` and `_commit` in batches of the engine's size, with a stand-in consumer
-and producer (or, with `--real-producer`, a real non-transactional librdkafka producer whose queue is
-never sent, to count produce's own cost). It prints microseconds per input record, per stage:
-decode, the core, the outputs' and the changelog's encoding, and the engine's commit loop.
+the engine's own cycle (`_cycle`: consume, transform, encode, commit) with a stand-in consumer and
+producer (with `--real-producer`, a real non-transactional librdkafka producer to nowhere, to count
+produce's own cost). It prints the CPU time of this thread per input record: first each piece alone
+(one cold pass: decode, logging labels, the core, the outputs' encoding, the engine's per-output
+checks), then the whole cycle (best of `--repeat`). For a profile, `--profile` (cProfile), or a
+sampling one: `py-spy record --format raw -- .local/venv/bin/python -m bench.gather_cpu`.
+No broker: what it leaves out is the transactions' round trips, the GIL shared with the worker's
+other threads, and the fetch (see the report of `make bench`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from bench.harness import LSSTCAM_DETECTORS, SURVEY
-from streams.codec import Codec, unframe
+from streams.codec import Codec
 from streams.config import Settings
 from streams.driver import exposure_id
 from streams.gather_processor import GatherProcessor
@@ -233,7 +238,7 @@ def stages(gather: GatherProcessor, inputs: list[FakeMessage]) -> None:
 def main() -> int:
     """Measure, and optionally profile, the gather's path."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--visits", type=int, default=200)
+    parser.add_argument("--visits", type=int, default=100)
     parser.add_argument("--profile", action="store_true", help="cProfile the whole drive, top functions")
     parser.add_argument("--real-producer", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
@@ -243,7 +248,6 @@ def main() -> int:
         gc.set_threshold(args.gc_threshold)
     gather = processor(args.real_producer)
     inputs = messages(gather, args.visits)
-    unframe(inputs[0].value())
     print(f"{len(inputs)} inputs, {args.visits} visits")
     stages(gather, inputs)
     best = float("inf")

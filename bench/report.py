@@ -37,7 +37,9 @@ CHANGES: list[tuple[str, str]] = [
      "in case 2: 6.6 -> 3.8 s of CPU, its alert publisher and OCPS outcomes threads halved too (they decode "
      "every outcome and result). Case 2 on a shared, loaded machine, same engine: 2500-3240 -> 3790-4680 CCD "
      "results/s; the rest is the engine's (one transaction per 500 inputs, ~50-70 ms of round trips each) and "
-     "the process's garbage collector", "gather throughput (case 2)"),
+     "the process's garbage collector. Summarised visit rows (in RocksDB, ~11 kB each) swept every 30 s "
+     "instead of a few hundred decoded every tick: the gather thread's CPU in case 2, 7.3 -> 4.5 s",
+     "gather throughput (case 2)"),
 ]
 """What was changed for speed, and which figure it moved."""
 

@@ -9,6 +9,7 @@ commands and its web server.
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
 from typing import Any, cast
 
@@ -56,6 +57,11 @@ class PromptStreamsApp(faust.App):
             self.services[processor.name] = service
             await self.add_runtime_dependency(service)
         self.add_future(self._announce_ready())
+        # What start-up built lives as long as the worker: out of the collector's way. A young generation of
+        # 100,000 objects (not 700) runs the collector 100 times less often: it took 10-15% of the processors'
+        # CPU, which churns through short-lived records.
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 100)
 
     def processors_unassigned(self) -> list[str] | None:
         """The processors that have not had their partitions yet (None before they run)."""

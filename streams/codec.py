@@ -12,8 +12,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import struct
 from collections.abc import Callable
+from types import MemberDescriptorType
 from typing import Any, Protocol, TypeVar
 
 import fastavro
@@ -128,7 +130,7 @@ def from_json(text: bytes, schema: Schema, parsed: Any) -> dict[str, Any]:
 # become a dict (and come back from one). The gather writes seven records and reads one or more
 # per input, so each record type gets straight-line Python, generated once from its schema, that
 # writes the record's attributes and reads the Avro bytes straight into the record. The output is
-# byte for byte fastavro's (tests/unit/test_codec.py checks both ways); a schema the compiler does
+# byte for byte fastavro's (tests/unit/test_codec_compiled.py checks both ways); a schema the compiler does
 # not cover (enums, fixed, named references, unions beyond [null, x]) keeps the fastavro path.
 
 Writer = Callable[[Record], bytes]
@@ -141,6 +143,7 @@ _MAX_VARINT = 10
 """A 64-bit long takes at most 10 bytes."""
 
 
+_AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VARINTS: dict[int, bytes] = {}
 _VARINTS_KEPT = 4096
 
@@ -151,7 +154,7 @@ class _UnsupportedError(Exception):
 
 def _varint(z: int) -> bytes:
     """An unsigned varint of more than one byte (z is already zigzagged, or a non-negative length); the last
-    few thousand are kept, since the same large values (exposure ids, times in ids) recur record after record."""
+    few thousand are kept, since the same large values (exposure ids) recur record after record."""
     out = _VARINTS.get(z)
     if out is None:
         if z >> 64:
@@ -234,9 +237,12 @@ def _nested_type(record_type: type[Record], field_name: str) -> type[Record]:
 
 
 def _check_fields(schema: dict[str, Any], record_type: type[Record]) -> list[dict[str, Any]]:
+    """The schema's fields, which must be the record's, each named as Avro says (a name goes into the source)."""
     fields_ = list(schema["fields"])
     if sorted(item["name"] for item in fields_) != sorted(field_names(record_type)):
         raise _UnsupportedError(f"{record_type.__name__} does not have the fields of {schema['name']}")
+    if not all(_AVRO_NAME.fullmatch(item["name"]) for item in fields_):
+        raise _UnsupportedError(f"{schema['name']} has a field name Avro does not allow")
     return fields_
 
 
@@ -276,7 +282,7 @@ _PACK_DOUBLES = {n: struct.Struct(f"<{n}d").pack for n in range(1, 17)}
 
 
 def _doubles(values: list[float]) -> bytes:
-    """The items of a non-empty array (or the values of a map) of doubles, in one struct.pack."""
+    """The items of a non-empty array of doubles, in one struct.pack."""
     pack = _PACK_DOUBLES.get(len(values))
     return pack(*values) if pack is not None else struct.pack(f"<{len(values)}d", *values)
 
@@ -396,13 +402,15 @@ def _read_value(src: _Source, depth: int, avro: Any, target: str, owner: type[Re
         _emit_long(src, depth, target)
     elif kind in ("string", "bytes"):
         n, end = src.var("n"), src.var("end")
+        decode = ".decode()" if kind == "string" else ""
         src.emit(depth, f"{n} = data[pos]")
-        src.emit(depth, f"if {n} & 0x81: {n}, pos = _read_length(data, pos)")
+        src.emit(depth, f"if {n} & 0x81:")  # a length of more than one byte, or a negative one
+        src.emit(depth + 1, f"{n}, pos = _read_length(data, pos)")
+        src.emit(depth + 1, f"{end} = pos + {n}")
+        src.emit(depth + 1, f"{target} = data[pos:{end}]{decode}")
         src.emit(depth, "else:")
-        src.emit(depth + 1, "pos += 1")
-        src.emit(depth + 1, f"{n} >>= 1")
-        src.emit(depth, f"{end} = pos + {n}")
-        src.emit(depth, f"{target} = data[pos:{end}].decode()" if kind == "string" else f"{target} = data[pos:{end}]")
+        src.emit(depth + 1, f"{end} = pos + 1 + ({n} >> 1)")
+        src.emit(depth + 1, f"{target} = data[pos + 1:{end}]{decode}")
         src.emit(depth, f"pos = {end}")
     elif kind in _PRIMITIVE_WIDTH:
         unpack = src.const("unpack", struct.Struct("<d" if kind == "double" else "<f").unpack_from)
@@ -452,7 +460,11 @@ def _read_value(src: _Source, depth: int, avro: Any, target: str, owner: type[Re
 
 
 def _record_reader(schema: dict[str, Any], record_type: type[Record]) -> Reader:
+    """The function reading a record's fields from `pos` into a new record (set through its slots)."""
     fields_ = _check_fields(schema, record_type)
+    if not fields_ or not all(isinstance(vars(record_type).get(item["name"]), MemberDescriptorType)
+                              for item in fields_):
+        raise _UnsupportedError(f"{record_type.__name__} has no fields, or no slot for each")
     src = _Source()
     cls = src.const("cls", record_type)
     src.emit(0, "def read(data, pos):")
@@ -484,8 +496,6 @@ def _record_reader(schema: dict[str, Any], record_type: type[Record]) -> Reader:
 
 def compile_reader(schema: dict[str, Any], record_type: type[Record]) -> Reader:
     """A function reading a record of `record_type` written with `schema` itself (raises `_UnsupportedError`)."""
-    if not hasattr(record_type, "__slots__"):
-        raise _UnsupportedError(f"{record_type.__name__} has no slots")
     return _record_reader(schema, record_type)
 
 

@@ -68,7 +68,7 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
         return not row.summary_time
 
     def tick(self, batch: Batch[VisitProgress], now: float) -> None:
-        """Deadlines pass (visits in flight) and summarised rows age out (swept a few hundred per tick)."""
+        """Deadlines pass (visits in flight) and summarised rows age out (the engine's sweep)."""
         def age(partition: int, key: str, state: VisitProgress) -> None:
             self._stage_step(batch, partition, key, state, gather.on_tick(state, now, self.policy.retention))
 

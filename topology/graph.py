@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from functools import cached_property
 
 from streams.config import Settings
 from streams.records import DeadLetter, SalBridgeCheckpoint
@@ -49,9 +50,14 @@ class ProcessorSpec:
     """Beginnings of the names of the topics it writes besides `outputs`, named at run time (the SAL bridge's
     SAL and Sasquatch topics)."""
 
+    @cached_property
+    def output_names(self) -> frozenset[str]:
+        """The names of the declared outputs (the engine checks every record it produces against them)."""
+        return frozenset(spec.name for spec in self.outputs)
+
     def may_write(self, topic: str) -> bool:
         """Whether the engine may produce to `topic` for this processor."""
-        return any(spec.name == topic for spec in self.outputs) or topic.startswith(self.output_prefixes)
+        return topic in self.output_names or topic.startswith(self.output_prefixes)
 
 
 @dataclass(frozen=True)

@@ -31,35 +31,35 @@ ORPHAN_GRACE = 600.0
 """How long outcomes of a visit whose VisitExpected never came wait before being summarised."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EmitResult:
     """Emit the detector's one per-CCD result."""
 
     result: CcdResult
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EmitSummary:
     """Emit the visit's one summary."""
 
     summary: VisitSummary
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EmitMetric:
     """Emit a metric for the Chile bridge."""
 
     metric: Metric
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EmitCalibration:
     """Announce a master calibration the visit (a calibration sequence) certified."""
 
     product: CalibrationProduct
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Forget:
     """The state is past its retention: delete it."""
 
