@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -42,6 +43,8 @@ from topology.keys import detector_key, detector_partition, visit_key
 from topology.topics import TopicSpec
 
 log = logging.getLogger(__name__)
+SCHEDULED_SECONDS = 5.0
+"""A dispatch handed to the event loop counts as running for this long, until the runner has it."""
 IN_PLAY = (Phase.PRESENCE, Phase.WAITING, Phase.PROCESSING)
 """Phases whose rows are kept in memory: the tick watches their deadlines and dispatches."""
 
@@ -54,7 +57,7 @@ class Effect:
     """What the pipeline processes must do once the batch has committed."""
 
     action: str
-    """preload, dispatch or abandon."""
+    """preload, dispatch (the first), redispatch (after a crash or a rebalance) or abandon."""
     progress: DetectorProgress
 
 
@@ -69,6 +72,8 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
         self.instruments = instruments
         self.runner = runner
         self.schedule = schedule
+        self._scheduled: dict[str, float] = {}
+        """Dispatches handed to the event loop, and when (monotonic): the runner knows them a moment later."""
 
     def apply(self, batch: Batch[DetectorProgress], message: Message, now: float) -> None:
         """A raw, a command or a completion moves its detector on."""
@@ -103,6 +108,8 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
 
     def tick(self, batch: Batch[DetectorProgress], now: float) -> None:
         """Image deadlines pass, lost dispatches are recovered, finished rows are forgotten."""
+        moment = time.monotonic()
+        self._scheduled = {k: t for k, t in self._scheduled.items() if moment - t < SCHEDULED_SECONDS}
         for partition, rows in self.rows.items():
             for key in list(rows):
                 progress = self.state(batch, partition, key)
@@ -115,15 +122,20 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
                                               group_id=progress.group_id, detector=progress.detector,
                                               command_time=now)
                     self._step(batch, partition, key, detector.on_command(progress, timeout, now))
-                elif progress.phase == Phase.PROCESSING and not self.runner.busy(key):
+                elif progress.phase == Phase.PROCESSING and not self._running(key):
                     log.info("re-dispatching %s: processing with no pipeline running here", key)
-                    batch.notes.append(Effect("dispatch", replace(progress)))
+                    batch.notes.append(Effect("redispatch", replace(progress)))
 
         def forget(partition: int, key: str, row: DetectorProgress) -> None:
             if detector.expired(row, self.policy.retention, now):
                 self.stage(batch, partition, key, None)
 
         self.sweep(batch, forget)
+
+    def _running(self, key: str) -> bool:
+        """Whether a pipeline runs the detector here, or was just asked to (the runner, on the event loop,
+        has not seen that dispatch yet)."""
+        return key in self._scheduled or self.runner.busy(key)
 
     def _step(self, batch: Batch[DetectorProgress], partition: int, key: str, step: detector.Step) -> None:
         """Stage the new row and the outcome; keep the pipeline effects for after the commit."""
@@ -152,8 +164,11 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
                              f" ({note.error_class}: {note.error_message[:200]})" if note.error_class else "")
             elif note.action == "preload":
                 self.schedule(partial(self.runner.preload, note.progress))
-            elif note.action == "dispatch":
-                metrics.observe_dispatch(note.progress)
+            elif note.action in ("dispatch", "redispatch"):
+                if note.action == "dispatch":  # the wait for raws is measured once, not again on recovery
+                    metrics.observe_dispatch(note.progress)
+                self._scheduled[detector_key(note.progress.instrument, note.progress.group_id,
+                                             note.progress.detector)] = time.monotonic()
                 self.schedule(partial(self.runner.dispatch, note.progress))
             else:
                 self.schedule(partial(self.runner.abandon, note.progress))
