@@ -26,10 +26,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from bench.harness import LSSTCAM_DETECTORS, SURVEY
+from bench.harness import gather_visit
 from streams.codec import Codec
 from streams.config import Settings
-from streams.driver import exposure_id
 from streams.gather_processor import GatherProcessor
 from streams.records import CcdResult, VisitExpected
 from streams.schemas import Schema
@@ -142,26 +141,15 @@ def messages(processor: GatherProcessor, visits: int) -> list[FakeMessage]:
     """The bench's input, encoded, in the order one partition's consumer sees it (visit by visit)."""
     codec, topics = processor.codec, processor.topics
     now = time.time()
-    detectors = list(range(LSSTCAM_DETECTORS))
     out: list[FakeMessage] = []
     for number in range(visits):
-        group = f"2026-11-26T{number // 3600:02d}:{number // 60 % 60:02d}:{number % 60:02d}.000"
+        group, expected, outcomes = gather_visit(number, now)
         key = visit_key("LSSTCam", group).encode()
-        expected = VisitExpected(instrument="LSSTCam", group_id=group, survey=SURVEY, pipelines=["stand-in"],
-                                 detectors=detectors, nimages=2, next_visit_time=now, fanout_time=now,
-                                 deadline=now + 3600.0)
         spec = topics.visit_expected
         out.append(FakeMessage(spec.name, spec.partition_of(expected), len(out), key,
                                codec.encode(spec.name, expected)))
-        for detector in detectors:
-            outcome = CcdResult(
-                instrument="LSSTCam", group_id=group, detector=detector, status="success", pipeline="stand-in",
-                survey=SURVEY, exposure_ids=[exposure_id(2 * number + 1), exposure_id(2 * number + 2)],
-                snaps_expected=2, snaps_processed=2, next_visit_time=now, fanout_time=now,
-                preload_done_time=now, first_raw_time=now, process_start_time=now, process_end_time=now,
-                result_time=now, worker="bench",
-                metrics={"standInCpuTime": 0.0, "snapsProcessed": 2.0, "prep_butlerTotalTime": 0.0})
-            spec = topics.ccd_outcome
+        spec = topics.ccd_outcome
+        for outcome in outcomes:
             out.append(FakeMessage(spec.name, spec.partition_of(outcome), len(out), key,
                                    codec.encode(spec.name, outcome)))
     return out

@@ -14,6 +14,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from stack.cluster import ClusterState, free_port
 from streams.config import PROJECT_ROOT, Settings
+from streams.driver import exposure_id
+from streams.records import CcdResult, VisitExpected
 
 LSSTCAM_DETECTORS = 189
 SURVEY = "STAND-IN-BENCH"
@@ -96,3 +98,22 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> Non
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout)
+
+
+def gather_visit(number: int, now: float) -> tuple[str, VisitExpected, list[CcdResult]]:
+    """Visit `number` of the gather cases: its group id, its VisitExpected and one successful outcome per
+    LSSTCam detector (what the gather consumes), the same for every contender."""
+    group = f"2026-11-26T{number // 3600:02d}:{number // 60 % 60:02d}:{number % 60:02d}.000"
+    detectors = list(range(LSSTCAM_DETECTORS))
+    expected = VisitExpected(instrument="LSSTCam", group_id=group, survey=SURVEY, pipelines=["stand-in"],
+                             detectors=detectors, nimages=2, next_visit_time=now, fanout_time=now,
+                             deadline=now + 3600.0)
+    outcomes = [CcdResult(
+        instrument="LSSTCam", group_id=group, detector=detector, status="success", pipeline="stand-in",
+        survey=SURVEY, exposure_ids=[exposure_id(2 * number + 1), exposure_id(2 * number + 2)],
+        snaps_expected=2, snaps_processed=2, next_visit_time=now, fanout_time=now,
+        preload_done_time=now, first_raw_time=now, process_start_time=now, process_end_time=now,
+        result_time=now, worker="bench",
+        metrics={"standInCpuTime": 0.0, "snapsProcessed": 2.0, "prep_butlerTotalTime": 0.0})
+        for detector in detectors]
+    return group, expected, outcomes

@@ -31,6 +31,7 @@ from bench.harness import (
     SURVEY,
     bench_settings,
     create_topic,
+    gather_visit,
     rss_bytes,
     start_process,
     stop_process,
@@ -41,7 +42,7 @@ from stack.workers import WorkerPool
 from streams import admin
 from streams.clock import tai_now
 from streams.config import PROJECT_ROOT, Settings
-from streams.driver import Received, Visits, exposure_id
+from streams.driver import Received, Visits
 from streams.records import CcdResult, VisitExpected
 from topology.keys import visit_key
 from topology.tables import changelogs
@@ -85,22 +86,11 @@ def fill(settings: Settings, visits: int) -> Visits:
     admin.ensure_topics(settings, specs)
     admin.register_schemas(driver.codec, specs)
     now = tai_now()
-    detectors = list(range(LSSTCAM_DETECTORS))
     for number in range(visits):
-        group = f"2026-11-26T{number // 3600:02d}:{number // 60 % 60:02d}:{number % 60:02d}.000"
+        group, expected, outcomes = gather_visit(number, now)
         key = visit_key("LSSTCam", group).encode()
-        expected = VisitExpected(instrument="LSSTCam", group_id=group, survey=SURVEY, pipelines=["stand-in"],
-                                 detectors=detectors, nimages=2, next_visit_time=now, fanout_time=now,
-                                 deadline=now + 3600.0)
         _produce(driver, topics.visit_expected.name, key, expected, topics.visit_expected.partition_of(expected))
-        for detector in detectors:
-            outcome = CcdResult(
-                instrument="LSSTCam", group_id=group, detector=detector, status="success", pipeline="stand-in",
-                survey=SURVEY, exposure_ids=[exposure_id(2 * number + 1), exposure_id(2 * number + 2)],
-                snaps_expected=2, snaps_processed=2, next_visit_time=now, fanout_time=now,
-                preload_done_time=now, first_raw_time=now, process_start_time=now, process_end_time=now,
-                result_time=now, worker="bench",
-                metrics={"standInCpuTime": 0.0, "snapsProcessed": 2.0, "prep_butlerTotalTime": 0.0})
+        for outcome in outcomes:
             _produce(driver, topics.ccd_outcome.name, key, outcome, topics.ccd_outcome.partition_of(outcome))
     driver.flush()
     return driver
