@@ -26,57 +26,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from confluent_kafka import Message
+
 from bench.harness import gather_visit
 from streams.codec import Codec
 from streams.config import Settings
 from streams.gather_processor import GatherProcessor
 from streams.records import CcdResult, VisitExpected
-from streams.schemas import Schema
+from streams.runtime.driver import MemoryRegistry
 from topology.keys import visit_key
-
-
-class MemoryRegistry:
-    """`streams.codec.SchemaRegistry` in memory: one id per distinct schema."""
-
-    def __init__(self) -> None:
-        self.schemas: dict[int, Schema] = {}
-        self.ids: dict[str, int] = {}
-
-    def register(self, subject: str, schema: Schema) -> int:
-        """Register under `subject`; the same schema again keeps its id."""
-        if subject not in self.ids:
-            self.ids[subject] = len(self.schemas) + 1
-            self.schemas[self.ids[subject]] = schema
-        return self.ids[subject]
-
-    def schema_by_id(self, schema_id: int) -> Schema | None:
-        """The schema with this id."""
-        return self.schemas.get(schema_id)
-
-
-class FakeMessage:
-    """What the engine reads of a consumed message."""
-
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes, value: bytes) -> None:
-        self._topic, self._partition, self._offset, self._key, self._value = topic, partition, offset, key, value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def error(self) -> None:
-        return None
 
 
 class FakeProducer:
@@ -116,10 +74,10 @@ class RealProducer(FakeProducer):
 class FakeConsumer:
     """Hands out the prepared messages, `consume` by `consume`, and answers the engine's other calls."""
 
-    def __init__(self, queue: list[FakeMessage]) -> None:
+    def __init__(self, queue: list[Message]) -> None:
         self.queue, self.at = queue, 0
 
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
         chunk = self.queue[self.at:self.at + num_messages]
         self.at += len(chunk)
         return chunk
@@ -137,21 +95,21 @@ class FakeConsumer:
         return None
 
 
-def messages(processor: GatherProcessor, visits: int) -> list[FakeMessage]:
+def messages(processor: GatherProcessor, visits: int) -> list[Message]:
     """The bench's input, encoded, in the order one partition's consumer sees it (visit by visit)."""
     codec, topics = processor.codec, processor.topics
     now = time.time()
-    out: list[FakeMessage] = []
+    out: list[Message] = []
     for number in range(visits):
         group, expected, outcomes = gather_visit(number, now)
         key = visit_key("LSSTCam", group).encode()
         spec = topics.visit_expected
-        out.append(FakeMessage(spec.name, spec.partition_of(expected), len(out), key,
-                               codec.encode(spec.name, expected)))
+        out.append(Message(topic=spec.name, partition=spec.partition_of(expected), offset=len(out), key=key,
+                           value=codec.encode(spec.name, expected)))
         spec = topics.ccd_outcome
         for outcome in outcomes:
-            out.append(FakeMessage(spec.name, spec.partition_of(outcome), len(out), key,
-                                   codec.encode(spec.name, outcome)))
+            out.append(Message(topic=spec.name, partition=spec.partition_of(outcome), offset=len(out), key=key,
+                               value=codec.encode(spec.name, outcome)))
     return out
 
 
@@ -164,7 +122,7 @@ def processor(real_producer: bool) -> GatherProcessor:
     return gather
 
 
-def drive(gather: GatherProcessor, inputs: list[FakeMessage]) -> tuple[float, int]:
+def drive(gather: GatherProcessor, inputs: list[Message]) -> tuple[float, int]:
     """Run every input through the engine's own cycle (consume, transform, encode, commit); (CPU seconds of this
     thread, summaries produced)."""
     consumer = FakeConsumer(inputs)
@@ -184,7 +142,7 @@ def stage(name: str, count: int, work: Callable[[], object]) -> None:
     print(f"  {name:<44} {1e6 * (time.thread_time() - started) / count:8.2f} us/input")
 
 
-def stages(gather: GatherProcessor, inputs: list[FakeMessage]) -> None:
+def stages(gather: GatherProcessor, inputs: list[Message]) -> None:
     """The path's pieces, each on its own, per input record (with the codec `inputs` were encoded by)."""
     codec, topics = gather.codec, gather.topics
     n = len(inputs)
