@@ -5,7 +5,9 @@
     eval "$(python -m stack env)"            # point Prompt Streams at the running main cluster
     python -m stack down --name chile
     python -m stack up --name secure --secure --broker-port 9292 --controller-port 9293 --registry-port 8281
-    eval "$(python -m stack env --name secure)"   # SASL_SSL settings, with the generated credentials
+    eval "$(python -m stack env --name secure)"   # SASL_SSL settings, as the workers' user
+    eval "$(python -m stack env --name secure --role operators)"   # ... as an operator (summit, bridge too)
+    python -m stack up --name chile --secure --as-chile --broker-port 9192 --controller-port 9193 --registry-port 8181
     eval "$(python -m stack env --name chile --as-chile)"   # the SAL bridge's PROMPT_STREAMS_CHILE_* settings
     python -m stack up --cassandra           # also a Cassandra for the APDB, CQL on 127.0.0.1:9042
     python -m stack down --cassandra         # stops both; without --cassandra, Cassandra keeps running
@@ -15,9 +17,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from stack.acls import ADMIN, ClientRole, bindings, role_grants, role_security
 from stack.cassandra import NATIVE_PORT, STORAGE_PORT, Cassandra
-from stack.cluster import LOCAL_DIR, Cluster, Ports, StackError, credentials_env, settings_env, stored_security
+from stack.cluster import (
+    LOCAL_DIR,
+    Cluster,
+    Ports,
+    Security,
+    StackError,
+    credentials_env,
+    settings_env,
+    stored_passwords,
+)
+from streams.config import Settings, SettingsError
+
+
+def secure(root: Path, chile: bool) -> Security:
+    """A user per role (passwords kept in the cluster's folder) and their ACLs, for the settings in the
+    environment: the topic names and the application id the ACLs name are those of `PROMPT_STREAMS_*`."""
+    passwords = stored_passwords(root, [ADMIN, *ClientRole])
+    return role_security(passwords, bindings(role_grants(Settings.from_env(), chile=chile)), chile=chile)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--controller-port", type=int, default=9093)
     parser.add_argument("--registry-port", type=int, default=8081)
     parser.add_argument("--secure", action="store_true",
-                        help="clients only on SASL_SSL with SCRAM-SHA-512 (a throwaway CA and generated passwords)")
+                        help="clients only on SASL_SSL with SCRAM-SHA-512 (a throwaway CA and generated passwords), "
+                             "one user per role, Kafka ACLs and the registry behind basic auth")
     parser.add_argument("--as-chile", action="store_true",
-                        help="env: print the settings as the SAL bridge's PROMPT_STREAMS_CHILE_* variables")
+                        help="up: the Chile side of the SAL bridge (with --secure, the bridge's ACLs there); "
+                             "env: print the settings as the SAL bridge's PROMPT_STREAMS_CHILE_* variables")
+    parser.add_argument("--role", choices=list(ClientRole),
+                        help="env: whose credentials to print (default: workers, or bridge with --as-chile)")
     parser.add_argument("--cassandra", action="store_true",
                         help="up/down/status: also a single-node Cassandra (the APDB's database) next to the cluster")
     parser.add_argument("--cassandra-port", type=int, default=NATIVE_PORT, help="Cassandra's CQL port")
@@ -43,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cassandra applies to up, down and status")
     cassandra = Cassandra(args.name, args.cassandra_port, args.cassandra_storage_port) if args.cassandra else None
     root = LOCAL_DIR / "stacks" / args.name
-    cluster = Cluster(args.name, Ports(args.broker_port, args.controller_port, args.registry_port), root,
-                      security=stored_security(root) if args.secure else None)
     try:
+        cluster = Cluster(args.name, Ports(args.broker_port, args.controller_port, args.registry_port), root,
+                          security=secure(root, args.as_chile) if args.secure and args.action == "up" else None)
         if args.action == "up":
             state = cluster.up()
             print(f"{state.name}: Kafka at {state.bootstrap}, schema registry at {state.registry_url}")
@@ -63,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             if running is None:
                 print(f"{args.name}: not running", file=sys.stderr)
             elif args.action == "env":
-                env = settings_env(running) | credentials_env(root)
+                role = args.role or (ClientRole.BRIDGE if args.as_chile else ClientRole.WORKERS)
+                env = settings_env(running) | credentials_env(root, role)
                 if args.as_chile:
                     env = {k.replace("PROMPT_STREAMS_", "PROMPT_STREAMS_CHILE_", 1): v for k, v in env.items()}
                 print("\n".join(f"export {k}={v}" for k, v in env.items()))
@@ -78,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"(pid {node_state.pid})")
             if running is None or (cassandra and node_state is None):
                 return 1
-    except StackError as error:
+    except (StackError, SettingsError) as error:
         print(f"stack: {error}", file=sys.stderr)
         return 2
     return 0

@@ -19,9 +19,13 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from base64 import b64encode
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AclBinding, AdminClient  # type: ignore[attr-defined]
 
 from stack.java import find_java
 from stack.tls import make_tls
@@ -63,6 +67,33 @@ class Security:
     """(user, password) pairs clients log in with."""
 
     admin: str = "admin"
+    acls: tuple[AclBinding, ...] | None = None
+    """ACLs created at start. With any (even none), the broker denies whatever no ACL allows and only the admin
+    is a super user; None: every authenticated user may do anything."""
+    registry_users: tuple[tuple[str, str, str], ...] = ()
+    """(user, password, Apicurio role): with any, the registry answers only requests with HTTP basic auth
+    (the admin is one more user, with role sr-admin)."""
+
+    def admin_config(self, bootstrap: str, ca_file: str) -> dict[str, str | int | float | bool]:
+        """librdkafka settings to connect as the admin."""
+        return {"bootstrap.servers": bootstrap, "security.protocol": "SASL_SSL", "ssl.ca.location": ca_file,
+                "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": self.admin, "sasl.password": self.admin_password}
+
+    def registry_properties(self) -> str:
+        """Apicurio's (Quarkus's) settings for basic auth against its embedded users, roles enforced."""
+        lines = ["quarkus.http.auth.basic=true", "quarkus.security.users.embedded.plain-text=true",
+                 "apicurio.auth.role-based-authorization=true"]
+        for user, password, role in ((self.admin, self.admin_password, "sr-admin"), *self.registry_users):
+            lines += [f"quarkus.security.users.embedded.users.{user}={password}",
+                      f"quarkus.security.users.embedded.roles.{user}={role}"]
+        return "".join(f"{line}\n" for line in lines)
+
+    def registry_authorization(self) -> dict[str, str]:
+        """The admin's HTTP basic-auth header for the registry (none when it needs no auth)."""
+        if not self.registry_users:
+            return {}
+        token = b64encode(f"{self.admin}:{self.admin_password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
 
 
 @dataclass(frozen=True)
@@ -139,9 +170,9 @@ def _tail(log: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=1) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -194,6 +225,8 @@ class Cluster:
         ca_file = str(make_tls(self.root / "tls").ca) if self.security else ""
         broker = self._start_broker(properties, ports, timeout)
         try:
+            if self.security and self.security.acls:
+                self._create_acls(f"127.0.0.1:{ports.broker}", ca_file, self.security.acls)
             registry = self._start_registry(ports, timeout)
         except BaseException:
             self._terminate([broker.pid])
@@ -210,6 +243,20 @@ class Cluster:
         )
         self._state_file.write_text(json.dumps(asdict(state), indent=2))
         return state
+
+    def _create_acls(self, bootstrap: str, ca_file: str, acls: Iterable[AclBinding]) -> None:
+        """Create the ACLs as the admin, waiting for each (one that exists is left as it is; none is removed).
+
+        Raises:
+            StackError: the broker refused or did not answer.
+        """
+        assert self.security is not None
+        admin = AdminClient(self.security.admin_config(bootstrap, ca_file))
+        try:
+            for future in admin.create_acls(list(acls), request_timeout=30).values():
+                future.result()
+        except KafkaException as error:
+            raise StackError(f"creating the ACLs failed: {error}; see {self.root / 'logs' / 'broker.log'}") from error
 
     def bounce_broker(self, pause: float = 2.0, timeout: float = 120.0) -> ClusterState:
         """Stop the broker (SIGTERM), wait `pause` seconds, start it again on the same ports and data.
@@ -263,6 +310,8 @@ class Cluster:
         }
         if self.security:
             settings |= self._sasl_ssl(ports)
+        if self.security and self.security.acls is not None:
+            settings |= self._authorizer()
         path = self.root / "server.properties"
         path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         path.chmod(0o600)  # it holds the broker's own SCRAM password
@@ -288,6 +337,27 @@ class Cluster:
             "ssl.keystore.type": "PEM", "ssl.keystore.location": str(keystore),
             "ssl.truststore.type": "PEM", "ssl.truststore.location": str(tls.ca),
             "ssl.endpoint.identification.algorithm": "https",
+        }
+
+    def _authorizer(self) -> dict[str, str]:
+        """Deny what no ACL allows; the admin alone is a super user, on the controller listener too.
+
+        The broker reaches the controller as a client: on a plaintext controller listener it would be
+        User:ANONYMOUS, which would then have to be a super user, as would any local process dialling that port.
+        SASL/PLAIN with the admin's password (the controller's one user) makes it User:admin instead.
+        """
+        assert self.security is not None
+        admin, password = self.security.admin, self.security.admin_password
+        return {
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{admin}",
+            "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config":
+                f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{admin}" '
+                f'password="{password}" user_{admin}="{password}";',
         }
 
     def _format_storage(self, properties: Path) -> None:
@@ -339,6 +409,7 @@ class Cluster:
         log = self.root / "logs" / "registry.log"
         log.write_bytes(b"")
         database = self.root / "registry" / "schemas"
+        self._write_registry_users()
         proc = self._spawn([
             str(find_java(21)), "-Xmx512m",
             "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={ports.registry}",
@@ -350,8 +421,21 @@ class Cluster:
             "-jar", str(REGISTRY_JAR),
         ], log)
         url = f"http://127.0.0.1:{ports.registry}{CCOMPAT_PATH}/subjects"
-        wait_until(lambda: _http_ok(url), proc, log, "schema registry", timeout)
+        headers = self.security.registry_authorization() if self.security else {}
+        wait_until(lambda: _http_ok(url, headers), proc, log, "schema registry", timeout)
         return proc
+
+    def _write_registry_users(self) -> None:
+        """Quarkus reads `config/application.properties` from the registry's working directory (the cluster's
+        folder): the users go there, not on a command line every local user can read."""
+        path = self.root / "config" / "application.properties"
+        if not (self.security and self.security.registry_users):
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(exist_ok=True)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(self.security.registry_properties())
 
     def _terminate(self, pids: list[int], timeout: float = 30.0) -> None:
         terminate(pids, lambda pid: _pid_runs_from(pid, self.root), timeout)
@@ -385,25 +469,34 @@ def settings_env(state: ClusterState) -> dict[str, str]:
 
 
 
+def stored_passwords(root: Path, users: Iterable[str]) -> dict[str, str]:
+    """The cluster's passwords by user: generated on first use, kept in `credentials.json` (mode 0600).
 
-CLIENT_USER = "prompt"
-
-
-def stored_security(root: Path) -> Security:
-    """The cluster's SCRAM credentials: generated once, kept in `credentials.json` (mode 0600)."""
+    SCRAM users are created when the cluster's storage is formatted: a user added later needs a new folder.
+    """
     path = root / "credentials.json"
-    if not path.exists():
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    missing = {user: secrets.token_urlsafe(24) for user in users if user not in stored}
+    if missing:
         root.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"admin": secrets.token_urlsafe(24), CLIENT_USER: secrets.token_urlsafe(24)}))
+        path.touch(mode=0o600)
         path.chmod(0o600)
-    stored = json.loads(path.read_text())
-    return Security(stored["admin"], ((CLIENT_USER, stored[CLIENT_USER]),))
+        path.write_text(json.dumps(stored | missing))
+    return stored | missing
 
 
-def credentials_env(root: Path) -> dict[str, str]:
-    """The client user's credentials as settings, if the cluster has any."""
+def credentials_env(root: Path, user: str) -> dict[str, str]:
+    """One user's credentials as settings, for Kafka and for the registry, if the cluster has any.
+
+    Raises:
+        StackError: the cluster has credentials, but none for this user.
+    """
     path = root / "credentials.json"
     if not path.exists():
         return {}
-    return {"PROMPT_STREAMS_SASL_USERNAME": CLIENT_USER,
-            "PROMPT_STREAMS_SASL_PASSWORD": json.loads(path.read_text())[CLIENT_USER]}
+    stored = json.loads(path.read_text())
+    if user not in stored:
+        raise StackError(f"{path} has no user '{user}' (it has {', '.join(sorted(stored))}): a cluster made "
+                         f"before roles existed; stop it and remove {root} to start afresh")
+    return {"PROMPT_STREAMS_SASL_USERNAME": user, "PROMPT_STREAMS_SASL_PASSWORD": stored[user],
+            "PROMPT_STREAMS_REGISTRY_USER": user, "PROMPT_STREAMS_REGISTRY_PASSWORD": stored[user]}

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from base64 import b64encode
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
 import pytest
 
 from streams.config import Settings, SettingsError
+from streams.registry import ConfluentRegistry
 
 
 def test_defaults_point_at_the_local_stack() -> None:
@@ -115,3 +122,50 @@ def test_raw_buckets_are_a_comma_separated_list_of_bucket_names() -> None:
     assert Settings.from_env({"PROMPT_STREAMS_S3_MAX_RECORDS": "7"}).s3_max_records == 7
     with pytest.raises(SettingsError, match="PROMPT_STREAMS_S3_MAX_RECORDS"):
         Settings.from_env({"PROMPT_STREAMS_S3_MAX_RECORDS": "0"})
+
+
+class _Subjects(BaseHTTPRequestHandler):
+    """A registry that lists no subjects and remembers each request's Authorization header."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        _Subjects.seen.append(self.headers.get("Authorization"))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"[]")
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def registry_url() -> Iterator[str]:
+    """A local HTTP server standing in for the registry's Confluent API."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Subjects)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Subjects.seen.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_registry_credentials_are_sent_as_basic_auth(registry_url: str) -> None:
+    """A registry behind basic auth: the user and password reach it in each request, for the processing
+    cluster's registry and for Chile's; without a user, no Authorization header is sent; the password is masked."""
+    settings = Settings.from_env({"PROMPT_STREAMS_REGISTRY_URL": registry_url,
+                                  "PROMPT_STREAMS_REGISTRY_USER": "workers",
+                                  "PROMPT_STREAMS_REGISTRY_PASSWORD": "w-secret",
+                                  "PROMPT_STREAMS_CHILE_BOOTSTRAP": "chile:9092",
+                                  "PROMPT_STREAMS_CHILE_REGISTRY_URL": registry_url,
+                                  "PROMPT_STREAMS_CHILE_REGISTRY_USER": "bridge",
+                                  "PROMPT_STREAMS_CHILE_REGISTRY_PASSWORD": "b-secret"})
+    assert ConfluentRegistry(settings.registry_config()).subjects() == []
+    assert ConfluentRegistry(settings.chile().registry_config()).subjects() == []
+    assert ConfluentRegistry(Settings.from_env({"PROMPT_STREAMS_REGISTRY_URL": registry_url}).registry_config()) \
+        .subjects() == []
+    assert _Subjects.seen == [f"Basic {b64encode(b'workers:w-secret').decode()}",
+                              f"Basic {b64encode(b'bridge:b-secret').decode()}", None]
+    assert "w-secret" not in repr(settings) and "b-secret" not in repr(settings)
