@@ -28,7 +28,7 @@ from streams.runner import PipelineRunner
 from streams.runtime import READY_LINE
 from streams.runtime.engine import ProcessorService, TransactionalProcessor
 from streams.sal_intake import SalIntake
-from streams.web import dashboard, metrics, uws, views
+from streams.web import auth, dashboard, metrics, uws, views
 
 
 class PromptStreamsApp(faust.App):
@@ -141,6 +141,9 @@ def create_app(settings: Settings) -> PromptStreamsApp:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
         logging_config=logs.logging_config(settings),
+        # faust's /router/ (every worker's URL) and /table/ (table rows) views: this app serves its own views.
+        web_router_enabled=False,
+        web_tables_enabled=False,
     )
     app.context = Context.build(settings, app)
     app.services = {}
@@ -154,6 +157,7 @@ def create_app(settings: Settings) -> PromptStreamsApp:
 def register_web(app: PromptStreamsApp) -> None:
     """The worker's web endpoints: JSON views, the dashboard, Prometheus metrics and the OCPS job service."""
     context = app.context
+    tokens = auth.Tokens.from_settings(context.settings)
 
     def gather() -> GatherProcessor | None:
         return cast(GatherProcessor | None, app.processor("gather"))
@@ -169,15 +173,15 @@ def register_web(app: PromptStreamsApp) -> None:
     views.register(app, views.Sources(
         detectors=detectors,
         runner=app.runner, gather=gather, expected=expected, decode=context.codec.decode,
-        unassigned=app.processors_unassigned))
-    dashboard.register(app, context.instruments)
+        unassigned=app.processors_unassigned), tokens)
+    dashboard.register(app, context.instruments, tokens)
     def processor_lags() -> dict[tuple[str, str, int], int]:
         return {key: lag for service in list(app.services.values())
                 for key, lag in service.processor.lags.items()}
 
     metrics.register(app, in_flight=lambda: (processor.in_flight() if (processor := gather()) else 0),
                      processor_lags=processor_lags)
-    uws.register(app, context)
+    uws.register(app, context, tokens)
 
 
 app = create_app(Settings.from_env())

@@ -5,6 +5,11 @@ Avro binary datum. The writer schema is fetched from the registry by id and reso
 the reader schema from `schemas/`, so older and newer writers are read field by field. Input
 topics also accept one JSON object validated against the same schema, so that a line typed
 into `kcat -P` works. Anything else raises a `DecodeError` subclass naming the problem.
+
+Neither the bytes nor the registry are trusted: a writer schema must resolve against the reader's and may not
+describe endless data (`streams.writer_schemas`), a datum is walked, bounded, before fastavro reads it, an
+unknown or refused schema id is remembered for a while instead of asked for again, and a decoded record's
+strings, arrays and maps must keep within the limits its schema declares (`streams.schemas.field_limits`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import math
 import re
 import struct
+import time
 from collections.abc import Callable
 from types import MemberDescriptorType
 from typing import Any, Protocol, TypeVar
@@ -24,12 +30,14 @@ from fastavro.validation import validate
 
 from streams.errors import (
     AvroDataError,
+    DecodeError,
     SchemaMismatchError,
     UnknownSchemaIdError,
     WireFormatError,
 )
 from streams.record import Record, field_names
-from streams.schemas import Schema, load_schema
+from streams.schemas import Schema, field_limits, load_schema
+from streams.writer_schemas import Names, UnsafeSchemaError, check_datum, check_writer, least_bytes, mismatch
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
@@ -37,6 +45,10 @@ MAX_MESSAGE_BYTES = 1 << 20
 """Largest value accepted (1 MiB): events are small, so anything bigger is an error."""
 FORWARDS_KEPT = 4096
 """Records decoded with `forward` whose bytes are kept until they are encoded (a few batches' worth)."""
+REFUSAL_SECONDS = 10.0
+"""How long an unknown or unusable schema id is refused without asking the registry again: a burst of
+messages with made-up ids costs one request per id, and a schema registered just now is read soon after."""
+REFUSALS_KEPT = 4096
 
 R = TypeVar("R", bound=Record)
 
@@ -53,10 +65,48 @@ class SchemaRegistry(Protocol):
         ...
 
 
+class FieldTooLongError(SchemaMismatchError):
+    """A string, array or map of a decoded record is longer than its schema allows."""
+
+
 # -- pure functions -----------------------------------------------------------------------------
 def parse(schema: Schema) -> Any:
     """fastavro's parsed form of a schema (a fresh named-type scope every time)."""
-    return fastavro.parse_schema(schema, named_schemas={})
+    return parse_named(schema)[0]
+
+
+def parse_named(schema: Schema) -> tuple[Any, Names]:
+    """fastavro's parsed form of a schema, and its named types by full name."""
+    names: Names = {}
+    return fastavro.parse_schema(schema, named_schemas=names), names
+
+
+def _over_limit(record: Record) -> str | None:
+    """Why a field of `record` is longer than its schema allows, or None."""
+    for limit in field_limits(record.SCHEMA):
+        value = getattr(record, limit.field)
+        where = f"{type(record).__name__}.{limit.field}"
+        strings = [value]
+        if isinstance(value, list | dict):
+            if limit.max_items is not None and len(value) > limit.max_items:
+                return f"{where} has {len(value)} items, over its limit of {limit.max_items}"
+            strings = [*value, *value.values()] if isinstance(value, dict) else value
+        if limit.max_length is not None:
+            for text in strings:
+                if isinstance(text, str) and len(text) > limit.max_length:
+                    return f"{where} is {len(text)} characters long, over its limit of {limit.max_length}"
+    return None
+
+
+def within_limits(record: R) -> R:
+    """`record`, if every field keeps within the limits its schema declares.
+
+    Raises:
+        FieldTooLongError: naming the field, its size and its limit.
+    """
+    if (why := _over_limit(record)) is not None:
+        raise FieldTooLongError(why)
+    return record
 
 
 def frame(schema_id: int, payload: bytes) -> bytes:
@@ -384,7 +434,9 @@ def compile_writer(schema: dict[str, Any], record_type: type[Record], schema_id:
 
 # reading: `data` is bytes, `pos` the position; any exception means corrupt bytes. A length past the end
 # is not checked where it is read: the position only grows, so the caller's check that the datum ends
-# exactly at the end of the bytes refuses it.
+# exactly at the end of the bytes refuses it. A block count is checked: each item takes a byte at least
+# (arrays of items that take none are not compiled), so more items than bytes left is corrupt, and a count
+# of 2**62 is refused before it is looped over.
 def _emit_long(src: _Source, depth: int, target: str) -> None:
     src.emit(depth, f"{target} = data[pos]")
     src.emit(depth, f"if {target} < 0x80:")
@@ -431,8 +483,8 @@ def _read_value(src: _Source, depth: int, avro: Any, target: str, owner: type[Re
         src.emit(depth, f"else: raise ValueError(f'union index {{{index}}} out of range')")
     elif kind in ("array", "map"):
         items_schema = avro["items"] if kind == "array" else avro["values"]
-        if items_schema == "null":
-            raise _UnsupportedError("arrays and maps of nulls")
+        if least_bytes(items_schema, {}) == 0:
+            raise _UnsupportedError("arrays and maps of items that take no byte")
         count, item, key = src.var("count"), src.var("item"), src.var("key")
         src.emit(depth, f"{target} = []" if kind == "array" else f"{target} = {{}}")
         src.emit(depth, "while True:")
@@ -441,6 +493,9 @@ def _read_value(src: _Source, depth: int, avro: Any, target: str, owner: type[Re
         src.emit(depth + 1, f"if {count} < 0:")
         src.emit(depth + 2, f"{count} = -{count}")
         _emit_long(src, depth + 2, src.var("blocksize"))
+        src.emit(depth + 1, f"if {count} > len(data) - pos:")
+        src.emit(depth + 2, f"raise ValueError(f'a block of {{{count}}} items where {{len(data) - pos}} bytes "
+                            "are left')")
         src.emit(depth + 1, f"for _ in range({count}):")
         if kind == "array":
             _read_value(src, depth + 2, items_schema, item, owner, field_name)
@@ -504,17 +559,22 @@ class Codec:
     """Encode and decode the records of each topic against a schema registry.
 
     Subjects follow the TopicNameStrategy (`<topic>-value`). Writer schemas fetched by id are
-    cached, so the registry is asked once per id per process. Each (topic, record type) gets its
-    compiled writer, and each (schema id, record type) whose writer schema is the record's own
-    (same parsing canonical form) its compiled reader; others go through fastavro's resolution.
+    cached, so the registry is asked once per id per process (an unknown or unusable id once per
+    `REFUSAL_SECONDS`). Each (topic, record type) gets its compiled writer, and each (schema id, record
+    type) whose writer schema is the record's own (same parsing canonical form) its compiled reader;
+    others, once their writer schema is found to resolve, go through fastavro's resolution.
     """
 
-    def __init__(self, registry: SchemaRegistry) -> None:
+    def __init__(self, registry: SchemaRegistry, clock: Callable[[], float] = time.monotonic) -> None:
         self._registry = registry
-        self._parsed: dict[str, Any] = {}
+        self._clock = clock
+        self._parsed: dict[str, tuple[Any, Names]] = {}
         self._subject_ids: dict[str, int] = {}
-        self._writers: dict[int, Any] = {}
-        self._writer_schemas: dict[int, Schema] = {}
+        self._writers: dict[int, tuple[Any, Names]] = {}
+        self._canonical: dict[int, str] = {}
+        """schema id -> the writer schema's parsing canonical form (the same as a record's own: compiled reader)."""
+        self._refused: dict[int, tuple[float, type[DecodeError], str]] = {}
+        """schema id -> (when, error type, reason): ids not to ask the registry for again just yet."""
         self._encoders: dict[tuple[str, type[Record]], Writer] = {}
         self._headers: dict[tuple[str, type[Record]], bytes] = {}
         self._decoders: dict[tuple[int, type[Record]], Reader | None] = {}
@@ -522,8 +582,11 @@ class Codec:
         """id(record) -> (record, its framed bytes), for records decoded to be encoded again unchanged."""
 
     def _reader(self, record_type: type[Record]) -> Any:
+        return self._reader_named(record_type)[0]
+
+    def _reader_named(self, record_type: type[Record]) -> tuple[Any, Names]:
         if record_type.SCHEMA not in self._parsed:
-            self._parsed[record_type.SCHEMA] = parse(load_schema(record_type.SCHEMA))
+            self._parsed[record_type.SCHEMA] = parse_named(load_schema(record_type.SCHEMA))
         return self._parsed[record_type.SCHEMA]
 
     def register(self, topic: str, record_type: type[Record]) -> int:
@@ -577,29 +640,34 @@ class Codec:
             WireFormatError: not framed Avro nor an accepted JSON object, or too large.
             UnknownSchemaIdError: the schema id is not in the registry.
             AvroDataError: truncated, trailing or corrupt Avro bytes.
-            SchemaMismatchError: wrong types, or a writer schema that cannot be resolved.
+            SchemaMismatchError: wrong types, or a writer schema that cannot be resolved or is refused.
+            FieldTooLongError: a field longer than its schema allows.
         """
         if data is None:
             raise WireFormatError("empty value (tombstone): an event is expected")
         if len(data) > MAX_MESSAGE_BYTES:
             raise WireFormatError(f"value of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES} byte limit")
         if accept_json and data.lstrip()[:1] == b"{":
-            return record_type.from_dict(from_json(data, load_schema(record_type.SCHEMA), self._reader(record_type)))
+            return within_limits(record_type.from_dict(from_json(data, load_schema(record_type.SCHEMA),
+                                                                 self._reader(record_type))))
         if len(data) < HEADER.size or data[0] != MAGIC:
             unframe(data)  # raises the reason
         schema_id = HEADER.unpack_from(data)[1]
         key = (schema_id, record_type)
         decoder = self._decoders[key] if key in self._decoders else self._decoder(schema_id, record_type)
         if decoder is None:
-            return record_type.from_dict(read_datum(data[HEADER.size:], self._writer(schema_id),
-                                                    self._reader(record_type)))
+            return within_limits(record_type.from_dict(self._read(schema_id, data[HEADER.size:],
+                                                                  self._reader(record_type))))
         try:
             record, end = decoder(data, HEADER.size)
+        except DecodeError:
+            raise
         except Exception as error:  # any failure on untrusted bytes means "not decodable"
             raise AvroDataError(f"Avro data does not match its writer schema: {error!r}") from error
         if end != len(data):
             raise AvroDataError(f"Avro data is truncated or has trailing bytes ({end - HEADER.size} of "
                                 f"{len(data) - HEADER.size} used)")
+        within_limits(record)
         if forward:
             if len(self._forwarded) >= FORWARDS_KEPT:  # decoded and never encoded (duplicates): let them go
                 self._forwarded.clear()
@@ -608,15 +676,24 @@ class Codec:
         return decoded
 
     def _decoder(self, schema_id: int, record_type: type[Record]) -> Reader | None:
-        """The compiled reader when the writer schema is the record's own, else None (fastavro resolves)."""
-        self._writer(schema_id)
+        """The compiled reader when the writer schema is the record's own, else None (fastavro resolves), or one
+        that raises `SchemaMismatchError` when the writer schema does not resolve against the record's."""
+        writer, writer_names = self._writer(schema_id)
         own = load_schema(record_type.SCHEMA)
         decoder = None
-        if to_parsing_canonical_form(self._writer_schemas[schema_id]) == to_parsing_canonical_form(own):
+        if self._canonical[schema_id] == to_parsing_canonical_form(own):
             try:
                 decoder = compile_reader(own, record_type)
             except _UnsupportedError:
                 decoder = None
+        else:
+            reader, reader_names = self._reader_named(record_type)
+            try:
+                why = mismatch(writer, reader, writer_names, reader_names)
+            except RecursionError:
+                why = "it is nested too deep to compare"
+            if why is not None:
+                decoder = _refusal(f"writer schema id {schema_id} cannot be read as {record_type.__name__}: {why}")
         self._decoders[(schema_id, record_type)] = decoder
         return decoder
 
@@ -630,14 +707,56 @@ class Codec:
         if data is None:
             raise WireFormatError("empty value (tombstone): an event is expected")
         schema_id, payload = unframe(data)
-        writer = self._writer(schema_id)
-        return read_datum(payload, writer, writer)
+        writer, _names = self._writer(schema_id)
+        return self._read(schema_id, payload, writer)
 
-    def _writer(self, schema_id: int) -> Any:
-        if schema_id not in self._writers:
-            schema = self._registry.schema_by_id(schema_id)
-            if schema is None:
-                raise UnknownSchemaIdError(f"schema id {schema_id} is not in the schema registry")
-            self._writers[schema_id] = parse(schema)
-            self._writer_schemas[schema_id] = schema
-        return self._writers[schema_id]
+    def _read(self, schema_id: int, payload: bytes, reader: Any) -> dict[str, Any]:
+        """A datum of a writer schema that is not the record's own: walked, bounded, before fastavro reads it
+        (fastavro trusts block counts)."""
+        writer, names = self._writers[schema_id]
+        try:
+            check_datum(payload, writer, names)
+        except (ValueError, RecursionError) as error:
+            raise AvroDataError(f"Avro data does not fit its writer schema: {error}") from error
+        return read_datum(payload, writer, reader)
+
+    def _writer(self, schema_id: int) -> tuple[Any, Names]:
+        """The writer schema of an id, parsed, with its named types (raises the `DecodeError` that refused it)."""
+        found = self._writers.get(schema_id)
+        if found is not None:
+            return found
+        refused = self._refused.get(schema_id)
+        if refused is not None and self._clock() - refused[0] < REFUSAL_SECONDS:
+            raise refused[1](refused[2])
+        try:
+            found = self._fetch(schema_id)
+        except DecodeError as error:
+            if len(self._refused) >= REFUSALS_KEPT:
+                self._refused.clear()
+            self._refused[schema_id] = (self._clock(), type(error), str(error))
+            raise
+        self._writers[schema_id] = found
+        return found
+
+    def _fetch(self, schema_id: int) -> tuple[Any, Names]:
+        """Ask the registry for a writer schema, and parse and check it."""
+        schema = self._registry.schema_by_id(schema_id)
+        if schema is None:
+            raise UnknownSchemaIdError(f"schema id {schema_id} is not in the schema registry")
+        try:
+            writer, names = parse_named(schema)
+            check_writer(writer, names)
+            self._canonical[schema_id] = to_parsing_canonical_form(schema)
+        except UnsafeSchemaError as error:
+            raise SchemaMismatchError(f"writer schema id {schema_id} is refused: {error}") from error
+        except Exception as error:  # fastavro's parse errors, or a schema too deep: anything from the registry
+            raise SchemaMismatchError(f"writer schema id {schema_id} is not a usable Avro schema: {error!r}"
+                                      ) from error
+        return writer, names
+
+
+def _refusal(reason: str) -> Reader:
+    """A reader for a writer schema that does not resolve: every datum is a `SchemaMismatchError`."""
+    def refuse(data: bytes, pos: int) -> tuple[Any, int]:
+        raise SchemaMismatchError(reason)
+    return refuse

@@ -99,6 +99,37 @@ def register(app: faust.App) -> None:
         self.say(f"sent {visits} visits: groups {', '.join(v.group_id for v in night.visits)}")
 
     @app.command(
+        option("--group", required=True, help="Group id of the visit: its start, UTC, e.g. 2026-11-25T03:14:15.926."),
+        option("--instrument", default="LSSTCam", help="Instrument."),
+        option("--detectors", default="0-188", help="Detector ids, e.g. 0-188, 94 or 0,94,188."),
+        option("--exposure-id", type=int, required=True, help="Exposure id of the first snap (the next count on)."),
+        option("--snaps", type=int, default=2, help="Snaps per detector."),
+        option("--ra", type=float, default=0.0, help="Right ascension of the boresight [deg] (as nextVisit says)."),
+        option("--dec", type=float, default=0.0, help="Declination of the boresight [deg]."),
+        option("--camera-angle", type=float, default=0.0, help="Camera angle [deg] (nextVisit's cameraAngle)."),
+        option("--size", type=int, default=256, help="CCD size in pixels (4000 = each sensor's full size)."),
+        option("--path", default="", help="Where each raw goes under the data root, {detector} and {snap} replaced, "
+                                          "e.g. raw/367/{detector}-{snap}.fits (default: the camera's naming)."),
+    )
+    async def write_visit(self: faust.cli.AppCommand, group: str, instrument: str, detectors: str, exposure_id: int,
+                          snaps: int, ra: float, dec: float, camera_angle: float, size: int, path: str) -> None:
+        """Write one simulated visit under the data root (its raws, and the calibrations, reference stars and
+        template its pipelines need), sending nothing: announce it with kcat or send-next-visit and send-raw."""
+        from streams.science.geometry import CcdShape  # the science stack, only for this command
+        from streams.simulate.single_visit import ChosenVisit, write_chosen_visit
+
+        chosen = ChosenVisit(instrument, group, tuple(sorted(parse_detectors(detectors))),
+                             tuple(range(exposure_id, exposure_id + snaps)), ra, dec, camera_angle)
+        with plain_errors(settings):
+            try:
+                written = write_chosen_visit(Path(settings.data_root), chosen,
+                                             None if size == 4000 else CcdShape(size, size), path)
+            except ValueError as error:
+                fail(f"{group}: {error}")
+        for raw in written:
+            self.say(str(raw))
+
+    @app.command(
         argument("files", nargs=-1, required=True),
         option("--instrument", default="LSSTCam", help="Instrument whose visits may use the templates."),
         option("--filter", "filter_name", required=True, help="Physical filter, e.g. r_57."),

@@ -66,6 +66,13 @@ class Settings:
                              "faust's routing: views forwarded to the worker that owns the data).")
     web_token: str = _setting("", "Bearer token the web endpoints that change anything require "
                               "(empty: such endpoints refuse every request).", secret=True)
+    web_job_tokens: str = _setting("", "More bearer tokens of the OCPS job service, one per client, as "
+                                   "name=token pairs, comma-separated: a job belongs to the name whose token "
+                                   "created it (WEB_TOKEN's name is `operator`), and only that token or "
+                                   "WEB_TOKEN may run, abort or delete it.", secret=True)
+    web_read_token: str = _setting("", "Bearer token the JSON views and the OCPS job service's reads require "
+                                   "(a write token also reads); empty: reads are open to whoever reaches the "
+                                   "port. /health/, /ready/, /metrics and /dashboard/ stay open.", secret=True)
     topic_prefix: str = _setting("prompt", "Prefix of the project's own topics: <prefix>.<name>.")
     next_visit_topic: str = _setting("lsst.sal.ScriptQueue.logevent_nextVisit",
                                      "SAL nextVisit topic, consumed unchanged.")
@@ -83,6 +90,9 @@ class Settings:
                                  "Survey patterns -> pipeline fallback lists, TOML.")
     ocps_triggers_file: str = _setting(str(PROJECT_ROOT / "streams" / "ocps.toml"),
                                        "Events that create OCPS jobs by themselves (visit summary -> job), TOML.")
+    ocps_job_retention: float = _setting(7 * 24 * 3600.0, "An OCPS job is forgotten this long after it ended (or, "
+                                         "PENDING, after its last change): its row goes, and a tombstone takes it "
+                                         "off the ocps-jobs topic and every worker's view [s].")
     data_root: str = _setting(str(PROJECT_ROOT / ".local" / "repo"),
                               "Root of the data repository: file:// URIs from events must lie under it.")
     s3_endpoint_url: str = _setting("", "S3 endpoint for s3:// URIs (empty: AWS's default).")
@@ -111,9 +121,15 @@ class Settings:
                                          "CCD fails, retriable (nothing is stored twice: ids are deterministic) [s].")
     message_expiration: float = _setting(3600.0, "nextVisit older than this is dropped [s].")
     image_timeout: float = _setting(120.0, "Wait for raws beyond 2 x duration (IMAGE_TIMEOUT) [s].")
-    process_timeout: float = _setting(600.0, "After the image deadline, wait this long for results [s].")
+    process_timeout: float = _setting(600.0, "After the image deadline, wait this long for results; also the longest "
+                                             "a built-in pipeline task may run before its process is killed [s].")
     retention: float = _setting(3600.0, "Keep finished visit state this long to drop stragglers [s].")
     pipeline_processes: int = _setting(os.cpu_count() or 1, "Processes running pipelines in this worker.")
+    pipeline_memory_limit: int = _setting(0, "Address space each pipeline process may map (RLIMIT_AS; its commands "
+                                          "inherit it): a CCD that needs more fails alone instead of taking "
+                                          "the host's memory. Virtual, not resident, memory: a built-in pipeline "
+                                          "process maps about 700 MiB before its first CCD, so allow several GiB "
+                                          "(0: no limit) [MiB].")
     standin_preload_seconds: float = _setting(0.05, "Cost of the stand-in pipeline's preload [s].")
     standin_run_seconds: float = _setting(0.2, "CPU cost of the stand-in pipeline's run [s].")
     standin_dia_sources: int = _setting(0, "DIA sources the stand-in pipeline finds per CCD, at the same places "
@@ -161,6 +177,8 @@ class Settings:
                                 "association radius positive and the APDB retry time not negative")
         if self.detector_partitions < 1 or self.replication_factor < 1 or self.pipeline_processes < 1:
             raise SettingsError("partition counts, replication factors and process counts must be at least 1")
+        if self.pipeline_memory_limit < 0:
+            raise SettingsError(f"{PREFIX}PIPELINE_MEMORY_LIMIT must be a number of MiB, or 0 for no limit")
         if self.s3_max_records < 1 or self.sidecar_attempts < 1:
             raise SettingsError(f"{PREFIX}S3_MAX_RECORDS and {PREFIX}SIDECAR_ATTEMPTS must be at least 1")
         if bad := sorted(name for name in self.raw_bucket_names() if not BUCKET.match(name)):

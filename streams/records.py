@@ -221,7 +221,7 @@ class DetectorProgress(Record):
     dispatch_time: float = 0.0
     """When the pipeline was dispatched, 0 if not yet (TAI, Unix seconds) [second]."""
     updated_time: float = 0.0
-    """Last change (TAI, Unix seconds) [second]."""
+    """Last command or completion (TAI, Unix seconds); a raw does not change it, so late raws do not keep the row [second]."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,7 +11,7 @@ from confluent_kafka.schema_registry import Schema as RegistrySchema
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from streams.errors import RegistryError
+from streams.errors import RegistryError, SchemaMismatchError
 from streams.schemas import Schema
 
 SCHEMA_NOT_FOUND = 40403
@@ -31,7 +31,13 @@ class ConfluentRegistry:
             raise RegistryError(f"cannot register {subject}: {error}") from error
 
     def schema_by_id(self, schema_id: int) -> Schema | None:
-        """The schema with this id, or None if the registry does not have it."""
+        """The schema with this id, or None if the registry does not have it.
+
+        Raises:
+            RegistryError: the registry cannot be reached or refuses the request.
+            SchemaMismatchError: the id is of a schema that is not Avro (JSON Schema, Protobuf), which anyone who
+                can write to the registry may register.
+        """
         try:
             found = self._client.get_schema(schema_id)
         except SchemaRegistryError as error:
@@ -42,7 +48,12 @@ class ConfluentRegistry:
             raise RegistryError(f"cannot fetch schema id {schema_id}: {error}") from error
         if found.schema_str is None:
             return None
-        schema: Schema = json.loads(found.schema_str)
+        if found.schema_type not in (None, "AVRO"):
+            raise SchemaMismatchError(f"schema id {schema_id} is a {found.schema_type} schema, not Avro")
+        try:
+            schema: Schema = json.loads(found.schema_str)
+        except (ValueError, RecursionError) as error:
+            raise SchemaMismatchError(f"schema id {schema_id} is not JSON: {error}") from error
         return schema
 
     def subjects(self) -> list[str]:

@@ -4,7 +4,8 @@ Both SAL topics have one partition, so one member of the `<app id>-sal-intake` g
 its cancellation in order, and keeps the `visits` table (group id -> what was fanned out) to route
 cancellations. It is a transactional processor (`streams.runtime.engine`), not a Faust agent: a
 nextVisit sent while a worker dies must not be skipped and committed by a rebalance, and its
-detector commands, its VisitExpected, its table row and its offset become visible together.
+detector commands, its VisitExpected, its table row and its offset become visible together. Its
+tick forgets the visits past the retention time, whether or not more nextVisits come.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from confluent_kafka import Message
 from streams.config import Settings
 from streams.core.instruments import Instrument
 from streams.core.surveys import SurveyTable
-from streams.core.visit import plan_cancel, plan_visit
+from streams.core.visit import forgotten, plan_cancel, plan_visit
 from streams.records import DetectorCommand, NextVisit, NextVisitCanceled, VisitExpected
 from streams.runtime.engine import Batch, TransactionalProcessor, message_partition
 from topology.graph import declare_graph
@@ -45,7 +46,6 @@ class SalIntake(TransactionalProcessor[VisitExpected]):
             expected = plan.expected
             batch.records.append((self.topics.visit_expected,
                                   visit_key(expected.instrument, expected.group_id).encode(), expected))
-            self._forget_old_visits(batch, partition, now)
             self.stage(batch, partition, expected.group_id, expected)
             log.info("next_visit %s/%s survey %r: fanned out to %d detectors (pipelines %s)",
                      visit.instrument, visit.groupId, visit.survey, len(plan.commands),
@@ -61,12 +61,13 @@ class SalIntake(TransactionalProcessor[VisitExpected]):
             key = detector_key(command.instrument, command.group_id, command.detector)
             batch.records.append((self.topics.detector_commands, key.encode(), command))
 
-    def _forget_old_visits(self, batch: Batch[VisitExpected], partition: int, now: float) -> None:
-        """Cancellations only matter while a visit is in flight: drop rows past the retention time."""
-        for key in list(self.rows.get(partition, {})):
-            row = self.state(batch, partition, key)
-            if row is not None and now - row.fanout_time > self.policy.retention:
-                self.stage(batch, partition, key, None)
+    def tick(self, batch: Batch[VisitExpected], now: float) -> None:
+        """Visits past the retention time are forgotten, on the clock: a quiet night must not keep them."""
+        for partition, rows in self.rows.items():
+            for key in list(rows):
+                row = self.state(batch, partition, key)
+                if row is not None and forgotten(row, self.policy, now):
+                    self.stage(batch, partition, key, None)
 
     def expected(self) -> list[VisitExpected]:
         """The visits this worker fanned out and still keeps (empty unless it owns the SAL partition)."""

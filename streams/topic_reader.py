@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -16,6 +17,7 @@ from streams.config import Settings
 from streams.errors import PromptStreamsError
 
 TIMEOUT_S = 60.0
+M = TypeVar("M")
 
 
 class TopicNotFoundError(PromptStreamsError):
@@ -84,17 +86,49 @@ def read_range(settings: Settings, ranges: Iterable[tuple[str, int, int, int]],
         consumer.close()
 
 
+def last_of_each(read: Callable[[Mapping[int, int]], Mapping[int, list[M]]], bounds: Mapping[int, tuple[int, int]],
+                 last: int) -> dict[int, list[M]]:
+    """The last `last` records of each partition, given its (first, end) offsets and `read`, which reads each
+    partition from a start offset to its end.
+
+    Offsets are not records: a transactional topic's commit markers (and aborted records) take offsets too, so
+    `last` offsets back may hold fewer records. A partition short of them is read again from twice as far
+    back, until it gives `last` records or is read from its first offset.
+    """
+    if last < 1:
+        return {}
+    spans = dict.fromkeys(bounds, last)
+    kept: dict[int, list[M]] = {}
+    while spans:
+        starts = {p: max(bounds[p][0], bounds[p][1] - span) for p, span in spans.items()}
+        found = read(starts)
+        for partition, start in starts.items():
+            records = found.get(partition, [])
+            if len(records) >= last or start <= bounds[partition][0]:
+                kept[partition] = records[-last:]
+                del spans[partition]
+            else:
+                spans[partition] *= 2
+    return kept
+
+
 def read_to_end(settings: Settings, topic: str, partitions: Iterable[int] | None = None,
                 last: int | None = None) -> list[Message]:
     """Every committed record of `topic` (or of some partitions, or the `last` ones of each) up to its end now."""
     consumer = reader(settings)
     try:
         chosen = partitions_of(consumer, topic) if partitions is None else list(partitions)
-        ranges = []
-        for partition in chosen:
-            low, high = offsets(consumer, topic, partition)
-            ranges.append((topic, partition, low if last is None else max(low, high - last), high))
+        bounds = {partition: offsets(consumer, topic, partition) for partition in chosen}
     finally:
         consumer.close()
-    return list(read_range(settings, ranges))
+
+    def read(starts: Mapping[int, int]) -> dict[int, list[Message]]:
+        found: dict[int, list[Message]] = {partition: [] for partition in starts}
+        for message in read_range(settings, [(topic, p, start, bounds[p][1]) for p, start in starts.items()]):
+            found[message.partition() or 0].append(message)
+        return found
+
+    if last is None:
+        return [m for records in read({p: low for p, (low, _) in bounds.items()}).values() for m in records]
+    return [m for records in last_of_each(read, bounds, last).values() for m in records]
 

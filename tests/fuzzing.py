@@ -9,10 +9,11 @@ run's summary prints it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from connectors.s3_notifications import Ignored, Part, triage
-from streams.codec import Codec, frame
+from streams.codec import Codec, frame, parse, write_datum
 from streams.config import Settings
 from streams.core.arrivals import check_raw
 from streams.core.instruments import Instrument
@@ -28,7 +29,9 @@ from streams.core.policy import Policy
 from streams.core.surveys import SurveyTable
 from streams.core.visit import plan_cancel, plan_visit
 from streams.errors import DecodeError, IgnorableEvent, InvalidEventError
-from streams.records import NextVisit, NextVisitCanceled, RawImageAvailable
+from streams.record import Record
+from streams.records import Metric, NextVisit, NextVisitCanceled, OcpsJobEvent, RawImageAvailable
+from streams.schemas import FieldLimit, field_limits, load_schema
 
 TRIED: Counter[str] = Counter()
 """Inputs tried in this test run, by outcome."""
@@ -43,7 +46,7 @@ WRONG_TYPES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st
                         st.lists(st.integers(), max_size=4), st.dictionaries(st.text(max_size=4), st.integers(),
                                                                             max_size=2))
 DEAD_LETTER_CLASSES = {"WireFormatError", "UnknownSchemaIdError", "AvroDataError", "SchemaMismatchError",
-                       "InvalidEventError"}
+                       "InvalidEventError", "FieldTooLongError", "OutputTooLargeError"}
 """The typed reasons a bad input may be dead-lettered with; anything else would be a bug's traceback."""
 
 
@@ -182,7 +185,7 @@ def notifications() -> st.SearchStrategy[Hostile]:
 
 
 def _notification(good: dict[str, Any], field: str, value: Any) -> dict[str, Any]:
-    record = json.loads(json.dumps(good))
+    record: dict[str, Any] = json.loads(json.dumps(good))
     s3 = record["Records"][0]["s3"]
     target = {"name": s3["bucket"], "key": s3["object"], "size": s3["object"], "eventName": record["Records"][0]}
     target[field][field] = value
@@ -355,3 +358,153 @@ def metric_names() -> st.SearchStrategy[str]:
     """Hostile metric names: the catalogue, any text, and names of topic characters near the length limit."""
     return (st.sampled_from(NASTY_METRIC_NAMES + NASTY_STRINGS) | st.text(max_size=300)
             | st.text(alphabet="ab._-", min_size=225, max_size=245))
+
+
+# -- hostile writer schemas, from a registry anyone may write to -----------------------------------------
+def varint(n: int) -> bytes:
+    """Avro's zigzag varint of a long."""
+    z, out = (n << 1) ^ (n >> 63), bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+HUGE_COUNTS = [2**62, 2**63 - 1, -(2**62), 2**31, 1 << 20, 255]
+"""Block counts and lengths no payload of 1 MiB can hold (a negative count is followed by a byte size)."""
+NO_BYTE_ITEMS: list[Any] = ["null", {"type": "record", "name": "Nothing", "fields": []},
+                            {"type": "fixed", "name": "NoBytes", "size": 0},
+                            {"type": "record", "name": "Nulls", "fields": [{"name": "n", "type": "null"}]}]
+"""Items that take no byte: any count of them fits in no bytes."""
+SKIPPED_BLINDLY: list[Any] = ["boolean", "float", "double", {"type": "fixed", "name": "Byte", "size": 1}]
+"""Items fastavro skips without looking for the end of the bytes."""
+OTHER_ITEMS: list[Any] = ["int", "long", "string", "bytes", ["null", "string"],
+                          {"type": "enum", "name": "E", "symbols": ["a"]}, {"type": "map", "values": "int"},
+                          {"type": "array", "items": "long"}, {"type": "fixed", "name": "Huge", "size": 2**62}]
+
+
+@dataclass(frozen=True)
+class HostileWriter:
+    """A writer schema to register, the Avro bytes to frame with its id, and how they were made."""
+
+    schema: Any
+    payload: bytes
+    how: str
+
+
+def _unique_names(avro: Any, counter: Iterator[int]) -> Any:
+    """`avro` with every named type renamed apart (a type drawn twice would be a redefinition)."""
+    if isinstance(avro, list):
+        return [_unique_names(branch, counter) for branch in avro]
+    if not isinstance(avro, dict):
+        return avro
+    out = dict(avro)
+    if out["type"] in ("record", "enum", "fixed"):
+        out["name"] = f"{out['name']}{next(counter)}"
+    if out["type"] == "record":
+        out["fields"] = [{**item, "type": _unique_names(item["type"], counter)} for item in out["fields"]]
+    for part in ("items", "values"):
+        if part in out:
+            out[part] = _unique_names(out[part], counter)
+    return out
+
+
+def writer_types() -> st.SearchStrategy[Any]:
+    """Avro types built on items that take no byte, items skipped blindly and the rest, nested in arrays, maps,
+    unions and records."""
+    leaves = st.sampled_from(NO_BYTE_ITEMS + SKIPPED_BLINDLY + OTHER_ITEMS)
+    return st.recursive(leaves, lambda inner: st.one_of(
+        inner.map(lambda t: {"type": "array", "items": t}),
+        inner.map(lambda t: {"type": "map", "values": t}),
+        st.lists(inner, min_size=1, max_size=3).map(lambda ts: {
+            "type": "record", "name": "R", "fields": [{"name": f"f{i}", "type": t} for i, t in enumerate(ts)]}),
+        inner.map(lambda t: ["null", t])), max_leaves=6)
+
+
+def hostile_tails() -> st.SearchStrategy[bytes]:
+    """Bytes after the good ones: huge counts and lengths, small ones, ends of blocks and junk."""
+    return st.lists(st.sampled_from([varint(n) for n in HUGE_COUNTS]) | st.sampled_from([b"\x00", b"\x01", b"\x02"])
+                    | st.binary(max_size=12), max_size=6).map(b"".join)
+
+
+@st.composite
+def hostile_writers(draw: st.DrawFn) -> HostileWriter:
+    """A writer schema for nextVisit from a hostile registry: the summit's own with extra fields the reader
+    skips, a record of nextVisit's name with only hostile fields, or any type at all; and bytes for it."""
+    counter = itertools.count()
+    types = [_unique_names(t, counter) for t in draw(st.lists(writer_types(), min_size=1, max_size=3))]
+    extra = [{"name": f"x{i}", "type": t} for i, t in enumerate(types)]
+    own = load_schema("next_visit")
+    shape = draw(st.sampled_from(["extra fields", "hostile record", "any type"]))
+    good = write_datum(parse(own), good_next_visit("2026-11-25T03:00:00.000", 1.8e9))
+    if shape == "extra fields":
+        schema, head = {**own, "fields": own["fields"] + extra}, good
+    elif shape == "hostile record":
+        schema, head = {"type": "record", "name": own["name"], "namespace": own["namespace"], "fields": extra}, b""
+    else:
+        schema, head = types[0], b""
+    tail = draw(hostile_tails())
+    return HostileWriter(schema, head + tail, f"{shape} {json.dumps(extra)[:300]} + {tail[:40]!r}")
+
+
+# -- records with fields around their limits -------------------------------------------------------------
+LIMITED_RECORDS: list[Record] = [
+    NextVisit(**good_next_visit("2026-11-25T03:00:00.000", 1.8e9)),
+    NextVisitCanceled(**good_cancel("2026-11-25T03:00:00.000", 1.8e9)),
+    RawImageAvailable(instrument="LSSTComCam", group_id="g", detector=1, uri="s3://b/k"),
+    OcpsJobEvent(action="create", job_id="j"),
+    Metric(name="m", value=1.0, instrument="LSSTComCam", group_id="g", timestamp=1.8e9),
+]
+"""One record of each input schema with limits (`streams.schemas.field_limits`)."""
+
+
+@dataclass(frozen=True)
+class Sized:
+    """A record with one field made `size` long (characters, or items) against its `limit` (made on demand: a
+    failing example is shown as these few values)."""
+
+    base: Record
+    field: str
+    size: int
+    limit: int
+    items: bool
+
+    @property
+    def record(self) -> Record:
+        """`base` with the field made `size` long."""
+        return self.base.replace(**{self.field: _of_size(_container_type(self.base, self.field), self.size,
+                                                         self.items)})
+
+
+def _container_type(record: Record, name: str) -> Any:
+    """The Avro type of a field."""
+    return next(item["type"] for item in load_schema(record.SCHEMA)["fields"] if item["name"] == name)
+
+
+def _of_size(avro: Any, size: int, items: bool) -> Any:
+    """A value of the field's type: `size` items, or a string (each string, each key) `size` characters long."""
+    if avro == "string":
+        return "x" * size
+    kind, inner = (avro["type"], avro.get("items", avro.get("values")))
+    one: Any = "x" * size if inner == "string" and not items else ("v" if inner == "string" else 1)
+    if kind == "array":
+        return [one] * size if items else [one]
+    if items:
+        return {f"k{i}": one for i in range(size)}
+    return {"x" * size: one}
+
+
+@st.composite
+def sized_records(draw: st.DrawFn) -> Sized:
+    """An input record with one limited field at its limit, just over it, or far over it (up to most of a
+    message's 1 MiB)."""
+    record = draw(st.sampled_from(LIMITED_RECORDS))
+    limit: FieldLimit = draw(st.sampled_from(field_limits(record.SCHEMA)))
+    items = limit.max_length is None or (limit.max_items is not None and draw(st.booleans()))
+    bound = limit.max_items if items else limit.max_length
+    assert bound is not None
+    size = draw(st.sampled_from([bound, bound + 1, 2 * bound]) | st.integers(0, min(20 * bound, 100_000))
+                | st.just(900_000 if not items else 20_000))
+    return Sized(record, limit.field, size, bound, items)
+

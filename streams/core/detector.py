@@ -12,13 +12,28 @@ a leftover of the aborted attempt and is not processed. The detector is dispatch
 `nimages` snaps, or at the image deadline with what it holds. Raws that come after dispatch are
 recorded in `exposures_seen` but not processed: a group gives one result per detector, and its
 `exposure_ids` say exactly which exposures it used.
+
+**What a raw cannot do:** a raw whose exposure id is already recorded changes nothing, a detector
+records at most `most_exposures` exposure ids (a raw with a new one beyond them is ignored),
+and no raw moves the row's expiry, which counts from its last command or completion (from its
+first raw while it has no start). Otherwise a flood of raws for one detector grows its row without
+limit, each raw costing more than the last, and keeps the row forever.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, replace
 
+from streams.core.policy import Policy
+from streams.errors import IgnorableEvent
 from streams.records import CcdResult, DetectorCommand, DetectorProgress, HeldSnap, RawImageAvailable
+
+LATE_EXPOSURES = 4
+"""Exposure ids a detector records beyond its visit's snaps twice over (an aborted attempt and its re-run)."""
+UNKNOWN_NIMAGES = Policy().max_nimages
+"""The snaps a detector allows for while its visit's are unknown (no start yet, or a nextVisit that did not say):
+the most a nextVisit may announce."""
 
 
 class Phase:
@@ -147,19 +162,36 @@ def _image_timeout(progress: DetectorProgress, now: float) -> Step:
                                            error_message=reason))]
 
 
+def most_exposures(progress: DetectorProgress) -> int:
+    """How many exposure ids a detector records: its visit's snaps for an aborted attempt and for its re-run, and a
+    few late ones (20,000 raws for one detector made a 100 kB row and cost 9.8 s of CPU, each raw more than the
+    last)."""
+    return 2 * (progress.nimages or UNKNOWN_NIMAGES) + LATE_EXPOSURES
+
+
 def on_raw(state: DetectorProgress | None, raw: RawImageAvailable, now: float) -> Step:
-    """Record a raw; hold it for processing if it is the newest for its snap (see the module rule)."""
+    """Record a raw; hold it for processing if it is the newest for its snap (see the module rule).
+
+    Raises:
+        IgnorableEvent: the raw has a new exposure id, and the detector has recorded `most_exposures`.
+    """
     progress = state or _empty(raw.instrument, raw.group_id, raw.detector, now)
-    seen = sorted(set(progress.exposures_seen) | {raw.exposure_id})
+    seen = progress.exposures_seen
+    at = bisect_left(seen, raw.exposure_id)
+    if at < len(seen) and seen[at] == raw.exposure_id:
+        return progress, []  # a duplicate
+    if len(seen) >= most_exposures(progress):
+        raise IgnorableEvent(f"detector {raw.detector} of {raw.group_id} has recorded {len(seen)} exposures, the "
+                             f"most it keeps: raw of exposure {raw.exposure_id} ignored")
     arrivals = [t for t in (progress.first_raw_time, raw.arrival_time) if t > 0]
-    progress = replace(progress, exposures_seen=seen, first_raw_time=min(arrivals, default=0.0),
-                       updated_time=now)
+    progress = replace(progress, exposures_seen=[*seen[:at], raw.exposure_id, *seen[at:]],
+                       first_raw_time=min(arrivals, default=0.0))
     if progress.phase not in (Phase.PRESENCE, Phase.WAITING):
         return progress, []
     held = {snap.snap: snap for snap in progress.snaps}
     current = held.get(raw.snap)
-    if current is not None and current.exposure_id >= raw.exposure_id:
-        return progress, []  # a duplicate, or a leftover of an aborted attempt
+    if current is not None and current.exposure_id > raw.exposure_id:
+        return progress, []  # a leftover of an aborted attempt
     held[raw.snap] = HeldSnap(snap=raw.snap, exposure_id=raw.exposure_id, uri=raw.uri,
                               arrival_time=raw.arrival_time)
     progress = replace(progress, snaps=[held[snap] for snap in sorted(held)])
@@ -178,6 +210,7 @@ def on_pipeline_done(state: DetectorProgress | None, result: CcdResult, now: flo
 
 
 def expired(progress: DetectorProgress, retention: float, now: float) -> bool:
-    """Whether finished (or never started) state is old enough to be forgotten."""
+    """Whether finished (or never started) state is old enough to be forgotten: `retention` after its last command
+    or completion (raws do not count, see the module rule)."""
     finished = progress.phase in (Phase.DONE, Phase.CANCELED, Phase.PRESENCE)
     return finished and now - progress.updated_time > retention

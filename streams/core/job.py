@@ -4,8 +4,9 @@ A job runs on the same workers and pipelines as the night's visits: it becomes a
 id is `ocps-<job id>`, with a start command per detector naming the job's pipeline, the raws of
 the named exposures (one snap each, in the order given) and what the gather should expect. The
 visit's per-CCD results and summary come back as job events and end the job (COMPLETED when every
-detector succeeded, ERROR otherwise); ABORT cancels the visit. Everything here is pure: the job
-agent feeds it events in order and sends what it returns.
+detector succeeded, ERROR otherwise); ABORT cancels the visit. A job is forgotten some time after it
+ends (`expired`). Everything here is pure: the job agent feeds it events in order and sends what it
+returns.
 """
 
 from __future__ import annotations
@@ -229,6 +230,15 @@ def _finish(job: OcpsJob, now: float) -> OcpsJob:
     more = f"; and {len(failed) - ERROR_DETAILS} more" if len(failed) > ERROR_DETAILS else ""
     return replace(job, phase=Phase.ERROR, end_time=now,
                    error_summary=f"{len(failed)} of {len(job.results)} detectors did not succeed: {details}{more}")
+
+
+def expired(job: OcpsJob, retention: float, now: float) -> bool:
+    """Whether a job is old enough to be forgotten: `retention` after it ended, or after its last change for a
+    PENDING job never run (UWS lets a service destroy any job), so the jobs kept do not grow with the jobs ever
+    made. QUEUED and EXECUTING jobs are in flight: their visit ends them."""
+    if job.phase in FINAL:
+        return now - job.end_time > retention
+    return job.phase == Phase.PENDING and now - job.updated_time > retention
 
 
 def started(job: OcpsJob, now: float) -> OcpsJob:

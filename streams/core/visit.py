@@ -152,6 +152,12 @@ def plan_visit(visit: NextVisit, instruments: dict[str, Instrument], surveys: Su
     return VisitPlan(commands, expected)
 
 
+def forgotten(expected: VisitExpected, policy: Policy, now: float) -> bool:
+    """Whether a fanned-out visit is past its cancellations: they only matter while it is in flight, so it is
+    remembered `retention` after its fan-out."""
+    return now - expected.fanout_time > policy.retention
+
+
 def plan_cancel(cancel: NextVisitCanceled, expected: VisitExpected | None, now: float) -> tuple[DetectorCommand, ...]:
     """A cancel command for each detector the canceled visit fanned out to.
 

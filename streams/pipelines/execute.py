@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import resource
 import signal
 import time
 import traceback
@@ -29,10 +30,17 @@ _settings = Settings()
 
 
 def init_process(settings: Settings) -> None:
-    """Executor initializer: remember the settings, and die with the worker (no orphans)."""
+    """Executor initializer: remember the settings, die with the worker (no orphans), and map at most
+    `pipeline_memory_limit` MiB, soft and hard limit alike (a pipeline cannot raise it again), so a CCD that
+    needs more fails (MemoryError, or the process dies) instead of taking the host's memory."""
     global _settings
     _settings = settings
     ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if settings.pipeline_memory_limit:
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]  # a lower one already set stays: it cannot be raised
+        limit = settings.pipeline_memory_limit << 20 if hard == resource.RLIM_INFINITY \
+            else min(settings.pipeline_memory_limit << 20, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def _built_in(module: str, attribute: str, *args: str) -> Callable[[Settings], Pipeline]:

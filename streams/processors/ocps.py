@@ -3,7 +3,9 @@
 `ocps-jobs` is the single writer of job state. Its topic has one partition, so it sees every job's
 events in order (requests from the UWS API, triggers' creates, and the outcomes of each job's visit)
 and keeps the `jobs` table; each new state also goes to the compacted `ocps-jobs` topic, which the
-UWS API reads. `ocps-outcomes` watches the topology's outputs: results and summaries of a job's
+UWS API reads. Its tick forgets the jobs past `PROMPT_STREAMS_OCPS_JOB_RETENTION` (`jobs_core.expired`):
+their rows, and, by a tombstone, their records on the compacted topic and in every worker's view.
+`ocps-outcomes` watches the topology's outputs: results and summaries of a job's
 visit become events of that job, and the summaries of other visits fire the configured triggers.
 
 Both run on the engine (`streams.runtime.engine`): a job's new state, its table row, the records that
@@ -57,6 +59,17 @@ class OcpsJobs(TransactionalProcessor[OcpsJob]):
             self._start(batch, partition, decision.job, now)
         if decision.cancel:
             self._command(batch, jobs_core.plan_abort(decision.job, now))
+
+    def tick(self, batch: Batch[OcpsJob], now: float) -> None:
+        """Jobs past the retention time are forgotten: their row, and their record on the ocps-jobs topic."""
+        for partition, rows in self.rows.items():
+            for job_id in list(rows):
+                job = self.state(batch, partition, job_id)
+                if job is not None and jobs_core.expired(job, self.settings.ocps_job_retention, now):
+                    self.stage(batch, partition, job_id, None)
+                    batch.records.append((self.topics.ocps_jobs, job_id.encode(), None))
+                    log.info("ocps job %s (%s, %s): forgotten after the retention time", job_id, job.pipeline,
+                             job.phase)
 
     def _save(self, batch: Batch[OcpsJob], partition: int, job: OcpsJob) -> None:
         """The job's new state: its table row, and the record the UWS API reads."""

@@ -29,6 +29,11 @@ are its group's offsets, sent with each transaction. A processor that writes to 
 SAL bridge, to Chile) cannot commit the source cluster's offsets in that cluster's transaction: it
 reads every partition without a group and commits a checkpoint record in the same transaction
 instead (`CheckpointOffsets`); its state that must survive a restart goes in that record too.
+
+No record larger than the producer takes is ever produced: librdkafka would refuse it at commit, with an error
+no abort recovers from, and the batch would be consumed again and again. An input whose outputs (records or
+table rows) are too large becomes a dead letter saying so, and the batch is transformed again without it; an
+output of no input (a tick's, a checkpoint) that is too large becomes a dead letter itself.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -49,7 +54,7 @@ from streams import logs
 from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
-from streams.dead_letters import dead_letter
+from streams.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD, dead_letter
 from streams.errors import DecodeError, IgnorableEvent, InvalidEventError, RegistryError, RetriableError
 from streams.record import Record
 from streams.records import DeadLetter
@@ -85,14 +90,16 @@ IDLE_COMMIT_S = 5.0
 that another one has fenced fails, so it finds out and stops (no group would tell it)."""
 
 Row = TypeVar("Row", bound=Record)
+Coordinates = tuple[str, int, int]
+"""(topic, partition, offset) of a consumed message."""
 
 
 @dataclass
 class Batch(Generic[Row]):
     """What one transaction will produce, and the table changes it will make."""
 
-    records: list[tuple[TopicSpec, bytes | None, Record | bytes]] = field(default_factory=list)
-    """(topic, key, record or value already encoded)."""
+    records: list[tuple[TopicSpec, bytes | None, Record | bytes | None]] = field(default_factory=list)
+    """(topic, key, record or value already encoded; None: a tombstone)."""
     changes: dict[int, dict[str, Row | None]] = field(default_factory=dict)
     consumed: int = 0
     ticked: bool = False
@@ -102,21 +109,58 @@ class Batch(Generic[Row]):
     """A message met a transient failure: nothing of this batch is committed, it is consumed again."""
     checkpoint: Any = None
     """With `CheckpointOffsets`: the processor's state as this batch leaves it, committed with it."""
+    applying: Message | None = None
+    """The input being applied, to which the rows staged now are owed."""
+    origins: list[tuple[int, int, Message]] = field(default_factory=list)
+    """(first, end) indexes of the records each applied input staged, and the input."""
+    changed_by: dict[tuple[int, str], Message] = field(default_factory=dict)
+    """(partition, row key) -> the input that last changed the row."""
 
     def __bool__(self) -> bool:
         return bool(self.records or self.changes or self.consumed)
+
+    def origin_of(self, index: int) -> Message | None:
+        """The input that staged record `index`; None for a tick's or a checkpoint's."""
+        return next((message for first, end, message in self.origins if first <= index < end), None)
 
 
 @dataclass
 class Outgoing:
     """A batch encoded: (topic, key, value, partition or -1 for the key's) and changelog rows by partition."""
 
-    records: list[tuple[str, bytes | None, bytes, int]]
+    records: list[tuple[str, bytes | None, bytes | None, int]]
     changelog: dict[int, dict[bytes, bytes | None]]
 
 
 class UndeclaredOutputError(RuntimeError):
     """A processor tried to write a topic its declaration in `topology/graph.py` does not name (a bug)."""
+
+
+class OutputTooLargeError(InvalidEventError):
+    """An input (or a tick) made a record or table row larger than the producer takes: it goes to the dead
+    letters instead."""
+
+
+class _TooLarge(Exception):  # noqa: N818 (a signal between `_encode` and `_settle`)
+    """Inputs of the batch whose outputs are too large to produce, and why."""
+
+    def __init__(self, inputs: dict[Coordinates, OutputTooLargeError]) -> None:
+        super().__init__(f"{len(inputs)} inputs make outputs too large to produce")
+        self.inputs = inputs
+
+
+def too_large(topic: str, key: bytes | None, value: bytes) -> OutputTooLargeError | None:
+    """Why a record is larger than the producer takes, or None."""
+    size = len(key or b"") + len(value)
+    if size <= PRODUCER_LIMIT - RECORD_OVERHEAD:
+        return None
+    return OutputTooLargeError(f"its record for {topic} would be {size} bytes (key and value), over the "
+                               f"producer's limit of {PRODUCER_LIMIT - RECORD_OVERHEAD}")
+
+
+def coordinates(message: Message) -> Coordinates:
+    """Where a consumed message is."""
+    return message.topic() or "", message_partition(message), message_offset(message)
 
 
 class OffsetSink:
@@ -367,10 +411,7 @@ class TransactionalProcessor(Generic[Row]):
         try:
             self.prepare(messages)  # it may take a while: the batch's time is read after it
             now = self.clock()
-            batch = self._transform(messages, now)
-            if batch.retry is None and (batch or self.offsets.due(now)):
-                self.offsets.stage(consumer, batch)
-                outgoing = self._encode(batch)  # before the transaction: a registry that does not answer is transient
+            batch, outgoing = self._settle(consumer, messages, now)
         except (RetriableError, RegistryError) as transient:
             batch.retry = transient
         if batch.retry is not None:
@@ -533,6 +574,8 @@ class TransactionalProcessor(Generic[Row]):
     def stage(self, batch: Batch[Row], partition: int, key: str, row: Row | None) -> None:
         """Change a row when the batch commits (None deletes it)."""
         batch.changes.setdefault(partition, {})[key] = row
+        if batch.applying is not None:
+            batch.changed_by[(partition, key)] = batch.applying
 
     def decode(self, spec: TopicSpec, message: Message, record_type: type[Any]) -> Any:
         """The record in a message read from `spec`'s topic; what follows is logged with its labels."""
@@ -540,18 +583,46 @@ class TransactionalProcessor(Generic[Row]):
         logs.label_record(record)
         return record
 
-    def _transform(self, messages: list[Message], now: float) -> Batch[Row]:
+    def _settle(self, consumer: ConsumerApi, messages: list[Message], now: float) -> tuple[Batch[Row], Outgoing | None]:
+        """The batch transformed, and encoded if there is anything to commit (before the transaction: a registry
+        that does not answer is transient). Inputs whose outputs are too large to produce become dead letters,
+        and the batch is transformed again without them (at most once per input: each round refuses more)."""
+        refused: dict[Coordinates, OutputTooLargeError] = {}
+        last_tick = self._last_tick
+        while True:
+            batch = self._transform(messages, now, refused)
+            if batch.retry is not None or not (batch or self.offsets.due(now)):
+                return batch, None
+            self.offsets.stage(consumer, batch)
+            try:
+                return batch, self._encode(batch)
+            except _TooLarge as too_large_inputs:
+                refused |= too_large_inputs.inputs
+                self._last_tick = last_tick  # the tick's outputs are made again
+
+    def _transform(self, messages: list[Message], now: float,
+                   refused: Mapping[Coordinates, OutputTooLargeError] | None = None) -> Batch[Row]:
+        """Apply each message (a `refused` one is a dead letter with its reason instead), then tick if due."""
         batch: Batch[Row] = Batch(checkpoint=self.offsets.checkpoint)
         for message in messages:
             if message.error():
                 log.warning("%s: consumer error %s", self.name, message.error())
                 continue
             batch.consumed += 1
+            if refused and (why := refused.get(coordinates(message))) is not None:
+                log.warning("%s: dead letter from %s: %s", self.name, coordinates(message), why)
+                self.reject(batch, message, why, now)
+                continue
+            first, batch.applying = len(batch.records), message
             try:
                 self._guarded(batch, message, now)
             except (RetriableError, RegistryError) as transient:
                 batch.retry = transient
                 return batch
+            finally:
+                batch.applying = None
+            if len(batch.records) > first:
+                batch.origins.append((first, len(batch.records), message))
         if now - self._last_tick >= TICK_SECONDS:
             self._last_tick, batch.ticked = now, True
             self.tick(batch, now)
@@ -578,27 +649,57 @@ class TransactionalProcessor(Generic[Row]):
         """Stage the message's dead letter, with why it cannot be used."""
         letter = dead_letter(message.topic() or "", message_partition(message), message_offset(message),
                              message.key(), message.value(), error, self.name, now)
-        batch.records.append((self.dead_letters, message.key(), letter))
+        batch.records.append((self.dead_letters, letter.key, letter))
 
     # -- commit ----------------------------------------------------------------------------------
     def _encode(self, batch: Batch[Row]) -> Outgoing:
-        """Every record and changelog row of the batch as bytes, checked against the processor's declaration."""
-        records: list[tuple[str, bytes | None, bytes, int]] = []
+        """Every record and changelog row of the batch as bytes, checked against the processor's declaration and
+        the producer's limit.
+
+        Raises:
+            _TooLarge: the inputs whose records or rows are too large (a tick's too large record or row becomes a
+                dead letter itself, and a row is then left unchanged).
+        """
+        records: list[tuple[str, bytes | None, bytes | None, int]] = []
         codec = self.codec_for_output()
-        for spec, record_key, record in batch.records:
+        refused: dict[Coordinates, OutputTooLargeError] = {}
+        orphans: list[tuple[str, bytes | None, bytes, OutputTooLargeError]] = []
+        for index, (spec, record_key, record) in enumerate(batch.records):
             if not self.spec.may_write(spec.name):
                 raise UndeclaredOutputError(f"{self.name} may not write {spec.name}: topology/graph.py does not "
                                             "declare it")
-            if isinstance(record, bytes):  # encoded by the processor, spread by key
-                records.append((spec.name, record_key, record, -1))
+            value: bytes | None
+            if record is None or isinstance(record, bytes):  # a tombstone, or encoded by the processor: by key
+                value, partition = record, -1
             else:
-                records.append((spec.name, record_key, codec.encode(spec.name, record), spec.partition_of(record)))
+                value, partition = codec.encode(spec.name, record), spec.partition_of(record)
+            if value is None or (error := too_large(spec.name, record_key, value)) is None:
+                records.append((spec.name, record_key, value, partition))
+            elif (origin := batch.origin_of(index)) is not None:
+                refused.setdefault(coordinates(origin), error)
+            else:
+                orphans.append((spec.name, record_key, value, error))
         changelog: dict[int, dict[bytes, bytes | None]] = {}
         for partition, changes in batch.changes.items():
             assert self.changelog is not None, f"{self.name} has no table to change"
-            changelog[partition] = {row.encode(): None if state is None else self.codec.encode(self.changelog.name,
-                                                                                                state)
-                                    for row, state in changes.items()}
+            rows: dict[bytes, bytes | None] = {}
+            changelog[partition] = rows
+            for row, state in list(changes.items()):
+                encoded = None if state is None else self.codec.encode(self.changelog.name, state)
+                if encoded is None or (error := too_large(self.changelog.name, row.encode(), encoded)) is None:
+                    rows[row.encode()] = encoded
+                elif (origin := batch.changed_by.get((partition, row))) is not None:
+                    refused.setdefault(coordinates(origin), error)
+                else:
+                    del changes[row]
+                    orphans.append((self.changelog.name, row.encode(), encoded, error))
+        if refused:
+            raise _TooLarge(refused)
+        for topic, record_key, value, error in orphans:
+            log.error("%s: a record for %s made by no input is too large: %s", self.name, topic, error)
+            letter = dead_letter(topic, -1, -1, record_key, value, error, self.name, self.clock())
+            records.append((self.dead_letters.name, letter.key, codec.encode(self.dead_letters.name, letter),
+                            self.dead_letters.partition_of(letter)))
         return Outgoing(records, changelog)
 
     def _commit(self, batch: Batch[Row], outgoing: Outgoing) -> None:

@@ -20,6 +20,10 @@ its mirror must give exactly the place and flips `amplifiers.dm_placement` gives
 refused (SectionError) rather than assembled in a frame nobody else uses; this also refuses raws in
 imSim's convention, whose DETSEC is already DM's.
 
+Nothing is decoded before the headers have bounded what decoding takes: at most MAX_DECODED_BYTES for the 16
+segments, in a bounded number of tiles, of a compression whose decoder writes no more than a tile. A small file
+that would decompress to gigabytes (a decompression bomb) is an OversizedRawError, which fails its CCD.
+
 Each amplifier is corrected on its own, so ISR splits cleanly across cores.
 """
 
@@ -29,6 +33,7 @@ import io
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from math import prod
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +55,27 @@ OVERSCAN_SKIP_ABOVE = 4
 """...when the overscan has more columns than this (else every column is needed)."""
 MAX_HDUS = 64
 """A raw has 19 HDUs; more means a damaged header (astropy reads a negative NAXIS as a step back, forever)."""
+MAX_AXES = 999
+"""The most axes (NAXIS, ZNAXIS) or table columns (TFIELDS) FITS allows."""
+BLOCK = 2880
+"""FITS headers and data come in blocks of this many bytes."""
+STRUCTURAL = re.compile(r"Z?NAXIS\d{0,3}|Z?BITPIX|[PG]COUNT|TFIELDS|THEAP|ZTILE\d{1,3}")
+"""The cards that size an HDU's data (or its compressed image's), whose values astropy trusts."""
 MAX_SEGMENT_PIXELS = 1 << 22
 """NAXIS1 x NAXIS2 above this (3.5 times a real 576 x 2048 segment) is refused before any pixel is decoded: a
 damaged header of a compressed segment could otherwise make the decompressor allocate gigabytes."""
+MAX_DECODED_BYTES = 1 << 28
+"""The 16 segments' pixels, decoded, above this many bytes (256 MiB; a real raw's are 75.5 MB) are refused from
+the headers, before any pixel is decoded: the bound holds whatever the file's own size."""
+MAX_SEGMENT_TILES = 1 << 14
+"""Tiles of one compressed segment (a real one has 2048, of one row each): astropy decodes them one by one in
+Python, so millions of one-pixel tiles would take minutes."""
+BOUNDED_COMPRESSION = ("RICE_1", "PLIO_1", "NOCOMPRESS")
+"""Tile compressions whose decoder writes at most one tile's pixels (the camera writes RICE_1). GZIP_1 and GZIP_2
+(also the GZIP_COMPRESSED_DATA column) inflate with no bound, so 1 MB can hold gigabytes; HCOMPRESS_1 is lossy,
+no camera writes it, and it is not trusted either."""
+BITPIX_BYTES = {8: 1, 16: 2, 32: 4, 64: 8, -32: 4, -64: 8}
+"""Bytes per pixel of each FITS BITPIX."""
 CR_SIGMA = 5.0
 """A pixel brighter by this many sigma in one snap than in the other holds a cosmic ray."""
 
@@ -75,6 +98,11 @@ class CorruptRawError(RawFormatError):
 
 class NotLsstCamError(RawFormatError):
     """Not a raw of LSSTCam, LSSTComCam or LATISS, or it does not say which detector it is."""
+
+
+class OversizedRawError(RawFormatError):
+    """The headers declare more pixels, tiles or bytes than a raw holds, or a compression whose output no header
+    bounds: refused before any pixel is decoded (a decompression bomb, or a damaged header)."""
 
 
 @dataclass(frozen=True)
@@ -233,11 +261,51 @@ def _naxis(header: fits.Header, hdu: str) -> tuple[int, int]:
     naxis = [_value(header, key, hdu, SectionError) for key in ("NAXIS", "NAXIS1", "NAXIS2")]
     if naxis[0] != 2 or not all(isinstance(n, int) and n > 0 for n in naxis[1:]):
         raise SectionError(f"{hdu}: NAXIS, NAXIS1, NAXIS2 are {naxis}: a segment is a 2-d image")
-    naxis1, naxis2 = int(naxis[1]), int(naxis[2])
+    return int(naxis[1]), int(naxis[2])
+
+
+def _decoded_bytes(name: str, hdu: fits.ImageHDU | fits.CompImageHDU) -> int:
+    """The bytes the segment's pixels take once decoded, from its header and tile table alone.
+
+    Raises:
+        SectionError: not a 2-d image.
+        OversizedRawError: more pixels or tiles than any segment has, or a compression whose output no header
+            bounds.
+        CorruptRawError: the tile table of a compressed segment cannot be read.
+    """
+    naxis1, naxis2 = _naxis(hdu.header, name)
     if naxis1 * naxis2 > MAX_SEGMENT_PIXELS:
-        raise SectionError(f"{hdu}: NAXIS1 x NAXIS2 = {naxis1} x {naxis2}, more than any amplifier segment "
-                           f"({MAX_SEGMENT_PIXELS} pixels)")
-    return naxis1, naxis2
+        raise OversizedRawError(f"{name}: NAXIS1 x NAXIS2 = {naxis1} x {naxis2}, more than any amplifier segment "
+                                f"({MAX_SEGMENT_PIXELS} pixels)")
+    if isinstance(hdu, fits.CompImageHDU):
+        _check_tiles(name, hdu, naxis1, naxis2)
+    return naxis1 * naxis2 * BITPIX_BYTES[hdu.header["BITPIX"]]  # one of them: `_check_structure`
+
+
+def _check_tiles(name: str, hdu: fits.CompImageHDU, naxis1: int, naxis2: int) -> None:
+    """A compressed segment decodes to at most its declared pixels, in a bounded number of tiles.
+
+    Raises:
+        OversizedRawError: a compression that can inflate without bound, or too many tiles.
+        CorruptRawError: its tile table cannot be read.
+        RawFormatError: tiles that are not 2-d, or not positive.
+    """
+    if hdu.compression_type not in BOUNDED_COMPRESSION:
+        raise OversizedRawError(f"{name}: {hdu.compression_type} tile compression, whose output no header bounds "
+                                f"(accepted: {', '.join(BOUNDED_COMPRESSION)})")
+    tile = [int(size) for size in hdu.tile_shape]
+    if len(tile) != 2 or min(tile) < 1:
+        raise RawFormatError(f"{name}: tiles of {tile} pixels (ZTILE2, ZTILE1): a tile is at least 1 x 1")
+    tiles = -(-naxis2 // tile[0]) * -(-naxis1 // tile[1])
+    if tiles > MAX_SEGMENT_TILES:
+        raise OversizedRawError(f"{name}: {tiles} tiles of {tile[0]} x {tile[1]} pixels, more than any segment has "
+                                f"({MAX_SEGMENT_TILES})")
+    try:
+        columns = hdu.compressed_data.dtype.names or ()
+    except Exception as error:  # astropy raises OSError, ValueError, TypeError... on a truncated table
+        raise CorruptRawError(f"{name}: its tile table cannot be read ({type(error).__name__}: {error})") from error
+    if "GZIP_COMPRESSED_DATA" in columns:
+        raise OversizedRawError(f"{name}: has GZIP_COMPRESSED_DATA tiles, whose output no header bounds")
 
 
 def _placement(name: str, detsec: _Section, detsize: _Section, vendor: str, datasec: _Section) -> amplifiers.Placement:
@@ -344,6 +412,50 @@ def _segments(hdus: list[Any]) -> dict[str, fits.ImageHDU | fits.CompImageHDU]:
     return {name: hdu for name, (_, hdu) in found.items()}
 
 
+def _check_structure(data: bytes) -> None:
+    """The cards astropy sizes each HDU with hold what FITS says they hold, checked on the bytes before astropy reads
+    a header: it loops over NAXIS (ZNAXIS, TFIELDS) axes as it builds an HDU, and multiplies BITPIX, GCOUNT, PCOUNT
+    and NAXISn, so NAXIS = 2**63 - 1 hangs it and a GCOUNT of 'GZIP_2' times BITPIX -2**31 makes a 13 GB string.
+    The headers are walked as astropy walks them (header blocks, then the data size they declare), so no pixel
+    byte is scanned.
+
+    Raises:
+        RawFormatError: naming the card.
+    """
+    start = 0
+    for index in range(MAX_HDUS + 1):
+        cards: dict[str, int] = {}
+        end = start
+        while end + 80 <= len(data) and data[end:end + 8].rstrip(b" \0") != b"END":
+            keyword = data[end:end + 8].decode("ascii", "replace").strip()
+            if data[end + 8:end + 10] == b"= " and STRUCTURAL.fullmatch(keyword):
+                cards[keyword] = _structural(f"HDU {index}", keyword, data[end + 10:end + 80].split(b"/")[0].strip())
+            end += 80
+        if end + 80 > len(data):
+            return  # no END: astropy says what is wrong with the file
+        size = prod(cards.get(f"NAXIS{axis}", 0) for axis in range(1, cards.get("NAXIS", 0) + 1)) \
+            if cards.get("NAXIS", 0) else 0
+        size = abs(cards.get("BITPIX", 8)) * cards.get("GCOUNT", 1) * (cards.get("PCOUNT", 0) + size) // 8
+        start += -(-(end + 80 - start) // BLOCK) * BLOCK + -(-size // BLOCK) * BLOCK
+
+
+def _structural(hdu: str, keyword: str, value: bytes) -> int:
+    """One structural card's value: a FITS BITPIX, an axis or column count of 0 to 999, or a size >= 0.
+
+    Raises:
+        RawFormatError: naming the card and its value.
+    """
+    text = value.decode("ascii", "replace")
+    counts = keyword in ("NAXIS", "ZNAXIS", "TFIELDS")
+    if keyword.endswith("BITPIX"):
+        if not (re.fullmatch(r"-?[0-9]+", text) and int(text) in BITPIX_BYTES):
+            raise RawFormatError(f"{hdu}: {keyword} is {text!r}, not one of {', '.join(map(str, BITPIX_BYTES))}")
+    elif not (re.fullmatch(r"[0-9]+", text) and (not counts or int(text) <= MAX_AXES)):
+        raise RawFormatError(f"{hdu}: {keyword} is {text!r}, not a FITS "
+                             f"{f'count (0 to {MAX_AXES})' if counts else 'size'}")
+    return int(text)
+
+
 def read_raw(source: Path | bytes) -> Raw:
     """Read a raw, from a file or from its bytes, checking its sections against cameraGeom.
 
@@ -351,12 +463,17 @@ def read_raw(source: Path | bytes) -> Raw:
         NotLsstCamError: not an LSSTCam/LSSTComCam/LATISS raw, or no RAFTBAY/CCDSLOT.
         MissingSegmentError: a Segment HDU missing or duplicated.
         SectionError: DATASEC, DETSEC, DETSIZE and NAXIS inconsistent, or DETSEC not where cameraGeom puts it.
+        OversizedRawError: the headers declare more than a raw holds, or an unbounded compression (nothing decoded).
         CorruptRawError: a segment's pixels cannot be read.
         RawFormatError: not a FITS file, or an unknown CCD_MANU.
     """
     where = str(source) if isinstance(source, Path) else "raw bytes"
     try:
-        opened = fits.open(source if isinstance(source, Path) else io.BytesIO(source), memmap=False)
+        data = source.read_bytes() if isinstance(source, Path) else source
+        _check_structure(data)
+        opened = fits.open(io.BytesIO(data), memmap=False)
+    except RawFormatError as error:
+        raise type(error)(f"{where}: {error}") from error
     except Exception as error:  # OSError for most non-FITS input; astropy promises no narrower type
         raise RawFormatError(f"{where}: not a readable FITS file ({type(error).__name__}: {error})") from error
     try:
@@ -376,6 +493,10 @@ def read_raw(source: Path | bytes) -> Raw:
             header = hdus[0].header.copy()
             instrument, detector, vendor = _identify(header)
             segments = _segments(hdus)
+            decoded = sum(_decoded_bytes(name, segments[name]) for name in amplifiers.SEGMENTS)
+            if decoded > MAX_DECODED_BYTES:
+                raise OversizedRawError(f"the segments' pixels would take {decoded} bytes decoded, more than "
+                                        f"{MAX_DECODED_BYTES}")
             read = [_read_amplifier(name, segments[name], header, vendor) for name in amplifiers.SEGMENTS]
     except RawFormatError as error:  # the same type, the message saying which raw
         raise type(error)(f"{where}: {error}") from error

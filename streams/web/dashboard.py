@@ -5,6 +5,8 @@ fetched from outside the machine) that polls the JSON views every 2 s: each CCD 
 visit coloured by its state, the visits in flight, the last visits' summaries and a raw-to-result
 latency histogram. `?visit=<instrument>/<group>` pins a visit; clicking a row does the same.
 The focal plane's geometry comes from `streams.core.focal_plane` via `/focal-plane/<instrument>/`.
+The page itself holds no data, so it is open; when reads need a token, open it as
+`/dashboard/#token=<token>` and it sends the token with every poll.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from faust import web
 
 from streams.core.focal_plane import CCD_PITCH_MM, detector_centre, detector_name
 from streams.core.instruments import Instrument
+from streams.web.auth import Tokens
+from streams.web.views import reads
 
 CCD_SIZE_MM = 40.0
 """Drawn size of a CCD (the pitch is 42.25 mm: the gaps show)."""
@@ -33,7 +37,7 @@ def focal_plane(instrument: Instrument) -> dict[str, Any]:
             "detectors": detectors}
 
 
-def register(app: faust.App, instruments: dict[str, Instrument]) -> None:
+def register(app: faust.App, instruments: dict[str, Instrument], tokens: Tokens) -> None:
     """Serve the dashboard page and the focal plane geometry it draws."""
     page = files("streams.web").joinpath("static", "dashboard.html").read_text()
 
@@ -43,6 +47,7 @@ def register(app: faust.App, instruments: dict[str, Instrument]) -> None:
         return self.html(page)
 
     @app.page("/focal-plane/{instrument}/")
+    @reads(tokens)
     async def geometry(self: web.View, request: web.Request, instrument: str) -> web.Response:
         """Detector names and positions of one instrument."""
         if instrument not in instruments:

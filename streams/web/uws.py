@@ -15,6 +15,11 @@ worker waits until the agent's answer is in its view, then redirects to the job 
     GET    /ocps/jobs/{id}/error      its error summary (text)
     GET    /ocps/jobs/{id}/parameters its parameters
     DELETE /ocps/jobs/{id}            abort (also POST /ocps/jobs/{id} with ACTION=DELETE)
+
+Creating needs a write token (`streams.web.auth`), and the job belongs to that token's name; running,
+aborting or deleting it needs the same token or the operators' (403 for anyone else's). Reads need
+the read token (or a write token) when one is configured. A worker holds at most MAX_WAITING WAIT
+polls at once: beyond, a poll answers at once with the job as it is, as UWS allows.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,9 +47,10 @@ from streams.config import Settings
 from streams.context import Context
 from streams.core import job as jobs_core
 from streams.core.job import FINAL, JobRequestError, Phase
+from streams.errors import DecodeError, RegistryError
 from streams.pipelines.execute import known_pipelines
 from streams.records import OcpsJob, OcpsJobEvent
-from streams.web.auth import bearer_refusal
+from streams.web.auth import CHALLENGE, Tokens, owner_refusal
 
 log = logging.getLogger(__name__)
 ROOT = "/ocps/jobs"
@@ -55,6 +62,10 @@ ET.register_namespace("xlink", XLINK)
 ET.register_namespace("xsi", XSI)
 MAX_WAIT = 60.0
 """Longest a request blocks (UWS WAIT, or waiting for the agent to take a change in)."""
+MAX_WAITING = 64
+"""UWS WAIT polls one worker holds at once (each holds a connection): more answer at once."""
+REGISTRY_RETRY_S = 1.0
+"""Pause before the job view reads a record again when the schema registry could not be asked."""
 
 
 class JobView:
@@ -89,24 +100,44 @@ class JobView:
         if self._probe is not None:
             self._probe.close()
 
+    def take(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+        """Apply one record of the job topic: a job's new state, or a tombstone (no value) that forgets it.
+
+        A record that is no job (bytes that do not decode, a key that is not text) is skipped with a log
+        line: every request waits for this reader, so it must never stop on one record.
+
+        Raises:
+            RegistryError: the schema registry could not be asked (the record must be read again).
+        """
+        try:
+            job_id = (key or b"").decode()
+            if value is None:
+                self.jobs.pop(job_id, None)
+            else:
+                self.jobs[job_id] = self.codec.decode(value, OcpsJob)
+        except (DecodeError, UnicodeDecodeError) as error:
+            log.warning("%s @%d is no job record, skipped: %s", self.topic, offset, error)
+
     def _read(self) -> None:
         consumer = self._consumer()
-        partition = TopicPartition(self.topic, 0, OFFSET_BEGINNING)
-        consumer.assign([partition])
+        consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         try:
             while not self._stop.is_set():
                 message = consumer.poll(0.2)
-                if message is not None and message.error() is None:
-                    job_id = (message.key() or b"").decode()
-                    value = message.value()
-                    if value is None:
-                        self.jobs.pop(job_id, None)
-                    else:
-                        self.jobs[job_id] = self.codec.decode(value, OcpsJob)
-                    self.position = max(self.position, (message.offset() or 0) + 1)
-                elif message is None:
+                if message is None:
                     at = consumer.position([TopicPartition(self.topic, 0)])[0].offset
                     self.position = max(self.position, at)
+                elif message.error() is None:
+                    offset = message.offset() or 0
+                    try:
+                        self.take(message.key(), message.value(), offset)
+                    except RegistryError as error:
+                        log.warning("%s @%d: %s; reading it again in %s s", self.topic, offset, error,
+                                    REGISTRY_RETRY_S)
+                        self._stop.wait(REGISTRY_RETRY_S)
+                        consumer.seek(TopicPartition(self.topic, 0, offset))
+                        continue
+                    self.position = max(self.position, offset + 1)
         finally:
             consumer.close()
 
@@ -131,6 +162,7 @@ class JobView:
 
     async def wait(self, job_id: str, done: Callable[[OcpsJob], bool], timeout: float) -> OcpsJob | None:
         """The job once `done(job)` holds, or as it is after `timeout` s (None if there is no such job)."""
+        self.start()  # a worker's first request may be a creation: it waits for the job without a read before
         deadline = time.monotonic() + timeout
         while (job := self.jobs.get(job_id)) is None or not done(job):
             if time.monotonic() > deadline:
@@ -269,11 +301,15 @@ async def _pairs(request: web.Request) -> list[tuple[str, str]]:
 class JobService:
     """The handlers, over one worker's view and producer."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, tokens: Tokens) -> None:
         self.context = context
         self.settings = context.settings
+        self.tokens = tokens
         self.view = JobView(context.settings, context.topics.ocps_jobs.name, context.codec)
         self.pipelines = known_pipelines(context.settings)
+        self.max_waiting = MAX_WAITING
+        self.waiting = 0
+        """WAIT polls blocked now."""
 
     def routes(self) -> list[web.RouteDef]:
         """Every UWS route."""
@@ -287,16 +323,33 @@ class JobService:
         ]
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _authorize(self, request: web.Request) -> None:
-        if why := bearer_refusal(request.headers, self.settings.web_token):
-            raise _refuse(web.HTTPUnauthorized, why, headers={"WWW-Authenticate": 'Bearer realm="ocps"'})
+    def _authorize(self, request: web.Request) -> str:
+        """The name of the request's write token (401 without one)."""
+        caller, why = self.tokens.writer(request.headers)
+        if why:
+            raise _refuse(web.HTTPUnauthorized, why, headers=CHALLENGE)
+        return caller
+
+    def _may_read(self, request: web.Request) -> None:
+        if why := self.tokens.read_refusal(request.headers):
+            raise _refuse(web.HTTPUnauthorized, why, headers=CHALLENGE)
 
     async def _job(self, request: web.Request) -> OcpsJob:
+        """The job the path names, fresh (401 for a request that may not read, 404 for no such job)."""
+        self._may_read(request)
         await self.view.fresh()
         job_id = request.match_info["job"]
         job = self.view.jobs.get(job_id)
         if job is None:
             raise _refuse(web.HTTPNotFound, f"no job {job_id!r}: list the jobs at {ROOT}")
+        return job
+
+    async def _own_job(self, request: web.Request) -> OcpsJob:
+        """The job the path names, for a change by its owner or the operators (401 or 403 for anyone else)."""
+        caller = self._authorize(request)
+        job = await self._job(request)
+        if why := owner_refusal(caller, job.owner, job.job_id):
+            raise _refuse(web.HTTPForbidden, why)
         return job
 
     async def _send(self, event: OcpsJobEvent) -> None:
@@ -315,6 +368,7 @@ class JobService:
     # -- handlers --------------------------------------------------------------------------------
     async def list_jobs(self, request: web.Request) -> web.StreamResponse:
         """Every job, oldest first; PHASE= keeps those in the phase(s) given, LAST= the newest n."""
+        self._may_read(request)
         await self.view.fresh()
         jobs = sorted(self.view.jobs.values(), key=lambda j: (j.creation_time, j.job_id))
         phases = {p.upper() for p in request.query.getall("PHASE", [])}
@@ -337,13 +391,14 @@ class JobService:
         return _xml(jobs_xml(jobs))
 
     async def create(self, request: web.Request) -> web.StreamResponse:
-        """Create a job (303 to it); PHASE=RUN starts it at once."""
-        self._authorize(request)
+        """Create a job (303 to it), owned by the name of the request's token; PHASE=RUN starts it at once."""
+        owner = self._authorize(request)
         try:
             event = jobs_core.parse_request(await _pairs(request), self.pipelines, self.context.instruments,
                                             jobs_core.new_job_id(), tai_now())
         except JobRequestError as error:
             raise _refuse(web.HTTPBadRequest, str(error)) from error
+        event = replace(event, owner=owner)
         uris = await asyncio.to_thread(raws.find_raws, Path(self.settings.data_root), event.instrument,
                                        list(event.exposures), list(event.detectors))
         if missing := jobs_core.missing_inputs(event, uris):
@@ -355,7 +410,8 @@ class JobService:
         raise web.HTTPSeeOther(f"{ROOT}/{event.job_id}")
 
     async def read(self, request: web.Request) -> web.StreamResponse:
-        """The job; with WAIT=n, block up to n s while it is in an active phase (or the PHASE= given)."""
+        """The job; with WAIT=n, block up to n s while it is in an active phase (or the PHASE= given), unless
+        MAX_WAITING polls already block: then it answers at once."""
         job = await self._job(request)
         if "WAIT" in request.query:
             try:
@@ -364,8 +420,12 @@ class JobService:
                 raise _refuse(web.HTTPBadRequest, "WAIT must be a number of seconds") from error
             wait = MAX_WAIT if wait < 0 else min(wait, MAX_WAIT)
             seen = request.query.get("PHASE", job.phase).upper()
-            if job.phase not in FINAL and seen == job.phase:
-                job = await self.view.wait(job.job_id, lambda j: j.phase != seen, wait) or job
+            if job.phase not in FINAL and seen == job.phase and self.waiting < self.max_waiting:
+                self.waiting += 1
+                try:
+                    job = await self.view.wait(job.job_id, lambda j: j.phase != seen, wait) or job
+                finally:
+                    self.waiting -= 1
         if _wants_json(request):
             return web.json_response(job.to_dict())
         return _xml(job_xml(job))
@@ -376,8 +436,7 @@ class JobService:
 
     async def change_phase(self, request: web.Request) -> web.StreamResponse:
         """PHASE=RUN starts a PENDING job; PHASE=ABORT aborts one that has not ended."""
-        self._authorize(request)
-        job = await self._job(request)
+        job = await self._own_job(request)
         phase = dict((k.lower(), v) for k, v in await _pairs(request)).get("phase", "").upper()
         actions = {"RUN": "run", "ABORT": "abort"}
         if phase not in actions:
@@ -386,8 +445,7 @@ class JobService:
 
     async def post_job(self, request: web.Request) -> web.StreamResponse:
         """ACTION=DELETE, the UWS way to delete with a POST."""
-        self._authorize(request)
-        job = await self._job(request)
+        job = await self._own_job(request)
         action = dict((k.lower(), v) for k, v in await _pairs(request)).get("action", "").upper()
         if action != "DELETE":
             raise _refuse(web.HTTPBadRequest, f"ACTION={action or '(missing)'}: only ACTION=DELETE")
@@ -395,8 +453,7 @@ class JobService:
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
         """Abort the job (its record is kept, in phase ABORTED)."""
-        self._authorize(request)
-        return await self._apply(await self._job(request), "abort")
+        return await self._apply(await self._own_job(request), "abort")
 
     async def results(self, request: web.Request) -> web.StreamResponse:
         """The outputs of each detector."""
@@ -420,9 +477,9 @@ class JobService:
         return _xml(parameters_xml(job))
 
 
-def register(app: faust.App, context: Context) -> JobService:
+def register(app: faust.App, context: Context, tokens: Tokens) -> JobService:
     """Serve the UWS routes from `app`'s web server."""
-    service = JobService(context)
+    service = JobService(context, tokens)
     web_app: web.Application = app.web.web_app  # type: ignore[attr-defined]
     web_app.add_routes(service.routes())
 

@@ -4,7 +4,8 @@ A visit's picture is spread over the workers (the detector table is partitioned 
 gather's by visit, and one worker's SAL intake keeps what was fanned out), so whichever worker a
 request lands on asks every worker for its slice (`/local/...`) and merges them with
 `streams.core.visit_view`. Every view is read-only and shows only visit state: no settings, no
-credentials.
+credentials. With `PROMPT_STREAMS_WEB_READ_TOKEN` set, every view but health and readiness needs it
+(or a write token) as a bearer token, and a worker sends it when it asks the others.
 
 - `GET /visits/`: visits in flight, the last finished ones, their raw-to-result histogram.
 - `GET /visits/{instrument}/{group}/`: one visit, every CCD's state.
@@ -15,9 +16,10 @@ credentials.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,10 +32,12 @@ from streams.core.visit_view import WorkerSlice, overview, visit_view
 from streams.gather_processor import GatherProcessor
 from streams.records import DetectorProgress, VisitExpected, VisitProgress
 from streams.runner import PipelineRunner
+from streams.web.auth import CHALLENGE, Tokens
 from topology.keys import SEPARATOR, visit_key
 
 log = logging.getLogger(__name__)
 PEER_TIMEOUT = aiohttp.ClientTimeout(total=10)
+Handler = Callable[..., Awaitable[web.Response]]
 
 
 @dataclass
@@ -84,14 +88,14 @@ def peers(app: faust.App) -> set[str]:
     return {url.rstrip("/") for url in urls} | {str(app.conf.canonical_url).rstrip("/")}
 
 
-async def ask_all(app: faust.App, path: str, here: Callable[[], Any]) -> tuple[list[Any], list[str]]:
+async def ask_all(app: faust.App, path: str, here: Callable[[], Any], tokens: Tokens) -> tuple[list[Any], list[str]]:
     """Every worker's answer to `path` (this worker's from `here`, without HTTP), and what failed."""
     own = str(app.conf.canonical_url).rstrip("/")
 
     async def ask(url: str) -> Any:
         if url == own:
             return here()
-        async with app.http_client.get(url + path, timeout=PEER_TIMEOUT) as response:
+        async with app.http_client.get(url + path, timeout=PEER_TIMEOUT, headers=tokens.read_headers()) as response:
             response.raise_for_status()
             return json.loads(await response.text())
 
@@ -112,21 +116,36 @@ def readiness(app: faust.App, unassigned: list[str] | None) -> list[str]:
     return [f"the {name} processor has no assignment yet" for name in unassigned]
 
 
-def register(app: faust.App, sources: Sources) -> None:
+def reads(tokens: Tokens) -> Callable[[Handler], Handler]:
+    """A view decorator: 401 and why, instead of the view, for a request without a token that may read."""
+    def guard(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded(self: web.View, request: web.Request, **match: str) -> web.Response:
+            if why := tokens.read_refusal(request.headers):
+                return self.json({"error": why}, status=401, headers=dict(CHALLENGE))
+            return await handler(self, request, **match)
+        return guarded
+    return guard
+
+
+def register(app: faust.App, sources: Sources, tokens: Tokens) -> None:
     """Attach the JSON views to `app`'s web server."""
     @app.page("/visits/")
+    @reads(tokens)
     async def visits(self: web.View, request: web.Request) -> web.Response:
         """Visits in flight, the last finished ones and their latencies."""
-        answers, failures = await ask_all(app, "/local/visits/", lambda: local_visits(sources))
+        answers, failures = await ask_all(app, "/local/visits/", lambda: local_visits(sources), tokens)
         progresses = [VisitProgress.from_dict(row) for answer in answers for row in answer["progress"]]
         expected = [VisitExpected.from_dict(row) for answer in answers for row in answer["expected"]]
         return self.json(overview(expected, progresses) | {"unreachable": failures, "now": tai_now()})
 
     @app.page("/visits/{instrument}/{group}/")
+    @reads(tokens)
     async def visit(self: web.View, request: web.Request, instrument: str, group: str) -> web.Response:
         """One visit: every CCD's state."""
         path = f"/local/visits/{instrument}/{group}/"
-        answers, failures = await ask_all(app, path, lambda: local_visit(sources, instrument, group))
+        answers, failures = await ask_all(app, path, lambda: local_visit(sources, instrument, group),
+                                          tokens)
         slices = [WorkerSlice(rows=[DetectorProgress.from_dict(row) for row in answer["rows"]],
                               preloading=frozenset(answer["preloading"]),
                               progress=VisitProgress.from_dict(answer["progress"]) if answer["progress"] else None)
@@ -137,11 +156,13 @@ def register(app: faust.App, sources: Sources) -> None:
         return self.json(visit_view(instrument, group, expected, slices) | {"unreachable": failures})
 
     @app.page("/local/visits/")
+    @reads(tokens)
     async def worker_visits(self: web.View, request: web.Request) -> web.Response:
         """This worker's gather rows (the views above ask every worker)."""
         return self.json(local_visits(sources))
 
     @app.page("/local/visits/{instrument}/{group}/")
+    @reads(tokens)
     async def worker_visit(self: web.View, request: web.Request, instrument: str, group: str) -> web.Response:
         """This worker's slice of one visit."""
         return self.json(local_visit(sources, instrument, group))

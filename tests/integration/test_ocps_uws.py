@@ -3,14 +3,16 @@
 Jobs are created on one worker and read on the other (a job's phase must be the same whichever
 worker answers); they run as synthetic visits through the topology: shell pipelines declared in
 this module's surveys file copy the raws, fail, or take their time. A calibration sequence's
-visit summary creates a job by itself through a configured trigger.
+visit summary creates a job by itself through a configured trigger. The workers have a read token
+(every client here sends it unless told not to) and two named clients' job tokens besides the
+operators' token.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -18,6 +20,7 @@ from xml.etree import ElementTree as ET
 
 import httpx
 import pytest
+from confluent_kafka import Producer
 
 from stack.cluster import ClusterState
 from stack.workers import WorkerPool
@@ -26,9 +29,13 @@ from streams.core.focal_plane import detector_name
 from streams.driver import Visits
 from streams.records import RawImageAvailable
 from tests.integration.settings import isolated_settings
+from topology.topics import declare
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+READ = {"Authorization": "Bearer read-only-token"}
+ALICE = {"Authorization": "Bearer alice-token"}
+BOB = {"Authorization": "Bearer bob-token"}
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 INSTRUMENT = "LSSTComCam"
 DETECTORS = (0, 1, 2)
@@ -73,9 +80,10 @@ class Service:
     settings: Settings
     pool: WorkerPool
 
-    def client(self, worker: int = 0) -> httpx.Client:
-        """A client of one worker (redirects are not followed, so tests see them)."""
-        return httpx.Client(base_url=self.urls[worker], timeout=90.0)
+    def client(self, worker: int = 0, reader: bool = True) -> httpx.Client:
+        """A client of one worker that sends the read token (or, `reader` False, none); redirects are not
+        followed, so tests see them."""
+        return httpx.Client(base_url=self.urls[worker], timeout=90.0, headers=READ if reader else {})
 
 
 def write_raws(root: Path, exposures: tuple[int, ...]) -> dict[tuple[int, int], Path]:
@@ -100,7 +108,9 @@ def service(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> 
     (root / "surveys.toml").write_text(SURVEYS)
     (root / "ocps.toml").write_text(TRIGGERS)
     (root / "instruments.toml").write_text(f'[{INSTRUMENT}]\ndetectors = "0-8"\ndisabled = [3, 4, 5, 6, 7, 8]\n')
-    settings = isolated_settings(cluster, root, web_token=TOKEN, surveys_file=str(root / "surveys.toml"),
+    settings = isolated_settings(cluster, root, web_token=TOKEN, web_read_token=READ["Authorization"][7:],
+                                 web_job_tokens="alice=alice-token, bob=bob-token",
+                                 surveys_file=str(root / "surveys.toml"),
                                  ocps_triggers_file=str(root / "ocps.toml"),
                                  instruments_file=str(root / "instruments.toml"), pipeline_processes=1)
     write_raws(Path(settings.data_root), EXPOSURES + SEQUENCE)
@@ -112,10 +122,11 @@ def service(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> 
         pool.stop_all()
 
 
-def create(service: Service, worker: int = 0, **parameters: str) -> str:
-    """Create a job with a form; return its id (from the 303 redirect)."""
+def create(service: Service, form: Mapping[str, str] | None = None, worker: int = 0, auth: Mapping[str, str] = AUTH,
+           **parameters: str) -> str:
+    """Create a job with a form (with the operators' token unless told); return its id (from the 303 redirect)."""
     with service.client(worker) as client:
-        response = client.post("/ocps/jobs", data=parameters, headers=AUTH)
+        response = client.post("/ocps/jobs", data={**(form or {}), **parameters}, headers=auth)
     assert response.status_code == 303, response.text
     return str(response.headers["Location"]).rsplit("/", 1)[-1]
 
@@ -143,22 +154,87 @@ def path_of(uri: str) -> Path:
 
 
 def test_creating_or_aborting_needs_the_bearer_token(service: Service) -> None:
-    """No token or a wrong one: 401 with the reason, and no job is made; reading needs none."""
+    """No token or a wrong one: 401 with the reason, and no job is made; the read token reads, but changes
+    nothing."""
     form = {"pipeline": "copy", "instrument": INSTRUMENT, "exposure": str(EXPOSURES[0])}
-    with service.client() as client:
-        before = client.get("/ocps/jobs")
+    with service.client(reader=False) as client:
+        before = client.get("/ocps/jobs", headers=READ)
         missing = client.post("/ocps/jobs", data=form)
         wrong = client.post("/ocps/jobs", data=form, headers={"Authorization": "Bearer guessed"})
-        after = client.get("/ocps/jobs")
+        read_only = client.post("/ocps/jobs", data=form, headers=READ)
+        after = client.get("/ocps/jobs", headers=AUTH)  # a write token reads too
     assert before.status_code == 200 and ET.fromstring(before.content).tag == f"{UWS}jobs"
     assert missing.status_code == 401 and "Authorization: Bearer" in missing.text
     assert wrong.status_code == 401 and "not the configured" in wrong.text
+    assert read_only.status_code == 401 and "not the configured" in read_only.text
     assert after.content == before.content, "a refused request made no job"
-    job_id = create(service, **form)  # PENDING: nothing runs
+    job_id = create(service, form)  # PENDING: nothing runs
     with service.client(1) as client:
         refused = client.post(f"/ocps/jobs/{job_id}/phase", data={"PHASE": "ABORT"})
         phase = client.get(f"/ocps/jobs/{job_id}/phase")
     assert refused.status_code == 401 and phase.text == "PENDING"
+
+
+def test_reading_needs_the_read_token_where_one_is_set(service: Service) -> None:
+    """Without a token or with a wrong one, the job service's reads and the JSON views answer 401; health,
+    readiness and metrics stay open; a view asks the other worker with the token (none unreachable)."""
+    job_id = create(service, pipeline="copy", instrument=INSTRUMENT, exposure=str(EXPOSURES[0]))
+    with service.client(reader=False) as client:
+        for path in ("/ocps/jobs", f"/ocps/jobs/{job_id}", f"/ocps/jobs/{job_id}/phase", "/visits/",
+                     "/local/visits/", f"/focal-plane/{INSTRUMENT}/"):
+            for headers in ({}, {"Authorization": "Bearer guessed"}):
+                response = client.get(path, headers=headers)
+                assert response.status_code == 401 and "bearer" in response.text.lower(), (path, response.text)
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert all(client.get(path).status_code == 200 for path in ("/health/", "/metrics", "/dashboard/"))
+        assert client.get("/ready/").status_code in (200, 503)
+        visits = client.get("/visits/", headers=READ)
+    assert visits.status_code == 200 and visits.json()["unreachable"] == [], visits.text
+
+
+def test_faust_router_and_table_views_are_not_served(service: Service) -> None:
+    """faust's own /router/ (every worker's URL) and /table/ (table rows) views answer 404 even with a token."""
+    with service.client(reader=False) as client:
+        for path in ("/router/", "/table/", "/router/detector/key/", "/table/detector/"):
+            assert client.get(path, headers=AUTH).status_code == 404, path
+
+
+def test_only_its_owner_or_the_operators_may_change_a_job(service: Service) -> None:
+    """A job created with alice's token is alice's: bob's abort or delete is refused (403) and changes nothing;
+    alice may abort it, and the operators' token may abort anyone's."""
+    form = {"pipeline": "copy", "instrument": INSTRUMENT, "exposure": str(EXPOSURES[0])}
+    alices, other = create(service, form, auth=ALICE), create(service, form, auth=ALICE)
+    assert job_json(service, alices)["owner"] == "alice"
+    with service.client(1) as client:
+        aborted_by_bob = client.post(f"/ocps/jobs/{alices}/phase", data={"PHASE": "ABORT"}, headers=BOB)
+        deleted_by_bob = client.delete(f"/ocps/jobs/{alices}", headers=BOB)
+        run_by_bob = client.post(f"/ocps/jobs/{alices}/phase", data={"PHASE": "RUN"}, headers=BOB)
+        assert client.get(f"/ocps/jobs/{alices}/phase").text == "PENDING"
+        deleted_by_alice = client.delete(f"/ocps/jobs/{alices}", headers=ALICE)
+        deleted_by_operators = client.delete(f"/ocps/jobs/{other}", headers=AUTH)
+    for refused in (aborted_by_bob, deleted_by_bob, run_by_bob):
+        assert refused.status_code == 403 and "belongs to alice" in refused.text, refused.text
+    assert deleted_by_alice.status_code == 303 and deleted_by_operators.status_code == 303
+    assert job_json(service, alices)["phase"] == job_json(service, other)["phase"] == "ABORTED"
+
+
+def test_a_record_that_is_no_job_does_not_stop_the_job_view(service: Service) -> None:
+    """Bytes no job decodes from on the job topic are skipped: both workers go on answering, with the jobs
+    created after them; a tombstone (an expired job's) takes its job out of every worker's view."""
+    topic = declare(service.settings).ocps_jobs.name
+    producer = Producer(service.settings.kafka_config())
+    producer.produce(topic, b"not a job", key=b"not-a-job")
+    producer.flush(30)
+    job_id = create(service, pipeline="copy", instrument=INSTRUMENT, exposure=str(EXPOSURES[0]))
+    for worker in (0, 1):
+        with service.client(worker) as client:
+            listing = client.get("/ocps/jobs", params={"format": "json"})
+        assert listing.status_code == 200 and job_id in [j["job_id"] for j in listing.json()["jobs"]]
+    producer.produce(topic, None, key=job_id.encode())
+    producer.flush(30)
+    for worker in (0, 1):
+        with service.client(worker) as client:
+            assert client.get(f"/ocps/jobs/{job_id}").status_code == 404
 
 
 def test_a_job_runs_to_completed_with_its_results_on_either_worker(service: Service) -> None:
@@ -227,7 +303,7 @@ def test_bad_requests_get_a_4xx_that_says_why(service: Service) -> None:
         assert not_json.status_code == 400 and "not JSON" in not_json.text
         unknown = client.get("/ocps/jobs/0123456789abcdef")
         assert unknown.status_code == 404 and "no job" in unknown.text
-        job_id = create(service, **base)
+        job_id = create(service, base)
         bad_phase = client.post(f"/ocps/jobs/{job_id}/phase", data={"PHASE": "SUSPEND"}, headers=AUTH)
         assert bad_phase.status_code == 400 and "PHASE=RUN or PHASE=ABORT" in bad_phase.text
         assert client.get("/ocps/jobs", params={"LAST": "0"}).status_code == 400

@@ -5,19 +5,21 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
+from astropy.io import fits
 
 from streams.config import Settings
 from streams.errors import NonRetriableError, RetriableError
 from streams.pipelines import execute
 from streams.pipelines.base import Outcome, PipelineUnavailable
-from streams.records import DetectorProgress, HeldSnap
+from streams.records import CcdResult, DetectorProgress, HeldSnap
+from tests.fits_bombs import gzip_bomb, small_raw
 
 
 class Scripted:
@@ -112,6 +114,21 @@ def test_a_worker_does_not_load_the_science_stack() -> None:
     assert not {"scipy", "astropy.wcs", "photutils", "streams.science"} & set(loaded)
 
 
+def run_ap(tmp_path: Path, hdus: fits.HDUList) -> CcdResult:
+    """The real `ap` pipeline, built first, on `hdus` written as detector 94's one snap."""
+    raw = tmp_path / "raw" / "7.fits"
+    raw.parent.mkdir()
+    hdus.writeto(raw)
+    execute.init_process(Settings(data_root=str(tmp_path), output_root=str(tmp_path / "out")))
+    execute.pipeline.cache_clear()
+    execute.pipeline("ap")
+    try:
+        return execute.run(replace(progress("ap"), snaps=[HeldSnap(snap=0, exposure_id=7, uri=raw.as_uri(),
+                                                                   arrival_time=1.0)]))
+    finally:
+        execute.pipeline.cache_clear()
+
+
 @pytest.mark.parametrize(("damage", "reason"), [
     ("drop Segment03", "MissingSegmentError"),
     ("instrument HSC", "NotLsstCamError"),
@@ -120,33 +137,33 @@ def test_a_raw_the_isr_cannot_read_fails_its_ccd_with_the_typed_reason(tmp_path:
                                                                       reason: str) -> None:
     """The real `ap` pipeline on a damaged camera raw: the CCD ends `failed`, not retriable, and the result says
     which file and what is wrong with it (not a bare ValueError from deep in the ISR)."""
-
-    from streams.science.geometry import CcdShape
-    from streams.simulate.camera import expose, make_detector, primary_header, raw_hdus
-
-    rng = np.random.default_rng(3)
-    detector = make_detector(rng, "E2V", CcdShape(64, 128))
-    header = primary_header("LSSTCam", 94, exposure_id=7, group_id="g", snap=0, snaps=1, image_type="SCIENCE",
-                            start=datetime(2026, 11, 25, 3), exposure_time=15.0, boresight=(150.0, 2.0, 0.0),
-                            filter_name="r_57")
-    hdus = raw_hdus(expose(rng, detector, np.full((64, 128), 900.0, np.float32), 15.0), detector, header)
+    hdus = small_raw()
     if damage == "drop Segment03":
         del hdus["Segment03"]
     else:
         hdus[0].header["INSTRUME"] = "HSC"
-    raw = tmp_path / "raw" / "7.fits"
-    raw.parent.mkdir()
-    hdus.writeto(raw)
-    execute.init_process(Settings(data_root=str(tmp_path), output_root=str(tmp_path / "out")))
-    execute.pipeline.cache_clear()
-    try:
-        result = execute.run(replace(progress("ap"), snaps=[HeldSnap(snap=0, exposure_id=7, uri=raw.as_uri(),
-                                                                     arrival_time=1.0)]))
-    finally:
-        execute.pipeline.cache_clear()
+    result = run_ap(tmp_path, hdus)
     assert (result.status, result.retriable, result.error_class) == ("failed", False, "NonRetriableError")
-    assert str(raw) in result.error_message and reason in result.error_message
+    assert str(tmp_path / "raw" / "7.fits") in result.error_message and reason in result.error_message
     assert ("Segment03" in result.error_message) == (damage == "drop Segment03")
+
+
+def test_a_decompression_bomb_fails_its_ccd_without_inflating(tmp_path: Path) -> None:
+    """Issue 14: a 1 MB raw whose Segment03 is one GZIP_1 tile inflating to 1 GiB (1 MB took 2.1 GB in 11 s). The
+    CCD fails, not retriable, naming the raw, the segment and the compression; nothing near the bomb's size is
+    ever allocated (the pipeline's peak stays under 64 MiB)."""
+    hdus = small_raw()
+    hdus[hdus.index_of("Segment03")] = gzip_bomb(hdus["Segment03"], 1 << 30)
+    tracemalloc.start()
+    try:
+        result = run_ap(tmp_path, hdus)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "raw" / "7.fits").stat().st_size < 2 << 20
+    assert (result.status, result.retriable, result.error_class) == ("failed", False, "NonRetriableError")
+    assert "OversizedRawError" in result.error_message and "Segment03: GZIP_1" in result.error_message
+    assert peak < 64 << 20
 
 
 def test_alert_production_on_a_simulated_camera_raw_fits_its_wcs_and_zero_point(tmp_path: Path) -> None:

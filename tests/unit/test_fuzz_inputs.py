@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from connectors.sal_bridge_step import BridgeConfig, step
 from connectors.sal_events import SalMessage, Writer
 from connectors.sal_interface import METRIC, avro_schema
 from connectors.sasquatch import SasquatchRecord, Unmapped
-from streams.codec import Codec, parse, write_datum
+from streams.codec import MAX_MESSAGE_BYTES, Codec, FieldTooLongError, frame, parse, write_datum
 from streams.config import Settings
 from streams.core.arrivals import GROUP_ID
 from streams.core.instruments import parse_instruments
 from streams.core.surveys import parse_surveys
+from streams.errors import DecodeError, WireFormatError
 from streams.pipelines.shell import SAFE_VALUE, UnsafeValue, placeholder_values, render
 from streams.records import (
     DetectorProgress,
@@ -41,18 +43,24 @@ from streams.records import (
 )
 from streams.schemas import Schema
 from tests.fuzzing import (
+    DEAD_LETTER_CLASSES,
     RAW_BUCKET,
+    TRIED,
     Chain,
     Hostile,
+    HostileWriter,
     Mixed,
+    Sized,
     avro_encoder,
     good_cancel,
     good_next_visit,
     good_raw,
     hostile,
+    hostile_writers,
     metric_names,
     mixed_notifications,
     notifications,
+    sized_records,
 )
 
 ROOT = "/data/repo"
@@ -238,3 +246,46 @@ def test_any_metric_name_gets_its_sal_event_and_a_valid_sasquatch_topic_or_a_rea
         field = sasquatch.schema["fields"][-1]["name"]
         assert AVRO_NAME.fullmatch(field) and sasquatch.datum[field] == 1.0
         write_datum(parse(sasquatch.schema), sasquatch.datum)
+
+
+@EXAMPLES
+@given(hostile_writers())
+def test_hostile_writer_schemas_are_refused_or_read_in_proportion_to_the_bytes(item: HostileWriter) -> None:
+    """Whatever writer schema the registry holds for an id (arrays of nulls or of blindly skipped items, huge
+    counts and fixed sizes, records of nextVisit's name with nothing of it), a message framed with that id is a
+    nextVisit or a typed dead letter, and so is the same message read with its own schema; neither loops."""
+    registry = SchemasInMemory()
+    data = frame(registry.register("hostile", item.schema), item.payload)
+    codec = Codec(registry)
+    reads: list[tuple[str, Callable[[], object]]] = [("as nextVisit", lambda: codec.decode(data, NextVisit)),
+                                                     ("as is", lambda: codec.decode_any(data))]
+    for name, read in reads:
+        try:
+            read()
+        except DecodeError as error:
+            assert type(error).__name__ in DEAD_LETTER_CLASSES, (error, item.how)
+            TRIED[f"hostile writer schema, read {name}: dead-letter"] += 1
+        else:
+            TRIED[f"hostile writer schema, read {name}: read"] += 1
+
+
+@EXAMPLES
+@given(sized_records(), st.booleans())
+def test_fields_over_their_limits_are_dead_letters_naming_them(item: Sized, as_json: bool) -> None:
+    """An input record with a string, an array or a map over the limit its schema declares is a FieldTooLongError
+    naming the field, its size and its limit, in Avro and in JSON; at its limit it is read back unchanged."""
+    record = item.record
+    record_type = type(record)
+    data = json.dumps(record.to_dict()).encode() if as_json else CODEC.encode(f"sized-{record.SCHEMA}", record)
+    if len(data) > MAX_MESSAGE_BYTES:
+        with pytest.raises(WireFormatError, match="byte limit"):
+            CODEC.decode(data, record_type, accept_json=as_json)
+        TRIED["record over the message limit"] += 1
+    elif item.size > item.limit:
+        with pytest.raises(FieldTooLongError, match=rf"{record_type.__name__}\.{item.field} (is|has) {item.size} "
+                                                     rf".* over its limit of {item.limit}"):
+            CODEC.decode(data, record_type, accept_json=as_json)
+        TRIED["field over its limit"] += 1
+    else:
+        assert CODEC.decode(data, record_type, accept_json=as_json).to_dict() == record.to_dict(), item
+        TRIED["field within its limit"] += 1

@@ -26,8 +26,10 @@ from streams.records import (
     VisitExpected,
     VisitSummary,
 )
+from streams.runtime.driver import TopologyTestDriver
 from streams.runtime.engine import Batch
 from tests.unit.fake_kafka import FakeMessage, offline
+from tests.unit.runtime.visits import driver_settings
 from topology.keys import detector_key, snap_key, visit_key
 from topology.topics import TopicSpec
 
@@ -144,6 +146,38 @@ def test_bytes_that_are_no_job_event_are_a_dead_letter_of_the_engine(tmp_path: P
     [(topic, key, letter)] = produced(batch)
     assert topic == "dead_letter" and key == b"k" and not batch.changes
     assert isinstance(letter, DeadLetter) and letter.agent == "ocps-jobs" and letter.error_class == "WireFormatError"
+
+
+def test_an_ended_job_is_forgotten_after_the_retention_time(tmp_path: Path) -> None:
+    """`ocps_job_retention` after a job ended, its row is deleted and a tombstone goes to ocps-jobs; not before."""
+    jobs = offline(OcpsJobs(settings(tmp_path, ocps_job_retention=100.0)))
+    batch = jobs._transform([create(jobs, start=True)], NOW)  # type: ignore[list-item]
+    jobs._apply(batch, {})
+    assert jobs.rows[0][JOB].phase == "ERROR"
+    kept = jobs._transform([], NOW + 100)
+    assert not kept.records and not kept.changes
+    gone = jobs._transform([], NOW + 101)
+    assert gone.changes == {0: {JOB: None}} and produced(gone) == [("ocps_jobs", JOB.encode(), None)]
+    jobs._apply(gone, {})
+    assert jobs.rows == {0: {}}
+
+
+def test_a_forgotten_job_leaves_a_tombstone_on_the_jobs_topic(tmp_path: Path) -> None:
+    """Through the engine: the job's states on ocps-jobs are followed by a tombstone, which compaction keeps as the
+    job's last word and every worker's view takes as its removal; the jobs table is empty."""
+    config = replace(driver_settings(tmp_path / "data"), data_root=str(tmp_path), ocps_job_retention=100.0)
+    with TopologyTestDriver(OcpsJobs(config), now=NOW) as driver:
+        topics = driver.processors["ocps-jobs"].topics
+        driver.pipe(topics.ocps_job_events, JOB, OcpsJobEvent(
+            action="create", job_id=JOB, event_time=NOW, pipeline="stand-in", instrument=INSTRUMENT,
+            detectors=DETECTORS, exposures=EXPOSURES, start=True))
+        driver.run()
+        assert [job.phase for job in driver.read(topics.ocps_jobs)] == ["QUEUED", "ERROR"]
+        driver.advance(101)
+        driver.run()
+        *states, last = driver.messages(topics.ocps_jobs)
+        assert len(states) == 2 and (last.key(), last.value()) == (JOB.encode(), None)
+        assert driver.rows("ocps-jobs") == {}
 
 
 def outcomes(root: Path) -> OcpsOutcomes:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
+from streams.codec import Codec
 from streams.core import detector
-from streams.core.detector import Phase
+from streams.core.detector import LATE_EXPOSURES, UNKNOWN_NIMAGES, Phase, most_exposures
 from streams.core.visit import plan_visit
-from streams.records import CcdResult, DetectorCommand
+from streams.errors import IgnorableEvent
+from streams.records import CcdResult, DetectorCommand, DetectorProgress
+from streams.runtime.driver import MemoryRegistry
 from tests.unit.core.flow import INSTRUMENTS, POLICY, SURVEYS, T0, next_visit, raw
 
 
@@ -47,7 +52,7 @@ def test_duplicate_raw_changes_nothing() -> None:
     state, _ = detector.on_command(None, start(), T0)
     state, _ = detector.on_raw(state, raw(0, 0, 100), T0)
     again, out = detector.on_raw(state, raw(0, 0, 100), T0 + 1)
-    assert out == [] and again.snaps == state.snaps
+    assert out == [] and again is state
 
 
 def test_rerun_exposures_replace_the_aborted_attempt() -> None:
@@ -154,3 +159,82 @@ def test_finished_state_expires_after_retention() -> None:
     assert not detector.expired(state, 10, T0 + 100)
     state, _ = detector.on_command(state, replace(start(), action="cancel"), T0)
     assert detector.expired(state, 10, T0 + 11) and not detector.expired(state, 10, T0 + 5)
+
+
+def finished(nimages: int = 1) -> DetectorProgress:
+    """A detector whose pipeline ran on its snaps (exposures 100, 101, ...) and finished at T0 + 10."""
+    state, _ = detector.on_command(None, start(nimages=nimages), T0)
+    for snap in range(nimages):
+        state, _ = detector.on_raw(state, raw(0, snap, 100 + snap), T0 + 1)
+    state, _ = detector.on_pipeline_done(state, CcdResult(instrument="TestCam", group_id=state.group_id, detector=0,
+                                                          status="success"), T0 + 10)
+    assert state.phase == Phase.DONE
+    return state
+
+
+def flood(state: DetectorProgress, count: int, now: float) -> tuple[DetectorProgress, int, int]:
+    """`count` raws with new exposure ids (as large as the camera's) for the detector; the state after, the size of
+    its encoded form (the largest on the way: a row only gains exposures), and how many raws were ignored."""
+    ignored = 0
+    for exposure in range(2026112501000, 2026112501000 + count):
+        try:
+            state, _ = detector.on_raw(state, raw(0, exposure % 2, exposure), now)
+        except IgnorableEvent:
+            ignored += 1
+    return state, len(Codec(MemoryRegistry()).encode("detectors", state)), ignored
+
+
+def test_a_flood_of_raws_keeps_the_row_small() -> None:
+    """20,000 raws for one finished detector: it records its visit's snaps twice over and a few more, and ignores
+    the rest, so its row stays small (it grew to 100 kB, and each raw cost more than the last)."""
+    state, size, ignored = flood(finished(nimages=1), 20_000, T0 + 60)
+    assert len(state.exposures_seen) == most_exposures(state) == 2 + LATE_EXPOSURES
+    assert ignored == 20_000 - len(state.exposures_seen) + 1 and size < 512
+    assert [s.exposure_id for s in state.snaps] == [100], "the result stands on the raw it was processed with"
+
+
+def test_a_flood_of_raws_before_the_start_keeps_the_row_small() -> None:
+    """With no start yet, nimages is unknown: the detector allows for the largest visit, and no more."""
+    state, size, _ = flood(detector.on_raw(None, raw(0, 0, 100), T0)[0], 20_000, T0)
+    assert len(state.exposures_seen) == 2 * UNKNOWN_NIMAGES + LATE_EXPOSURES and size < 2048
+
+
+def test_raws_beyond_the_limit_change_nothing() -> None:
+    """Once a detector has recorded its most, a new exposure is ignored (the row is left as it is) and a recorded
+    one is a duplicate: neither costs a write."""
+    full, _, _ = flood(finished(nimages=2), 100, T0 + 60)
+    with pytest.raises(IgnorableEvent, match=f"recorded {most_exposures(full)} exposures"):
+        detector.on_raw(full, raw(0, 0, 999_999), T0 + 61)
+    again, out = detector.on_raw(full, raw(0, 0, full.exposures_seen[-1]), T0 + 61)
+    assert again is full and out == []
+
+
+def test_a_rerun_is_still_processed_within_the_limit() -> None:
+    """The limit leaves room for an aborted attempt's snaps and its re-run's: the re-run's are the ones held."""
+    nimages = 50
+    state, _ = detector.on_command(None, start(nimages=nimages), T0)
+    for snap in range(nimages - 1):
+        state, _ = detector.on_raw(state, raw(0, snap, 100 + snap), T0 + 1)
+    for snap in range(nimages):
+        state, out = detector.on_raw(state, raw(0, snap, 1000 + snap), T0 + 2)
+    assert kinds(out) == ["Dispatch"] and [s.exposure_id for s in state.snaps] == list(range(1000, 1000 + nimages))
+
+
+def test_late_raws_do_not_keep_a_finished_detector() -> None:
+    """Raws coming after the outcome are recorded (up to the most), but the row still expires `retention` after it
+    finished."""
+    state = finished()
+    for second in range(1, most_exposures(state)):
+        state, out = detector.on_raw(state, raw(0, 0, 100 + second), T0 + 10 + second)
+        assert out == []
+    assert len(state.exposures_seen) == most_exposures(state)
+    assert detector.expired(state, 60, T0 + 71) and not detector.expired(state, 60, T0 + 69)
+
+
+def test_raws_without_a_start_are_forgotten_after_the_first() -> None:
+    """A detector that only ever gets raws (no nextVisit fanned out to it) expires `retention` after its first,
+    however many follow."""
+    state, _ = detector.on_raw(None, raw(0, 0, 100), T0)
+    for second in range(1, 50):
+        state, _ = detector.on_raw(state, raw(0, 0, 100 + second), T0 + second)
+    assert state.phase == Phase.PRESENCE and detector.expired(state, 30, T0 + 31)

@@ -11,6 +11,7 @@ from streams.core.job import (
     JobRequestError,
     Phase,
     decide,
+    expired,
     group_of,
     job_of_group,
     missing_inputs,
@@ -203,3 +204,17 @@ def test_bad_trigger_files_are_refused() -> None:
         with pytest.raises(TriggerConfigError, match=why):
             parse_triggers(text, PIPELINES)
     assert parse_triggers(Path(Settings().ocps_triggers_file).read_text(), PIPELINES) == (), "none by default"
+
+
+def test_ended_and_never_run_jobs_expire_after_the_retention_time() -> None:
+    """An ended job is forgotten `retention` after it ended, a PENDING one after its last change; jobs in flight
+    (QUEUED, EXECUTING) never are: their visit ends them."""
+    running = executing()
+    aborted = decide(running, event("abort"), T0 + 5).job
+    assert aborted is not None and aborted.phase == Phase.ABORTED
+    assert expired(aborted, 10, T0 + 16) and not expired(aborted, 10, T0 + 14)
+    pending = decide(None, request(), T0).job
+    queued = decide(None, request(PHASE="RUN"), T0).job
+    assert pending is not None and pending.phase == Phase.PENDING and queued is not None
+    assert expired(pending, 10, T0 + 11) and not expired(pending, 10, T0 + 9)
+    assert not expired(running, 10, T0 + 1e6) and not expired(queued, 10, T0 + 1e6)

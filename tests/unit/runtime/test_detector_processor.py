@@ -206,3 +206,33 @@ def test_finished_detectors_leave_memory_but_still_stop_repeats_until_they_expir
     driver.advance(settings.retention + 1)
     driver.run()
     assert driver.rows("detector") == {}
+
+
+def test_a_flood_of_raws_for_a_finished_detector_neither_grows_nor_keeps_its_row(
+        driver: TopologyTestDriver, topics: Topics, settings: Settings, pipelines: Pipelines) -> None:
+    """20,000 raws for one detector after its result: its row stays under 1 kB, the raws beyond the most it
+    records write nothing, none is a dead letter or processed, and the row is still forgotten `retention` after
+    the result (each raw refreshed it, and the row grew to 100 kB at a cost per raw that grew with it)."""
+    driver.pipe(topics.next_visit, SAL_KEY, next_visit(GROUP, instrument=INSTRUMENT, sent=T0, nimages=1))
+    send_raws(driver, topics, settings, snaps=(0,))
+    driver.run()
+    complete(driver, topics)
+    driver.run()
+    driver.advance(settings.retention / 2)
+    processor = driver.processors["detector"]
+    assert processor.changelog is not None
+    key, partition = detector_key(INSTRUMENT, GROUP, 4), detector_partition(4, topics.raw_image_available.partitions)
+    writes = []
+    for flood in range(2):
+        for exposure in range(10_000):
+            driver.pipe(topics.raw_image_available, snap_key(INSTRUMENT, GROUP, 4, 0),
+                        replace(raw(settings, 4, 0), exposure_id=2026112600000 + 10_000 * flood + exposure))
+        driver.run()
+        writes.append(len(driver.messages(processor.changelog)))
+        row = processor.stores[partition].get(key.encode())
+        assert row is not None and len(row) < 1024
+    assert writes[1] == writes[0], "raws beyond the limit change nothing"
+    assert driver.read(topics.dead_letter) == [] and pipelines.times("dispatch") == dict.fromkeys(COMCAM, 1)
+    driver.advance(settings.retention / 2 + 1)
+    driver.run()
+    assert driver.rows("detector") == {}

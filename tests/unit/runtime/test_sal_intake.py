@@ -121,3 +121,17 @@ def test_a_restart_does_not_fan_a_visit_out_twice(driver: TopologyTestDriver, to
     driver.run_once()
     assert sorted(commands_of(driver, topics)) == sorted((action, d) for action in ("start", "cancel") for d in COMCAM)
     assert len(driver.read(topics.visit_expected)) == 1
+
+
+def test_old_visits_are_forgotten_on_the_clock_without_new_events(driver: TopologyTestDriver, topics: Topics,
+                                                                  settings: Settings) -> None:
+    """A quiet night: with no nextVisit after it, a visit is still forgotten once the retention time has passed
+    since its fan-out (it was only when the next nextVisit came)."""
+    driver.pipe(topics.next_visit, SAL_KEY, next_visit(GROUP, instrument=INSTRUMENT, sent=T0))
+    driver.run()
+    driver.advance(settings.retention - 1)
+    driver.run()
+    assert list(driver.rows("sal-intake")) == [GROUP]
+    driver.advance(2)
+    driver.run()
+    assert driver.rows("sal-intake") == {} and driver.processors["sal-intake"].rows == {0: {}}

@@ -21,6 +21,7 @@ import pytest
 from astropy.io import fits
 
 from streams.science import isr
+from tests.fits_bombs import set_card
 
 # ---------------------------------------------------------------------------------------------------------------
 # The reference, written out
@@ -512,18 +513,50 @@ def test_a_negative_naxis_is_refused_without_looping(tmp_path: Path) -> None:
     path = tmp_path / "raw.fits"
     camera_raw("E2V", g).writeto(path)
     damage_card(path, "Segment03", fits.Card("NAXIS2", g.naxis2), fits.Card("NAXIS2", -g.naxis2))
-    with pytest.raises(isr.RawFormatError, match="HDUs"):
+    with pytest.raises(isr.RawFormatError, match=f"NAXIS2 is '-{g.naxis2}', not a FITS size"):
         isr.read_raw(path)
 
 
+@pytest.mark.parametrize(("compressed", "keyword"), [(False, "NAXIS"), (True, "ZNAXIS"), (True, "TFIELDS")])
+def test_an_absurd_axis_count_is_refused_before_astropy_loops_over_it(compressed: bool, keyword: str) -> None:
+    """astropy builds an HDU by looping over its NAXIS (ZNAXIS, TFIELDS) axes: 2**63 - 1 of them would hang the
+    pipeline. FITS allows 0 to 999: anything else is a RawFormatError naming the card."""
+    data = set_card(to_bytes(camera_raw("ITL", SMALL["ITL"], compressed=compressed)), "Segment16", keyword, 2**63 - 1)
+    with pytest.raises(isr.RawFormatError, match=f"HDU 7: {keyword} is '9223372036854775807', not a FITS count "
+                       r"\(0 to 999\)"):
+        isr.read_raw(data)
+
+
 def test_a_huge_compressed_segment_is_refused_before_decompression(tmp_path: Path) -> None:
-    """A damaged ZNAXIS2 would make the decompressor allocate gigabytes: a SectionError naming it first."""
+    """A damaged ZNAXIS2 would make the decompressor allocate gigabytes: an OversizedRawError naming it first."""
     g = SMALL["ITL"]
     path = tmp_path / "raw.fits"
     camera_raw("ITL", g, compressed=True).writeto(path)
     damage_card(path, "Segment16", fits.Card("ZNAXIS2", g.naxis2), fits.Card("ZNAXIS2", 99_999_999))
-    with pytest.raises(isr.SectionError, match="Segment16: NAXIS1 x NAXIS2"):
+    with pytest.raises(isr.OversizedRawError, match="Segment16: NAXIS1 x NAXIS2"):
         isr.read_raw(path)
+
+
+@pytest.mark.parametrize(("cards", "error", "reason"), [
+    ({"ZCMPTYPE": "GZIP_1"}, isr.OversizedRawError, "Segment16: GZIP_1 tile compression, whose output no header"),
+    ({"ZCMPTYPE": "GZIP_2"}, isr.OversizedRawError, "Segment16: GZIP_2 tile compression"),
+    ({"ZCMPTYPE": "HCOMPRESS_1"}, isr.OversizedRawError, "Segment16: HCOMPRESS_1 tile compression"),
+    ({"ZNAXIS1": 2048, "ZNAXIS2": 2048, "ZTILE1": 1}, isr.OversizedRawError,
+     "Segment16: 4194304 tiles of 1 x 1 pixels, more than any segment has"),
+    ({"ZTILE1": 0}, isr.RawFormatError, r"Segment16: tiles of \[1, 0\] pixels"),
+    ({"ZBITPIX": 24}, isr.RawFormatError, "HDU 7: ZBITPIX is '24', not one of 8, 16, 32, 64, -32, -64"),
+])
+def test_a_compressed_segment_is_checked_before_any_tile_is_decoded(cards: dict[str, int | str],
+                                                                    error: type[isr.RawFormatError],
+                                                                    reason: str) -> None:
+    """A compression that can inflate without bound (gzip: a few KB to gigabytes), millions of tiles each decoded
+    in a Python step, a zero tile or a pixel type FITS does not have: refused from the header, naming the
+    segment."""
+    data = to_bytes(camera_raw("ITL", SMALL["ITL"], compressed=True))
+    for keyword, value in cards.items():
+        data = set_card(data, "Segment16", keyword, value)
+    with pytest.raises(error, match=reason):
+        isr.read_raw(data)
 
 
 # ---------------------------------------------------------------------------------------------------------------
