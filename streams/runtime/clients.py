@@ -70,7 +70,11 @@ class ProducerApi(Protocol):
 
     def produce(self, topic: str, *, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
                 on_delivery: DeliveryCallback | None = None) -> None:
-        """Send a record within the transaction (partition -1: by the partitioner, from the key)."""
+        """Send a record within the transaction (partition -1: by the partitioner, from the key); `BufferError`
+        when the local queue is full."""
+
+    def poll(self, timeout: float = -1) -> int:
+        """Serve delivery reports, which frees room in the local queue."""
 
     def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any,
                                     timeout: float = -1) -> None:

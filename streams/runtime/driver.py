@@ -103,6 +103,9 @@ class Broker:
         """Transactional id -> its open transaction."""
         self.commit_failures: list[KafkaError] = []
         """Raised, in turn, by the next `commit_transaction` calls (after their records were flushed)."""
+        self.producer_queue = 100_000
+        """Records a producer holds before `poll` serves their reports (librdkafka's
+        queue.buffering.max.messages); `produce` beyond it raises `BufferError`."""
 
     # -- the engine's Clients --------------------------------------------------------------------
     def consumer(self, config: dict[str, Any]) -> FakeConsumer:
@@ -303,11 +306,13 @@ class FakeConsumer:
 
 class FakeProducer:
     """`streams.runtime.clients.ProducerApi` on a `Broker`: records go into the log at once, visible once their
-    transaction commits; delivery reports are served when it is committed (librdkafka flushes then)."""
+    transaction commits; delivery reports are served by `poll` or when it is committed (librdkafka flushes
+    then). Like librdkafka's, its queue of records not yet reported is bounded."""
 
     def __init__(self, broker: Broker, config: dict[str, Any]) -> None:
         self._broker = broker
         self._id: str = config["transactional.id"]
+        self._queued = 0
         self._epoch = 0
         self._transaction: Transaction | None = None
         self._reports: list[tuple[DeliveryCallback, Message]] = []
@@ -327,12 +332,22 @@ class FakeProducer:
                 on_delivery: DeliveryCallback | None = None) -> None:
         """Write a record in the open transaction."""
         transaction = self._current()
+        if self._queued >= self._broker.producer_queue:
+            raise BufferError("Local: Queue full")
+        self._queued += 1
         if partition < 0:
             partition = self._broker.partition_for(topic, key)
         offset = self._broker.append(topic, partition, key, value, transaction)
         if on_delivery is not None:
             self._reports.append((on_delivery, Message(topic=topic, partition=partition, offset=offset, key=key,
                                                        value=value)))
+
+    def poll(self, timeout: float = -1) -> int:
+        """Serve the delivery reports so far, which empties the queue."""
+        reports, self._reports, self._queued = self._reports, [], 0
+        for callback, message in reports:
+            callback(None, message)
+        return len(reports)
 
     def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any,
                                     timeout: float = -1) -> None:
@@ -343,9 +358,7 @@ class FakeProducer:
     def commit_transaction(self, timeout: float = -1) -> None:
         """Serve the delivery reports, then commit (or raise the failure a test asked for)."""
         transaction = self._current()
-        reports, self._reports = self._reports, []
-        for callback, message in reports:
-            callback(None, message)
+        self.poll()
         if self._broker.commit_failures:
             raise KafkaException(self._broker.commit_failures.pop(0))
         self._broker.end(self._id, transaction, State.COMMITTED)
@@ -354,7 +367,7 @@ class FakeProducer:
     def abort_transaction(self, timeout: float = -1) -> None:
         """Drop the transaction's records (they stay in the log, invisible) and offsets."""
         transaction = self._current()
-        self._reports = []
+        self._reports, self._queued = [], 0
         self._broker.end(self._id, transaction, State.ABORTED)
         self._transaction = None
 

@@ -158,6 +158,18 @@ def too_large(topic: str, key: bytes | None, value: bytes) -> OutputTooLargeErro
                                f"producer's limit of {PRODUCER_LIMIT - RECORD_OVERHEAD}")
 
 
+def _produce(producer: ProducerApi, topic: str, **record: Any) -> None:
+    """Send, waiting for room while librdkafka's local queue is full (a batch bigger than
+    queue.buffering.max.messages, as when a fresh application catches up a long backlog): a full queue only
+    means deliveries are still on their way."""
+    while True:
+        try:
+            producer.produce(topic, **record)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
 def coordinates(message: Message) -> Coordinates:
     """Where a consumed message is."""
     return message.topic() or "", message_partition(message), message_offset(message)
@@ -711,12 +723,12 @@ class TransactionalProcessor(Generic[Row]):
         try:
             producer.begin_transaction()
             for topic, record_key, value, partition in outgoing.records:
-                producer.produce(topic, key=record_key, value=value, partition=partition)
+                _produce(producer, topic, key=record_key, value=value, partition=partition)
             for partition, rows in encoded.items():
                 assert self.changelog is not None
                 for key, row in rows.items():
-                    producer.produce(self.changelog.name, key=key, value=row, partition=partition,
-                                     on_delivery=self._on_changelog_delivery)
+                    _produce(producer, self.changelog.name, key=key, value=row, partition=partition,
+                             on_delivery=self._on_changelog_delivery)
             self._until_done("send_offsets_to_transaction", lambda: self.offsets.send(consumer, producer, batch))
             self._until_done("commit_transaction", lambda: producer.commit_transaction(CALL_TIMEOUT_S))
         except KafkaException as exception:

@@ -80,6 +80,20 @@ def test_a_retriable_commit_error_is_called_again(settings: Settings) -> None:
         assert [o.detector for o in driver.rows("gather")[VISIT].outcomes] == [0]
 
 
+def test_a_batch_larger_than_the_producer_queue_waits_for_room(settings: Settings) -> None:
+    """A batch with more outputs than librdkafka's local queue holds (a fresh application catching up a long
+    backlog) waits for deliveries when the queue is full ("Local: Queue full") and commits it all once."""
+    topics = declare(settings)
+    with TopologyTestDriver(GatherProcessor(settings), now=NOW) as driver:
+        driver.broker.producer_queue = 4
+        driver.pipe(topics.visit_expected, VISIT, visit_expected(tuple(range(9))))
+        for detector in range(9):
+            driver.pipe(topics.ccd_outcome, VISIT, outcome(detector))
+        driver.run()
+        assert sorted(r.detector for r in driver.read(topics.ccd_result)) == list(range(9))
+        assert len(driver.read(topics.visit_summary)) == 1
+
+
 def test_sal_intake_feeds_the_gather_on_one_broker(settings: Settings, instruments: dict[str, Instrument],
                                                    surveys: SurveyTable) -> None:
     """Chained: the VisitExpected sal-intake commits is what the gather waits for; nine outcomes later, the
