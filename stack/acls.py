@@ -31,7 +31,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from stack.cluster import Security
+from streams import driver, topic_reader
 from streams.config import Settings
+from streams.web import uws
 from topology.graph import ProcessorSpec, declare_graph
 from topology.topics import Role, declare
 
@@ -50,11 +52,9 @@ ADMIN = "admin"
 REPLAY_PREFIX = "replay"
 """Replays (`faust -A streams.app replay NAME`) name their app id and topics after NAME: on a secure cluster,
 operators may create and write only under names that begin with this."""
-READER_GROUPS = ("prompt-streams-reader-", "reader-")
-"""The throw-away consumer groups of the tools' readers (`streams.topic_reader`, `streams.driver.Visits`): they
-read by assignment, but the coordinator is still looked up for their group."""
-UWS_VIEW_GROUP = "uws-view-"
-"""The consumer groups of the workers' OCPS job view (`streams.web.uws`)."""
+READER_GROUPS = (topic_reader.GROUP_PREFIX, driver.GROUP_PREFIX)
+"""The throw-away consumer groups of the tools' readers: they read by assignment, but the coordinator is still
+looked up for their group."""
 REGISTRY_ROLES = {ClientRole.SUMMIT: "sr-developer", ClientRole.WORKERS: "sr-developer",
                   ClientRole.BRIDGE: "sr-readonly", ClientRole.OPERATORS: "sr-developer"}
 """Apicurio roles on the processing cluster's registry: the bridge only reads schemas there."""
@@ -124,7 +124,7 @@ def worker_grants(settings: Settings) -> list[Grant]:
     role = ClientRole.WORKERS
     return [*(topic(role, spec.name, OWN if spec.name in written else (*READ, AclOperation.CREATE))
               for spec in topics.all()),
-            *owned(role, settings.app_id), *groups(role, [UWS_VIEW_GROUP])]
+            *owned(role, settings.app_id), *groups(role, [uws.VIEW_GROUP_PREFIX])]
 
 
 def bridge_grants(settings: Settings) -> list[Grant]:
@@ -141,7 +141,7 @@ def operator_grants(settings: Settings) -> list[Grant]:
     role = ClientRole.OPERATORS
     return [topic(role, "*", READ), *(topic(role, spec.name, WRITE) for spec in (topics.next_visit,
                                                                                    topics.raw_image_available)),
-            *owned(role, REPLAY_PREFIX), *groups(role, [*READER_GROUPS, UWS_VIEW_GROUP])]
+            *owned(role, REPLAY_PREFIX), *groups(role, [*READER_GROUPS, uws.VIEW_GROUP_PREFIX])]
 
 
 def chile_grants(settings: Settings) -> list[Grant]:

@@ -20,6 +20,7 @@ import math
 import re
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from types import MemberDescriptorType
 from typing import Any, Protocol, TypeVar
@@ -31,6 +32,7 @@ from fastavro.validation import validate
 from streams.errors import (
     AvroDataError,
     DecodeError,
+    FieldTooLongError,
     SchemaMismatchError,
     UnknownSchemaIdError,
     WireFormatError,
@@ -49,6 +51,10 @@ REFUSAL_SECONDS = 10.0
 """How long an unknown or unusable schema id is refused without asking the registry again: a burst of
 messages with made-up ids costs one request per id, and a schema registered just now is read soon after."""
 REFUSALS_KEPT = 4096
+MISSES_PER_WINDOW = 32
+"""Registry lookups that found no usable schema, per `REFUSAL_SECONDS`: past that, an id not seen before is
+refused without asking, so a burst of distinct made-up ids costs 32 requests, not one each (a schema registered
+during such a burst is read once it has passed; its records in between are dead letters, to replay)."""
 
 R = TypeVar("R", bound=Record)
 
@@ -63,10 +69,6 @@ class SchemaRegistry(Protocol):
     def schema_by_id(self, schema_id: int) -> Schema | None:
         """The schema with this id, or None if the registry has no such id."""
         ...
-
-
-class FieldTooLongError(SchemaMismatchError):
-    """A string, array or map of a decoded record is longer than its schema allows."""
 
 
 # -- pure functions -----------------------------------------------------------------------------
@@ -575,6 +577,8 @@ class Codec:
         """schema id -> the writer schema's parsing canonical form (the same as a record's own: compiled reader)."""
         self._refused: dict[int, tuple[float, type[DecodeError], str]] = {}
         """schema id -> (when, error type, reason): ids not to ask the registry for again just yet."""
+        self._misses: deque[float] = deque()
+        """When the last lookups that found no usable schema were made (at most `MISSES_PER_WINDOW`)."""
         self._encoders: dict[tuple[str, type[Record]], Writer] = {}
         self._headers: dict[tuple[str, type[Record]], bytes] = {}
         self._decoders: dict[tuple[int, type[Record]], Reader | None] = {}
@@ -726,14 +730,21 @@ class Codec:
         if found is not None:
             return found
         refused = self._refused.get(schema_id)
-        if refused is not None and self._clock() - refused[0] < REFUSAL_SECONDS:
+        now = self._clock()
+        if refused is not None and now - refused[0] < REFUSAL_SECONDS:
             raise refused[1](refused[2])
+        while self._misses and now - self._misses[0] >= REFUSAL_SECONDS:
+            self._misses.popleft()
+        if len(self._misses) >= MISSES_PER_WINDOW:
+            raise UnknownSchemaIdError(f"schema id {schema_id} not looked up: {len(self._misses)} unknown or "
+                                       f"unusable schema ids in the last {REFUSAL_SECONDS:g} s")
         try:
             found = self._fetch(schema_id)
         except DecodeError as error:
             if len(self._refused) >= REFUSALS_KEPT:
                 self._refused.clear()
-            self._refused[schema_id] = (self._clock(), type(error), str(error))
+            self._refused[schema_id] = (now, type(error), str(error))
+            self._misses.append(now)
             raise
         self._writers[schema_id] = found
         return found

@@ -225,8 +225,11 @@ class Settings:
         return rows
 
     def secrets(self) -> list[str]:
-        """The values of the secret settings that are set (the logs mask them wherever they appear)."""
-        return [value for item in fields(self) if item.metadata["secret"] and (value := getattr(self, item.name))]
+        """The values of the secret settings that are set (the logs mask them wherever they appear), and each
+        token of WEB_JOB_TOKENS apart: a client's token alone in a message is masked too."""
+        values = [value for item in fields(self) if item.metadata["secret"] and (value := getattr(self, item.name))]
+        tokens = (pair.partition("=")[2].strip() for pair in self.web_job_tokens.split(","))
+        return values + [token for token in tokens if token]
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, to start a worker or tool with them."""

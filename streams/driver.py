@@ -30,6 +30,9 @@ from streams.registry import ConfluentRegistry
 from topology.keys import detector_partition
 from topology.topics import declare
 
+GROUP_PREFIX = "reader-"
+"""`Visits` reads the result topics in a throw-away consumer group beginning with this."""
+
 
 def exposure_id(sequence: int) -> int:
     """An exposure id of the night 2026-11-25: YYYYMMDD * 100000 + sequence number."""
@@ -125,7 +128,7 @@ class Visits:
     def receive(self, topic: str, count: int, timeout: float = 90.0, settle: float = 2.0) -> list[Received]:
         """Like `read`, with each record's key and Kafka timestamp (what benchmarks time)."""
         consumer = Consumer(self.settings.kafka_config() | {
-            "group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
+            "group.id": f"{GROUP_PREFIX}{uuid.uuid4().hex}", "enable.auto.commit": False,
             "isolation.level": "read_committed"})
         try:
             partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions

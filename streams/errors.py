@@ -31,8 +31,17 @@ class SchemaMismatchError(DecodeError):
     """The data does not fit the expected schema: wrong field types, or an incompatible writer."""
 
 
+class FieldTooLongError(SchemaMismatchError):
+    """A string, array or map of a decoded record is longer than its schema allows."""
+
+
 class InvalidEventError(PromptStreamsError):
     """Decoded, but makes no sense (unknown instrument, detector out of range): dead letter."""
+
+
+class OutputTooLargeError(InvalidEventError):
+    """An input (or a tick) made a record or table row larger than the producer takes: it goes to the dead
+    letters instead."""
 
 
 class IgnorableEvent(PromptStreamsError):  # noqa: N818 (an outcome, not a failure)

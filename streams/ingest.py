@@ -48,16 +48,44 @@ def _name(kind: str, value: str) -> str:
     return value
 
 
+MAX_IMAGE_PIXELS = 1 << 26
+"""The largest image ingested (8192 x 8192: a template tile, or four CCDs' worth); one declaring more is refused
+before it is decoded."""
+
+
 def _image(path: Path) -> tuple[np.ndarray, fits.Header, fits.HDUList]:
+    """The first 2-d image of a file, its header and the open file; its size and compression are checked from
+    its header before any pixel is decoded (a decompression bomb is refused, as in a raw)."""
     try:
         hdus = fits.open(path, memmap=False)
     except (OSError, ValueError) as error:
         raise IngestError(f"{path}: not a FITS file ({error})") from error
-    primary = next((hdu for hdu in hdus if hdu.data is not None and hdu.data.ndim == 2), None)
+    try:
+        primary = next((hdu for hdu in hdus if _pixels(path, hdu) > 0), None)
+    except IngestError:
+        hdus.close()
+        raise
     if primary is None:
         hdus.close()
         raise IngestError(f"{path}: no two-dimensional image in any HDU")
     return np.asarray(primary.data, dtype=np.float32), primary.header, hdus
+
+
+def _pixels(path: Path, hdu: object) -> int:
+    """The pixels of a 2-d image HDU (0 for any other), at most `MAX_IMAGE_PIXELS`, from its header alone."""
+    if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU) or hdu.header.get("NAXIS") != 2:
+        return 0
+    naxis1, naxis2 = hdu.header.get("NAXIS1"), hdu.header.get("NAXIS2")
+    if not (isinstance(naxis1, int) and isinstance(naxis2, int) and naxis1 > 0 and naxis2 > 0):
+        return 0
+    if naxis1 * naxis2 > MAX_IMAGE_PIXELS:
+        raise IngestError(f"{path}: an image of {naxis1} x {naxis2} pixels, more than {MAX_IMAGE_PIXELS}")
+    if isinstance(hdu, fits.CompImageHDU):
+        try:
+            isr.check_tiles(str(path), hdu, naxis1, naxis2)
+        except isr.RawFormatError as error:
+            raise IngestError(str(error)) from error
+    return naxis1 * naxis2
 
 
 def ingest_template(root: Path, instrument: str, filter_name: str, path: Path, psf_sigma: float | None = None,

@@ -24,10 +24,15 @@ class TopicNotFoundError(PromptStreamsError):
     """The topic does not exist on the cluster."""
 
 
+GROUP_PREFIX = "prompt-streams-reader-"
+"""A reader's throw-away consumer group begins with this (it reads by assignment, but the coordinator is still
+looked up for its group, which the ACLs must allow)."""
+
+
 def reader(settings: Settings) -> Consumer:
     """A consumer that reads committed records, reports each partition's end, and never commits."""
     return Consumer(settings.kafka_config() | {
-        "group.id": f"prompt-streams-reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
+        "group.id": f"{GROUP_PREFIX}{uuid.uuid4().hex}", "enable.auto.commit": False,
         "isolation.level": "read_committed", "enable.partition.eof": True})
 
 

@@ -24,6 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Messag
 
 from streams.codec import Codec
 from streams.config import Settings
+from streams.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD
 from streams.errors import RegistryError
 from streams.record import Record
 from streams.runtime.clients import DeliveryCallback, RebalanceCallback
@@ -36,10 +37,12 @@ OFFSET_INVALID = -1001
 
 
 class MemoryRegistry:
-    """A schema registry in memory (`streams.codec.SchemaRegistry`); `available = False` is an outage."""
+    """A schema registry in memory (`streams.codec.SchemaRegistry`); `available = False` is an outage, and
+    `lookups` counts the schemas asked for by id."""
 
     def __init__(self) -> None:
         self.available = True
+        self.lookups = 0
         self._ids: dict[str, int] = {}
         self._schemas: dict[int, Schema] = {}
 
@@ -53,6 +56,7 @@ class MemoryRegistry:
     def schema_by_id(self, schema_id: int) -> Schema | None:
         """The schema with this id, or None."""
         self._reachable(f"cannot fetch schema id {schema_id}")
+        self.lookups += 1
         return self._schemas.get(schema_id)
 
     def _reachable(self, what: str) -> None:
@@ -330,8 +334,11 @@ class FakeProducer:
 
     def produce(self, topic: str, *, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
                 on_delivery: DeliveryCallback | None = None) -> None:
-        """Write a record in the open transaction."""
+        """Write a record in the open transaction (a record over the producer's limit is refused, as librdkafka
+        refuses it)."""
         transaction = self._current()
+        if len(key or b"") + len(value or b"") + RECORD_OVERHEAD > PRODUCER_LIMIT:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large"))
         if self._queued >= self._broker.producer_queue:
             raise BufferError("Local: Queue full")
         self._queued += 1

@@ -55,7 +55,14 @@ from streams.clock import tai_now
 from streams.codec import Codec
 from streams.config import Settings
 from streams.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD, dead_letter
-from streams.errors import DecodeError, IgnorableEvent, InvalidEventError, RegistryError, RetriableError
+from streams.errors import (
+    DecodeError,
+    IgnorableEvent,
+    InvalidEventError,
+    OutputTooLargeError,
+    RegistryError,
+    RetriableError,
+)
 from streams.record import Record
 from streams.records import DeadLetter
 from streams.registry import ConfluentRegistry
@@ -134,11 +141,6 @@ class Outgoing:
 
 class UndeclaredOutputError(RuntimeError):
     """A processor tried to write a topic its declaration in `topology/graph.py` does not name (a bug)."""
-
-
-class OutputTooLargeError(InvalidEventError):
-    """An input (or a tick) made a record or table row larger than the producer takes: it goes to the dead
-    letters instead."""
 
 
 class _TooLarge(Exception):  # noqa: N818 (a signal between `_encode` and `_settle`)

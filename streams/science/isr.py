@@ -278,12 +278,13 @@ def _decoded_bytes(name: str, hdu: fits.ImageHDU | fits.CompImageHDU) -> int:
         raise OversizedRawError(f"{name}: NAXIS1 x NAXIS2 = {naxis1} x {naxis2}, more than any amplifier segment "
                                 f"({MAX_SEGMENT_PIXELS} pixels)")
     if isinstance(hdu, fits.CompImageHDU):
-        _check_tiles(name, hdu, naxis1, naxis2)
+        check_tiles(name, hdu, naxis1, naxis2)
     return naxis1 * naxis2 * BITPIX_BYTES[hdu.header["BITPIX"]]  # one of them: `_check_structure`
 
 
-def _check_tiles(name: str, hdu: fits.CompImageHDU, naxis1: int, naxis2: int) -> None:
-    """A compressed segment decodes to at most its declared pixels, in a bounded number of tiles.
+def check_tiles(name: str, hdu: fits.CompImageHDU, naxis1: int, naxis2: int) -> None:
+    """A compressed image (a segment, or an image to ingest) decodes to at most its declared pixels, in a bounded
+    number of tiles.
 
     Raises:
         OversizedRawError: a compression that can inflate without bound, or too many tiles.

@@ -57,6 +57,8 @@ ROOT = "/ocps/jobs"
 UWS = "http://www.ivoa.net/xml/UWS/v1.0"
 XLINK = "http://www.w3.org/1999/xlink"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
+VIEW_GROUP_PREFIX = "uws-view-"
+"""Each worker's job view reads the OCPS job topic in a consumer group of its own beginning with this."""
 ET.register_namespace("uws", UWS)
 ET.register_namespace("xlink", XLINK)
 ET.register_namespace("xsi", XSI)
@@ -82,7 +84,7 @@ class JobView:
 
     def _consumer(self) -> Consumer:
         return Consumer(self.settings.kafka_config() | {
-            "group.id": f"uws-view-{uuid.uuid4().hex}", "enable.auto.commit": False,
+            "group.id": f"{VIEW_GROUP_PREFIX}{uuid.uuid4().hex}", "enable.auto.commit": False,
             "isolation.level": "read_committed"})
 
     def start(self) -> None:

@@ -13,45 +13,19 @@ from typing import Any
 
 import pytest
 
-from streams.codec import REFUSAL_SECONDS, Codec, FieldTooLongError, frame, parse_named, write_datum
-from streams.errors import AvroDataError, SchemaMismatchError, UnknownSchemaIdError
+from streams.codec import MISSES_PER_WINDOW, REFUSAL_SECONDS, Codec, frame, parse_named, write_datum
+from streams.errors import AvroDataError, FieldTooLongError, SchemaMismatchError, UnknownSchemaIdError
 from streams.records import Metric, NextVisit, OcpsJobEvent, RawImageAvailable
+from streams.runtime.driver import MemoryRegistry
 from streams.schemas import Schema, load_schema
 from streams.writer_schemas import mismatch
+from tests.fuzzing import varint
 from tests.unit.core.flow import next_visit
 
 HUGE_COUNT = 2**62
 CHILD_TIMEOUT_S = 120
 """How long the child decoding a hostile message may take before the test calls it hung (it takes well under
 a second when the codec refuses the message; without the guards it never ends)."""
-
-
-def varint(n: int) -> bytes:
-    """Avro's zigzag varint of a long."""
-    z, out = (n << 1) ^ (n >> 63), bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-class CountingRegistry:
-    """Schemas by id in memory, counting the lookups (`streams.codec.SchemaRegistry`)."""
-
-    def __init__(self) -> None:
-        self.schemas: dict[int, Schema] = {}
-        self.lookups = 0
-
-    def register(self, subject: str, schema: Schema) -> int:
-        """A new id for every registration."""
-        self.schemas[len(self.schemas) + 1] = schema
-        return len(self.schemas)
-
-    def schema_by_id(self, schema_id: int) -> Schema | None:
-        """The schema, if known; counted."""
-        self.lookups += 1
-        return self.schemas.get(schema_id)
 
 
 class Clock:
@@ -127,7 +101,7 @@ def test_an_array_the_reader_skips_cannot_claim_more_items_than_bytes() -> None:
 
 def test_a_schema_with_an_array_of_nulls_is_refused_whatever_the_data() -> None:
     """A writer schema with an array of nulls is refused before any byte is read, even for a datum of one null."""
-    registry = CountingRegistry()
+    registry = MemoryRegistry()
     schema_id = registry.register("s", HOSTILE_ARRAY_OF_NULLS)
     with pytest.raises(SchemaMismatchError, match=f"schema id {schema_id} is refused"):
         Codec(registry).decode(frame(schema_id, own_fields(next_visit()) + varint(1) + b"\x00"), NextVisit)
@@ -136,7 +110,7 @@ def test_a_schema_with_an_array_of_nulls_is_refused_whatever_the_data() -> None:
 def test_a_block_count_past_the_bytes_is_refused_by_the_compiled_reader() -> None:
     """With the record's own writer schema (the compiled reader), a position array claiming 2**62 doubles is
     refused as corrupt before it is looped over."""
-    codec = Codec(CountingRegistry())
+    codec = Codec(MemoryRegistry())
     header = codec.encode("nv", next_visit())[:5]
     datum = own_fields(next_visit())
     position = varint(2) + struct.pack("<2d", 10.0, -20.0) + b"\x00"
@@ -149,7 +123,7 @@ def test_a_block_count_past_the_bytes_is_refused_by_the_compiled_reader() -> Non
 def test_a_newer_writer_with_more_fields_and_an_older_one_with_fewer_still_read() -> None:
     """Schema evolution still works: a writer with an extra field (a good array of booleans) and a writer lacking a
     field that has a default both decode, through the bounded walk."""
-    registry = CountingRegistry()
+    registry = MemoryRegistry()
     codec = Codec(registry)
     newer = registry.register("s", HOSTILE_ARRAY_OF_BOOLEANS)
     payload = own_fields(next_visit()) + varint(3) + b"\x01\x00\x01" + b"\x00"
@@ -171,7 +145,7 @@ def test_a_newer_writer_with_more_fields_and_an_older_one_with_fewer_still_read(
 def test_a_writer_schema_that_does_not_resolve_is_refused_once(writer: Schema, reason: str) -> None:
     """A writer of another record, of no record, or with a field of another type is a SchemaMismatchError naming
     why, before any byte is read; the registry is asked once for it however many messages carry it."""
-    registry = CountingRegistry()
+    registry = MemoryRegistry()
     codec = Codec(registry)
     schema_id = registry.register("s", writer)
     for _ in range(50):
@@ -184,7 +158,7 @@ def test_a_writer_schema_that_does_not_resolve_is_refused_once(writer: Schema, r
                                     {"type": "object", "properties": {}}, {"no": "type"}])
 def test_a_registry_entry_that_is_no_avro_schema_is_a_schema_mismatch(writer: Any) -> None:
     """Whatever the registry holds under an id, a schema fastavro cannot parse is a typed refusal."""
-    registry = CountingRegistry()
+    registry = MemoryRegistry()
     schema_id = registry.register("s", writer)
     with pytest.raises(SchemaMismatchError, match="not a usable Avro schema"):
         Codec(registry).decode(frame(schema_id, b"\x00"), NextVisit)
@@ -193,7 +167,7 @@ def test_a_registry_entry_that_is_no_avro_schema_is_a_schema_mismatch(writer: An
 def test_a_burst_of_an_unknown_id_asks_the_registry_once() -> None:
     """A thousand messages naming an id the registry lacks are each an UnknownSchemaIdError, for one lookup; once
     `REFUSAL_SECONDS` have passed, the id is asked for again (and read, if it was registered since)."""
-    registry, clock = CountingRegistry(), Clock()
+    registry, clock = MemoryRegistry(), Clock()
     codec = Codec(registry, clock=clock)
     message = frame(1, own_fields(next_visit()))
     for _ in range(1000):
@@ -206,11 +180,28 @@ def test_a_burst_of_an_unknown_id_asks_the_registry_once() -> None:
     assert registry.lookups == 2
 
 
+def test_a_burst_of_distinct_made_up_ids_asks_the_registry_a_bounded_number_of_times() -> None:
+    """Ten thousand messages, each naming another id the registry lacks, cost `MISSES_PER_WINDOW` lookups, not
+    one each; every message is an UnknownSchemaIdError, and once the window has passed a real id is read."""
+    registry, clock = MemoryRegistry(), Clock()
+    codec = Codec(registry, clock=clock)
+    payload = own_fields(next_visit())
+    for schema_id in range(1000, 11_000):
+        with pytest.raises(UnknownSchemaIdError, match=f"schema id {schema_id} "):
+            codec.decode(frame(schema_id, payload), NextVisit)
+    assert registry.lookups == MISSES_PER_WINDOW
+    real = registry.register("s", load_schema("next_visit"))
+    with pytest.raises(UnknownSchemaIdError, match="not looked up"):
+        codec.decode(frame(real, payload), NextVisit)
+    clock.now += REFUSAL_SECONDS
+    assert codec.decode(frame(real, payload), NextVisit) == next_visit()
+
+
 # -- field limits ---------------------------------------------------------------------------------------
 def test_a_million_character_survey_is_refused_naming_the_field_and_its_limit() -> None:
     """A nextVisit's survey of 1,000,000 characters is a FieldTooLongError (a DecodeError: a dead letter) saying
     which field, how long it is and its limit, in Avro and in JSON."""
-    codec = Codec(CountingRegistry())
+    codec = Codec(MemoryRegistry())
     visit = next_visit(survey="BLOCK-" + "x" * 999_994)
     survey_limit = next(f["maxLength"] for f in load_schema("next_visit")["fields"] if f["name"] == "survey")
     reason = f"NextVisit.survey is 1000000 characters long, over its limit of {survey_limit}"
@@ -234,7 +225,7 @@ def test_a_million_character_survey_is_refused_naming_the_field_and_its_limit() 
 ])
 def test_strings_arrays_and_maps_of_input_records_are_bounded(record: Any, reason: str) -> None:
     """URIs, each value and key of a map, and the number of items are bounded where the schema says."""
-    codec = Codec(CountingRegistry())
+    codec = Codec(MemoryRegistry())
     with pytest.raises(FieldTooLongError, match=reason):
         codec.decode(codec.encode("t", record), type(record))
 

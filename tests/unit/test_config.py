@@ -12,6 +12,7 @@ import pytest
 
 from streams.config import Settings, SettingsError
 from streams.registry import ConfluentRegistry
+from streams.secrets import scrub
 
 
 def test_defaults_point_at_the_local_stack() -> None:
@@ -50,6 +51,13 @@ def test_secrets_are_masked_when_shown() -> None:
                                   "PROMPT_STREAMS_REGISTRY_PASSWORD": "s3cret"})
     assert "hunter2" not in repr(settings) and "s3cret" not in repr(settings)
     assert ("PROMPT_STREAMS_SASL_PASSWORD", "***") in [(v, s) for v, s, _ in settings.describe()]
+
+
+def test_each_job_token_is_a_secret_of_its_own() -> None:
+    """A client's token from WEB_JOB_TOKENS is masked where it appears alone, not only as the whole setting."""
+    settings = Settings.from_env({"PROMPT_STREAMS_WEB_JOB_TOKENS": "ops=tok-ops-1, night-crew = tok-crew-2"})
+    text = scrub("pipeline said: Authorization: Bearer tok-crew-2 (also tok-ops-1)", settings.secrets())
+    assert "tok-crew-2" not in text and "tok-ops-1" not in text and "night-crew" not in settings.secrets()
 
 
 def test_sasl_ssl_settings_reach_the_kafka_client() -> None:

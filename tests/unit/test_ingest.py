@@ -54,6 +54,23 @@ def test_templates_without_a_wcs_or_a_psf_or_with_a_bad_name_are_refused(tmp_pat
     assert not repo.exists()
 
 
+@pytest.mark.filterwarnings("ignore:File may have been truncated")
+def test_images_too_large_or_compressed_without_bound_are_refused_before_decoding(tmp_path: Path) -> None:
+    """A header declaring 10000 x 10000 pixels (with none behind it) and a GZIP-compressed tile HDU (whose output
+    no header bounds) are refused from their headers, naming the size or the compression."""
+    header = fits.Header({"SIMPLE": True, "BITPIX": -32, "NAXIS": 2, "NAXIS1": 10_000, "NAXIS2": 10_000})
+    declared = tmp_path / "declared.fits"
+    declared.write_bytes(header.tostring().encode() + bytes(2880))
+    with pytest.raises(IngestError, match="10000 x 10000 pixels, more than"):
+        ingest_calibration(tmp_path / "repo", "LSSTCam", "bias", 94, declared, valid_start=0.0, valid_end=1.0)
+    gzipped = tmp_path / "gzipped.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(np.zeros((64, 64), np.float32), compression_type="GZIP_1")]
+                 ).writeto(gzipped)
+    with pytest.raises(IngestError, match="GZIP_1 tile compression"):
+        ingest_template(tmp_path / "repo", "LSSTCam", "r_57", gzipped, psf_sigma=1.5)
+    assert not (tmp_path / "repo").exists()
+
+
 def test_an_ingested_calibration_is_used_within_its_validity(tmp_path: Path) -> None:
     """A master bias of detector 94 valid for a day is what the preload finds in that day, and only then."""
     path = tmp_path / "bias.fits"

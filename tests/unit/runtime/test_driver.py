@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
 
+from streams.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD
 from streams.runtime.driver import Broker
 
 CONFIG = {"group.id": "g", "auto.offset.reset": "earliest"}
@@ -56,3 +57,15 @@ def test_a_new_producer_of_a_transactional_id_aborts_the_old_ones_transaction_an
     new.produce("t", value=b"after the restart")
     new.commit_transaction()
     assert values(broker) == [b"after the restart"] and broker.group_offsets == {}
+
+
+def test_a_record_over_the_producers_limit_is_refused_as_librdkafka_refuses_it() -> None:
+    """The engine must keep its outputs under the limit: the driver's producer refuses one over it."""
+    broker = Broker()
+    broker.create("t", 1)
+    producer = broker.producer({"transactional.id": "w"})
+    producer.init_transactions()
+    producer.begin_transaction()
+    producer.produce("t", value=bytes(PRODUCER_LIMIT - RECORD_OVERHEAD))
+    with pytest.raises(KafkaException, match="too large"):
+        producer.produce("t", key=b"k", value=bytes(PRODUCER_LIMIT - RECORD_OVERHEAD))
