@@ -35,14 +35,14 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from bench.harness import LSSTCAM_DETECTORS, SURVEY, Spread, bench_settings
 from bench.overhead import PRELOAD_PAUSE_S, SETTLE_S, SNAPS, Watcher, announce
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
 from streams.clock import tai_minus_utc, tai_now
 from streams.config import Settings
-from streams.driver import Visits, exposure_id
-from streams.records import CcdResult, DetectorCommand, RawImageAvailable
+from streams.ops.workers import WorkerPool
 from streams.science.association import DETECTOR_BITS, SOURCE_BITS, visit_of
 from streams.science.geometry import CcdShape
+from streams.serde.records import CcdResult, DetectorCommand, RawImageAvailable
 from streams.simulate.night import FILTER, Night, PlannedVisit, plan_night, write_night
+from streams.simulate.visits import Visits, exposure_id
 from topology.keys import detector_partition
 
 log = logging.getLogger(__name__)

@@ -29,11 +29,11 @@ from typing import Any
 from confluent_kafka import Message
 
 from bench.harness import gather_visit
-from streams.codec import Codec
 from streams.config import Settings
-from streams.gather_processor import GatherProcessor
-from streams.records import CcdResult, VisitExpected
+from streams.processors.gather import GatherProcessor
 from streams.runtime.driver import MemoryRegistry
+from streams.serde.codec import Codec
+from streams.serde.records import CcdResult, VisitExpected
 from topology.keys import visit_key
 
 
@@ -153,7 +153,7 @@ def stages(gather: GatherProcessor, inputs: list[Message]) -> None:
         for m in inputs:
             decoded.append(codec.decode(m.value(), CcdResult if m.topic() == outcome_topic else VisitExpected))
     stage("decode (codec.decode)", n, decode)
-    from streams import logs
+    from streams.observability import logs
     stage("logs.label_record", n, lambda: list(map(logs.label_record, decoded)))
     from streams.core import gather as core
     steps: list[Any] = []

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from stack.cluster import ClusterState, free_port
-from streams.config import PROJECT_ROOT, Settings
-from streams.driver import exposure_id
-from streams.records import CcdResult, VisitExpected
+from stack.cluster import PROJECT_ROOT, ClusterState
+from streams.config import Settings
+from streams.ops.workers import free_port
+from streams.serde.records import CcdResult, VisitExpected
+from streams.simulate.visits import exposure_id
 
 LSSTCAM_DETECTORS = 189
 SURVEY = "STAND-IN-BENCH"

@@ -36,10 +36,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.harness import LSSTCAM_DETECTORS, SURVEY, Spread, bench_settings, rss_bytes
 from bench.overhead import SETTLE_S, SNAPS
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
 from streams.config import Settings
-from streams.driver import Visits
-from streams.records import CcdResult, DetectorCommand, VisitSummary
+from streams.ops.workers import WorkerPool
+from streams.serde.records import CcdResult, DetectorCommand, VisitSummary
+from streams.simulate.visits import Visits
 from topology.keys import detector_partition
 
 log = logging.getLogger(__name__)

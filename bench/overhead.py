@@ -26,11 +26,11 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from bench.harness import LSSTCAM_DETECTORS, SURVEY, Spread, bench_settings, rss_bytes
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
 from streams.clock import tai_minus_utc
 from streams.config import Settings
-from streams.driver import Visits
-from streams.records import DetectorCommand, VisitSummary
+from streams.ops.workers import WorkerPool
+from streams.serde.records import DetectorCommand, VisitSummary
+from streams.simulate.visits import Visits
 from topology.keys import detector_partition
 
 log = logging.getLogger(__name__)

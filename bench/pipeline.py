@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streams.refcat import RefStars
+from streams.data.refcat import RefStars
 from streams.science import isr
 from streams.science.alert_production import Template, Timer, calibrate, difference
 from streams.science.geometry import detector_wcs

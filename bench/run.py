@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 from bench import alerts, night, overhead, pipeline, report, throughput
-from stack.cluster import Cluster, Ports
-from streams.config import PROJECT_ROOT
+from stack.cluster import PROJECT_ROOT, Cluster, Ports
 
 CASES = ("overhead", "gather", "payload", "alerts", "night")
 RESULTS = Path(__file__).parent / "results" / "bench.md"

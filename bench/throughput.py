@@ -36,14 +36,14 @@ from bench.harness import (
     start_process,
     stop_process,
 )
-from stack.cluster import ClusterState
+from stack.cluster import PROJECT_ROOT, ClusterState
 from stack.java import find_java
-from stack.workers import WorkerPool
-from streams import admin
 from streams.clock import tai_now
-from streams.config import PROJECT_ROOT, Settings
-from streams.driver import Received, Visits
-from streams.records import CcdResult, VisitExpected
+from streams.config import Settings
+from streams.ops.workers import WorkerPool
+from streams.runtime import admin
+from streams.serde.records import CcdResult, VisitExpected
+from streams.simulate.visits import Received, Visits
 from topology.keys import visit_key
 from topology.tables import changelogs
 

@@ -41,12 +41,12 @@ from streams.config import PREFIX, Settings
 from streams.core.arrivals import BUCKET, check_raw
 from streams.core.focal_plane import detector_id
 from streams.core.instruments import Instrument
-from streams.dead_letters import dead_letter as bounded_dead_letter
+from streams.data.storage import ObjectMissing, Storage
 from streams.errors import DecodeError, InvalidEventError, RetriableError, SchemaMismatchError, WireFormatError
-from streams.record import Record
-from streams.records import DeadLetter, RawImageAvailable
+from streams.runtime.dead_letters import dead_letter as bounded_dead_letter
 from streams.runtime.engine import Batch, TransactionalProcessor, message_offset, message_partition
-from streams.storage import ObjectMissing, Storage
+from streams.serde.base import Record
+from streams.serde.records import DeadLetter, RawImageAvailable
 from topology.graph import declare_graph
 from topology.keys import snap_key
 

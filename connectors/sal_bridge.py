@@ -55,15 +55,16 @@ from connectors.sal_bridge_step import BridgeConfig, UnmappableError, sasquatch_
 from connectors.sal_events import SalMessage, Writer, stable_origin
 from connectors.sal_interface import ALL_EVENTS, avro_schema
 from connectors.sasquatch import SasquatchRecord, Unmapped, environment_problem, quoted
-from streams.admin import ensure_topics
 from streams.clock import tai_minus_utc
-from streams.codec import frame, parse, write_datum
 from streams.config import Settings, SettingsError
 from streams.errors import DecodeError, RegistryError, RetriableError
-from streams.record import Record
-from streams.records import DeadLetter, Metric, SalBridgeCheckpoint
-from streams.registry import ConfluentRegistry
+from streams.runtime.admin import ensure_topics
 from streams.runtime.engine import Batch, CheckpointOffsets, TransactionalProcessor, message_offset, message_partition
+from streams.serde.base import Record
+from streams.serde.codec import frame, parse, write_datum
+from streams.serde.declared import record_of
+from streams.serde.records import DeadLetter, Metric, SalBridgeCheckpoint
+from streams.serde.registry import ConfluentRegistry
 from topology.graph import COMPACT, declare_graph, sal_bridge_topics
 from topology.topics import KEEP, Partitioning, Role, TopicSpec
 
@@ -176,8 +177,9 @@ class SalBridge(TransactionalProcessor[Record]):
         """Stage a source record's Chile messages and move the checkpoint on; dead-letter what cannot be written
         (the engine dead-letters what cannot be decoded)."""
         spec = self.sources[message.topic() or ""]
-        assert spec.record is not None, "every source topic is Avro"
-        record = self.decode(spec, message, spec.record)
+        record_type = record_of(spec)
+        assert record_type is not None, "every source topic is Avro"
+        record = self.decode(spec, message, record_type)
         batch.checkpoint, messages, reason = self._convert(batch.checkpoint, record, now)
         batch.records += messages
         if reason is not None:

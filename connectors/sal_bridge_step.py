@@ -31,9 +31,9 @@ from connectors.sal_events import (
 )
 from connectors.sasquatch import SasquatchRecord, Unmapped, sasquatch_record
 from streams.core.ratelimit import Bucket, admit, reported
-from streams.errors import PromptStreamsError
-from streams.record import Record
-from streams.records import CcdResult, LogMessage, Metric, SalBridgeCheckpoint, VisitSummary
+from streams.errors import NonRetriableError
+from streams.serde.base import Record
+from streams.serde.records import CcdResult, LogMessage, Metric, SalBridgeCheckpoint, VisitSummary
 
 Output = SalMessage | SasquatchRecord | Unmapped
 ITEMS: dict[type[Record], Callable[[Any], dict[str, Any]]] = {
@@ -53,7 +53,7 @@ class BridgeConfig:
     """`lsst.prompt.<environment>`; empty: no Sasquatch records."""
 
 
-class UnmappableError(PromptStreamsError):
+class UnmappableError(NonRetriableError):
     """A decoded record, or a part of it, that the bridge cannot write to Chile: its dead letter's error class."""
 
 

@@ -24,7 +24,7 @@ from connectors.sal_interface import (
     rev_code,
     topic_name,
 )
-from streams.records import CcdResult, LogMessage, Metric, VisitSummary
+from streams.serde.records import CcdResult, LogMessage, Metric, VisitSummary
 
 MAX_SEQ_NUM = 2**31 - 1
 """salobj's per-writer counter runs 1..2^31-1, then wraps to 1."""

@@ -5,7 +5,7 @@ generates from the component's XML (`TopicInfo.make_avro_schema`), so everything
 those rules: the record is `logevent_<name>` in namespace `lsst.sal.PromptProcessing`; its fields
 are salIndex, the eight private fields, then the items in order; each field carries `name, type,
 default, description, units`; SAL `long` is Avro `int`; `Count > 1` is an array with Count zeros
-as default; no null unions. The ts_xml interface files under `interfaces/ts_xml/` are generated
+as default; no null unions. The ts_xml interface files under `interfaces/ts_xml/` (here, package data) are generated
 from the same definitions (`python -m connectors.sal_interface`), so the schemas the bridge
 registers and the XML the observatory adds to ts_xml cannot drift apart (a test checks both).
 """
@@ -21,7 +21,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 COMPONENT = "PromptProcessing"
-INTERFACE_DIR = Path(__file__).resolve().parent.parent / "interfaces" / "ts_xml" / COMPONENT
+INTERFACE_DIR = Path(__file__).resolve().parent / "interfaces" / "ts_xml" / COMPONENT
 EVENTS_XML = INTERFACE_DIR / f"{COMPONENT}_Events.xml"
 SUBSYSTEM_XML = INTERFACE_DIR / "SALSubsystems_entry.xml"
 GENERICS_XML = INTERFACE_DIR / "SALGenerics_used.xml"

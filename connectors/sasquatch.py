@@ -24,7 +24,7 @@ from functools import cache
 from importlib.metadata import version
 from typing import Any
 
-from streams.records import Metric
+from streams.serde.records import Metric
 
 NAMESPACE_ROOT = "lsst.prompt"
 DATASET_TAG = "Live"

@@ -1,5 +1,6 @@
-"""`python -m stack up|down|status|env`: run the local Kafka broker and schema registry (and a Cassandra).
+"""`python -m stack fetch|up|down|status|env`: run the local Kafka broker and schema registry (and a Cassandra).
 
+    python -m stack fetch [--cassandra]      # once: Kafka's and the registry's jars (Cassandra's) from Maven Central
     python -m stack up                       # the main cluster on 9092 (+9093 controller) and 8081
     python -m stack up --name chile --broker-port 9192 --controller-port 9193 --registry-port 8181
     eval "$(python -m stack env)"            # point Prompt Streams at the running main cluster
@@ -16,6 +17,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from stack.acls import ADMIN, ClientRole, bindings, role_grants, role_security
 from stack.cassandra import NATIVE_PORT, STORAGE_PORT, Cassandra
 from stack.cluster import (
     LOCAL_DIR,
+    STACK_DIR,
     Cluster,
     Ports,
     Security,
@@ -41,11 +45,27 @@ def secure(root: Path, chile: bool) -> Security:
     return role_security(passwords, bindings(role_grants(Settings.from_env(), chile=chile)), chile=chile)
 
 
+def fetch(cassandra: bool) -> int:
+    """Fetch the stack's jars from Maven Central into PROMPT_STREAMS_HOME with Maven (the poms ship in the package;
+    each is copied there first, so Maven writes nothing next to the installed package)."""
+    for pom in ["pom.xml", *(["cassandra-pom.xml"] if cassandra else [])]:
+        build = LOCAL_DIR / "maven" / pom.removesuffix(".xml")
+        build.mkdir(parents=True, exist_ok=True)
+        shutil.copy(STACK_DIR / pom, build / "pom.xml")
+        done = subprocess.run(["mvn", "-B", "-q", "-f", str(build / "pom.xml"), f"-Dlocal.dir={LOCAL_DIR}", "package"],
+                              check=False)
+        if done.returncode:
+            print(f"stack: mvn failed on {pom} ({done.returncode})", file=sys.stderr)
+            return 2
+    print(f"jars in {LOCAL_DIR}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and act on one cluster."""
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["up", "down", "status", "env"])
+    parser.add_argument("action", choices=["fetch", "up", "down", "status", "env"])
     parser.add_argument("--name", default="main", help="cluster name (folder .local/stacks/NAME)")
     parser.add_argument("--broker-port", type=int, default=9092)
     parser.add_argument("--controller-port", type=int, default=9093)
@@ -66,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cassandra and args.action == "env":
         parser.error("--cassandra applies to up, down and status")
+    if args.action == "fetch":
+        return fetch(args.cassandra)
     cassandra = Cassandra(args.name, args.cassandra_port, args.cassandra_storage_port) if args.cassandra else None
     root = LOCAL_DIR / "stacks" / args.name
     try:

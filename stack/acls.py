@@ -31,9 +31,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from stack.cluster import Security
-from streams import driver, topic_reader
 from streams.config import Settings
-from streams.web import uws
+from streams.runtime import topic_reader
+from streams.simulate import visits as driver
 from topology.graph import ProcessorSpec, declare_graph
 from topology.topics import Role, declare
 
@@ -120,11 +120,11 @@ def worker_grants(settings: Settings) -> list[Grant]:
     graph = declare_graph(settings)
     written = {spec.name for processor in graph.all() if processor.process == "worker"
                for spec in (*processor.outputs, *processor.side_outputs)}
-    written.add(topics.log_messages.name)  # the log forwarder of every worker (streams.log_forwarding)
+    written.add(topics.log_messages.name)  # the log forwarder of every worker (streams.observability.log_forwarding)
     role = ClientRole.WORKERS
     return [*(topic(role, spec.name, OWN if spec.name in written else (*READ, AclOperation.CREATE))
               for spec in topics.all()),
-            *owned(role, settings.app_id), *groups(role, [uws.VIEW_GROUP_PREFIX])]
+            *owned(role, settings.app_id), *groups(role, [topic_reader.JOB_VIEW_GROUP_PREFIX])]
 
 
 def bridge_grants(settings: Settings) -> list[Grant]:
@@ -141,7 +141,7 @@ def operator_grants(settings: Settings) -> list[Grant]:
     role = ClientRole.OPERATORS
     return [topic(role, "*", READ), *(topic(role, spec.name, WRITE) for spec in (topics.next_visit,
                                                                                    topics.raw_image_available)),
-            *owned(role, REPLAY_PREFIX), *groups(role, [*READER_GROUPS, uws.VIEW_GROUP_PREFIX])]
+            *owned(role, REPLAY_PREFIX), *groups(role, [*READER_GROUPS, topic_reader.JOB_VIEW_GROUP_PREFIX])]
 
 
 def chile_grants(settings: Settings) -> list[Grant]:

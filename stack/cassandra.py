@@ -30,12 +30,12 @@ from stack.cluster import (
     LOCAL_DIR,
     StackError,
     die_with_parent,
-    free_port,
     port_open,
     terminate,
     wait_until,
 )
 from stack.java import find_java, java_candidates, major_version
+from streams.ops.workers import free_port
 
 CASSANDRA_LIB = LOCAL_DIR / "cassandra" / "lib"
 NATIVE_PORT = 9042

@@ -29,9 +29,14 @@ from confluent_kafka.admin import AclBinding, AdminClient  # type: ignore[attr-d
 
 from stack.java import find_java
 from stack.tls import make_tls
+from streams.config import default_home
+from streams.errors import NonRetriableError
+from streams.ops.workers import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-LOCAL_DIR = PROJECT_ROOT / ".local"
+"""The checkout, for the tools that only run in one (tests, benchmarks, the README's generated parts)."""
+LOCAL_DIR = default_home()
+"""The jars and the clusters' folders: under PROMPT_STREAMS_HOME (`make` sets it to the checkout's .local/)."""
 KAFKA_LIB = LOCAL_DIR / "kafka" / "lib"
 REGISTRY_JAR = LOCAL_DIR / "apicurio" / "quarkus-run.jar"
 STACK_DIR = Path(__file__).resolve().parent
@@ -41,7 +46,7 @@ BROKER_READY_LINE = "Kafka Server started"
 PR_SET_PDEATHSIG = 1
 
 
-class StackError(RuntimeError):
+class StackError(NonRetriableError, RuntimeError):
     """The stack could not be started or stopped; the message names the log to read."""
 
 
@@ -109,13 +114,6 @@ class ClusterState:
     security_protocol: str = "PLAINTEXT"
     ca_file: str = ""
     """For SASL_SSL: the CA clients must trust."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_open(port: int) -> bool:

@@ -13,10 +13,12 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
+from streams.errors import NonRetriableError
+
 JVM_ROOTS = (Path("/usr/lib/jvm"), Path("/opt/java"), Path("/usr/local/lib/jvm"))
 
 
-class JavaNotFoundError(RuntimeError):
+class JavaNotFoundError(NonRetriableError, RuntimeError):
     """No Java runtime of the required major version is installed."""
 
 

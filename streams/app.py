@@ -16,19 +16,20 @@ from typing import Any, cast
 import faust
 
 from connectors.s3_notifications import S3Notifications
-from streams import commands, log_forwarding, logs
-from streams.alert_publisher import AlertPublisher
 from streams.config import Settings
-from streams.context import Context
-from streams.gather_processor import GatherProcessor
+from streams.observability import log_forwarding, logs, metrics
+from streams.ops import commands
+from streams.pipelines.runner import PipelineRunner
+from streams.processors.alerts import AlertPublisher
 from streams.processors.detector import Completions, DetectorProcessor
+from streams.processors.gather import GatherProcessor
 from streams.processors.ocps import OcpsJobs, OcpsOutcomes
-from streams.records import DetectorProgress, VisitExpected
-from streams.runner import PipelineRunner
+from streams.processors.sal_intake import SalIntake
 from streams.runtime import READY_LINE
+from streams.runtime.context import Context
 from streams.runtime.engine import ProcessorService, TransactionalProcessor
-from streams.sal_intake import SalIntake
-from streams.web import auth, dashboard, metrics, uws, views
+from streams.serde.records import DetectorProgress, VisitExpected
+from streams.web import auth, dashboard, uws, views
 
 
 class PromptStreamsApp(faust.App):

@@ -9,6 +9,7 @@ otherwise leave its setting at the default without a word.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import socket
 import sys
@@ -19,20 +20,55 @@ from typing import Any
 
 from streams.core.arrivals import BUCKET
 from streams.core.policy import Policy
+from streams.errors import ConfigurationError
 
 PREFIX = "PROMPT_STREAMS_"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+"""The package, installed or checked out: the default instrument, survey and OCPS files ship in it."""
+UNDER_HOME = {"data_dir": "data", "data_root": "repo", "output_root": "outputs", "apdb_config": "apdb/apdb.yaml"}
+"""The folders and files that default to a place under HOME."""
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 LOG_FORMATS = ("text", "json")
 
 
-class SettingsError(ValueError):
+def default_home() -> Path:
+    """Where a user's files go: $PROMPT_STREAMS_HOME of this process (also for settings made from another
+    mapping: the home is the process's, as for the local stack), else $XDG_DATA_HOME/prompt-streams, that is
+    ~/.local/share/prompt-streams (never next to the installed package)."""
+    if home := os.environ.get(f"{PREFIX}HOME"):
+        return Path(home)
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "prompt-streams"
+
+
+class SettingsError(ConfigurationError):
     """An environment variable has a value the application cannot use."""
 
 
-def _setting(default: Any, doc: str, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"doc": doc, "secret": secret})
+STORES = ("rocksdb://", "memory://")
+
+
+def _setting(default: Any, doc: str, *, secret: bool = False, choices: tuple[str, ...] = (),
+             minimum: float | None = None, maximum: float | None = None, positive: bool = False) -> Any:
+    """A setting's default and documentation, and the values it may take (checked at start, all at once)."""
+    return field(default=default, metadata={"doc": doc, "secret": secret, "choices": choices, "minimum": minimum,
+                                            "maximum": maximum, "positive": positive})
+
+
+def _problem(name: str, value: Any, metadata: Mapping[str, Any]) -> str | None:
+    """What is wrong with one setting's value, or None."""
+    variable = f"{PREFIX}{name.upper()}={value!r}"
+    if metadata["choices"] and value not in metadata["choices"]:
+        return f"{variable}: expected one of {', '.join(metadata['choices'])}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{variable}: not a finite number"
+    if metadata["positive"] and not value > 0:
+        return f"{variable}: must be more than 0"
+    if metadata["minimum"] is not None and value < metadata["minimum"]:
+        return f"{variable}: must be at least {metadata['minimum']:g}"
+    if metadata["maximum"] is not None and value > metadata["maximum"]:
+        return f"{variable}: must be at most {metadata['maximum']:g}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -47,19 +83,24 @@ class Settings:
     registry_password: str = _setting("", "Schema registry basic-auth password.", secret=True)
     registry_timeout: int = _setting(10, "Seconds a schema registry request may take before the client retries it "
                                      "(3 retries): a registry that accepts a connection but never answers must not "
-                                     "hang a worker.")
+                                     "hang a worker.", minimum=1)
     security_protocol: str = _setting("PLAINTEXT",
-                                      f"Kafka security protocol: {', '.join(SECURITY_PROTOCOLS)}.")
-    sasl_mechanism: str = _setting("SCRAM-SHA-512", f"SASL mechanism: {', '.join(SASL_MECHANISMS)}.")
+                                      f"Kafka security protocol: {', '.join(SECURITY_PROTOCOLS)}.",
+                                      choices=SECURITY_PROTOCOLS)
+    sasl_mechanism: str = _setting("SCRAM-SHA-512", f"SASL mechanism: {', '.join(SASL_MECHANISMS)}.",
+                                   choices=SASL_MECHANISMS)
     sasl_username: str = _setting("", "SASL user name.")
     sasl_password: str = _setting("", "SASL password.", secret=True)
     ssl_cafile: str = _setting("", "CA certificate (PEM) that signed the brokers' certificates.")
     ssl_certfile: str = _setting("", "Client certificate (PEM) for mutual TLS, if the brokers ask.")
     ssl_keyfile: str = _setting("", "Client private key (PEM) for mutual TLS.")
-    data_dir: str = _setting(str(PROJECT_ROOT / ".local" / "data"),
-                             "Worker state: RocksDB tables (one folder per worker).")
-    store: str = _setting("rocksdb://", "Faust table store: rocksdb:// (default) or memory://.")
-    web_port: int = _setting(6066, "Port of the worker's web server (views, health).")
+    home: str = _setting("", "Where a user's files go unless set one by one: worker state (data/), the data "
+                         "repository (repo/), pipeline outputs (outputs/) and the APDB's configuration "
+                         "(apdb/apdb.yaml). Empty: $XDG_DATA_HOME/prompt-streams, that is "
+                         "~/.local/share/prompt-streams; `make` sets it to the checkout's .local/.")
+    data_dir: str = _setting("", "Worker state: RocksDB tables (one folder per worker); empty: HOME/data.")
+    store: str = _setting("rocksdb://", "Faust table store: rocksdb:// (default) or memory://.", choices=STORES)
+    web_port: int = _setting(6066, "Port of the worker's web server (views, health).", minimum=1, maximum=65535)
     web_bind: str = _setting("127.0.0.1", "Address the worker's web server listens on (0.0.0.0: every interface, "
                              "when workers on other hosts or Prometheus must reach it).")
     web_host: str = _setting("127.0.0.1", "Host name or address other workers reach this one at (its URL in "
@@ -78,111 +119,113 @@ class Settings:
                                      "SAL nextVisit topic, consumed unchanged.")
     next_visit_canceled_topic: str = _setting("lsst.sal.ScriptQueue.logevent_nextVisitCanceled",
                                               "SAL nextVisitCanceled topic.")
-    detector_partitions: int = _setting(16, "Partitions of per-detector topics (upper bound on workers).")
-    replication_factor: int = _setting(1, "Replication factor of created topics.")
+    detector_partitions: int = _setting(16, "Partitions of per-detector topics (upper bound on workers).", minimum=1)
+    replication_factor: int = _setting(1, "Replication factor of created topics.", minimum=1)
     standby_replicas: int = _setting(1, "Standby copies of each table partition kept warm by other workers, "
-                                     "so a worker's death is taken over without a restore.")
+                                     "so a worker's death is taken over without a restore.", minimum=0)
     worker_name: str = _setting("", "Name of this worker in results, logs and its transactional id; "
                                 "stable across restarts (default: host name and web port).")
-    instruments_file: str = _setting(str(PROJECT_ROOT / "streams" / "instruments.toml"),
+    instruments_file: str = _setting(str(PACKAGE_DIR / "instruments.toml"),
                                      "Instruments and their (disabled) detectors, TOML.")
-    surveys_file: str = _setting(str(PROJECT_ROOT / "streams" / "surveys.toml"),
+    surveys_file: str = _setting(str(PACKAGE_DIR / "surveys.toml"),
                                  "Survey patterns -> pipeline fallback lists, TOML.")
-    ocps_triggers_file: str = _setting(str(PROJECT_ROOT / "streams" / "ocps.toml"),
+    ocps_triggers_file: str = _setting(str(PACKAGE_DIR / "ocps.toml"),
                                        "Events that create OCPS jobs by themselves (visit summary -> job), TOML.")
     ocps_job_retention: float = _setting(7 * 24 * 3600.0, "An OCPS job is forgotten this long after it ended (or, "
                                          "PENDING, after its last change): its row goes, and a tombstone takes it "
-                                         "off the ocps-jobs topic and every worker's view [s].")
-    data_root: str = _setting(str(PROJECT_ROOT / ".local" / "repo"),
-                              "Root of the data repository: file:// URIs from events must lie under it.")
+                                         "off the ocps-jobs topic and every worker's view [s].", positive=True)
+    data_root: str = _setting("", "Root of the data repository: file:// URIs from events must lie under it; "
+                              "empty: HOME/repo.")
     s3_endpoint_url: str = _setting("", "S3 endpoint for s3:// URIs (empty: AWS's default).")
     s3_access_key: str = _setting("", "S3 access key id (empty: boto3's usual sources).")
     s3_secret_key: str = _setting("", "S3 secret access key.", secret=True)
-    sidecar_attempts: int = _setting(20, "Tries to read a raw's sidecar, 0.1 s apart (it may lag the raw).")
+    sidecar_attempts: int = _setting(20, "Tries to read a raw's sidecar, 0.1 s apart (it may lag the raw).", minimum=1)
     raw_buckets: str = _setting("rubin-summit", "Buckets whose notifications the S3 connector acts on, "
                                 "comma-separated: a creation in another bucket is a dead letter, and no request "
                                 "is signed for it (empty: every creation is a dead letter).")
     s3_max_records: int = _setting(100, "Records of one S3 notification the connector handles (each may cost up "
-                                   "to SIDECAR_ATTEMPTS reads); the rest are one dead letter together.")
-    output_root: str = _setting(str(PROJECT_ROOT / ".local" / "outputs"),
-                                "Where pipelines write their outputs (one folder per instrument/group/detector).")
+                                   "to SIDECAR_ATTEMPTS reads); the rest are one dead letter together.", minimum=1)
+    output_root: str = _setting("", "Where pipelines write their outputs (one folder per instrument/group/detector); "
+                                "empty: HOME/outputs.")
     ccd_threads: int = _setting(1, "Threads one CCD's pipeline may use (ISR per amplifier, detection per band); "
-                                "worth raising when cores outnumber the CCDs in flight.")
-    preload_cache_items: int = _setting(16, "Calibrations and template tiles kept per pipeline process.")
-    apdb_config: str = _setting(str(PROJECT_ROOT / ".local" / "apdb" / "apdb.yaml"),
-                                "The Alert Production Database: a dax_apdb configuration file (apdb-cli create-sql "
-                                "or create-cassandra writes one). `make setup` creates an SQLite one here if missing.")
-    association_radius: float = _setting(1.0, "A DIA source joins the nearest DIA object within this radius [arcsec].")
+                                "worth raising when cores outnumber the CCDs in flight.", minimum=1)
+    preload_cache_items: int = _setting(16, "Calibrations and template tiles kept per pipeline process.", minimum=1)
+    apdb_config: str = _setting("", "The Alert Production Database: a dax_apdb configuration file (apdb-cli "
+                                "create-sql or create-cassandra writes one); empty: HOME/apdb/apdb.yaml, where a "
+                                "worker (or `make setup`) creates an SQLite one if missing.")
+    association_radius: float = _setting(1.0, "A DIA source joins the nearest DIA object within this radius [arcsec].",
+                                         positive=True)
     max_dia_sources: int = _setting(2000, "DIA sources kept per CCD (the highest |S/N|): more means a satellite trail "
-                                    "or a bad subtraction, and would flood the alert stream (at most 8192).")
+                                    "or a bad subtraction, and would flood the alert stream (at most 8192).",
+                                    minimum=1, maximum=8192)
     alert_topic: str = _setting("lsst-alerts-v11", "Topic of the alert stream community brokers read (the real "
                                 "stream's name for the alert schema in use).")
     apdb_retry_seconds: float = _setting(30.0, "How long a pipeline retries an APDB that does not answer before the "
-                                         "CCD fails, retriable (nothing is stored twice: ids are deterministic) [s].")
-    message_expiration: float = _setting(3600.0, "nextVisit older than this is dropped [s].")
-    image_timeout: float = _setting(120.0, "Wait for raws beyond 2 x duration (IMAGE_TIMEOUT) [s].")
+                                         "CCD fails, retriable (nothing is stored twice: ids are deterministic) [s].",
+                                         minimum=0)
+    message_expiration: float = _setting(3600.0, "nextVisit older than this is dropped [s].", positive=True)
+    image_timeout: float = _setting(120.0, "Wait for raws beyond 2 x duration (IMAGE_TIMEOUT) [s].", minimum=0)
     process_timeout: float = _setting(600.0, "After the image deadline, wait this long for results; also the longest "
-                                             "a built-in pipeline task may run before its process is killed [s].")
-    retention: float = _setting(3600.0, "Keep finished visit state this long to drop stragglers [s].")
-    pipeline_processes: int = _setting(os.cpu_count() or 1, "Processes running pipelines in this worker.")
+                                             "a built-in pipeline task may run before its process is killed [s].",
+                                             positive=True)
+    retention: float = _setting(3600.0, "Keep finished visit state this long to drop stragglers [s].", positive=True)
+    pipeline_processes: int = _setting(os.cpu_count() or 1, "Processes running pipelines in this worker.", minimum=1)
     pipeline_memory_limit: int = _setting(0, "Address space each pipeline process may map (RLIMIT_AS; its commands "
                                           "inherit it): a CCD that needs more fails alone instead of taking "
                                           "the host's memory. Virtual, not resident, memory: a built-in pipeline "
                                           "process maps about 700 MiB before its first CCD, so allow several GiB "
-                                          "(0: no limit) [MiB].")
-    standin_preload_seconds: float = _setting(0.05, "Cost of the stand-in pipeline's preload [s].")
-    standin_run_seconds: float = _setting(0.2, "CPU cost of the stand-in pipeline's run [s].")
+                                          "(0: no limit) [MiB].", minimum=0)
+    standin_preload_seconds: float = _setting(0.05, "Cost of the stand-in pipeline's preload [s].", minimum=0)
+    standin_run_seconds: float = _setting(0.2, "CPU cost of the stand-in pipeline's run [s].", minimum=0)
     standin_dia_sources: int = _setting(0, "DIA sources the stand-in pipeline finds per CCD, at the same places "
                                         "every visit of a pointing: they go through association, the APDB and the "
-                                        "alert stream like real ones (0: none, no APDB and no alerts).")
+                                        "alert stream like real ones (0: none, no APDB and no alerts).",
+                                        minimum=0, maximum=8192)
     log_format: str = _setting("text", "Worker log lines: text (for people) or json (one object per line, "
-                               "labelled with instrument, group, detector and visit, for a log store).")
+                               "labelled with instrument, group, detector and visit, for a log store).",
+                               choices=LOG_FORMATS)
     log_forward_rate: float = _setting(1.0, "Worker log records at WARNING and above sent per second on "
-                                       "average to the log-messages topic (the rest are counted, not sent).")
+                                       "average to the log-messages topic (the rest are counted, not sent).",
+                                       positive=True)
     log_forward_burst: int = _setting(20, "Worker log records at WARNING and above sent at once before "
-                                      "the rate applies.")
+                                      "the rate applies.", minimum=1)
     # -- the Chile side of the SAL bridge (connectors/sal_bridge.py) ----------------------------
     chile_bootstrap: str = _setting("", "Chile cluster: Kafka bootstrap servers the SAL bridge writes to.")
     chile_registry_url: str = _setting("", "Chile cluster: Confluent-compatible schema registry URL.")
     chile_registry_user: str = _setting("", "Chile cluster: schema registry basic-auth user.")
     chile_registry_password: str = _setting("", "Chile cluster: schema registry basic-auth password.", secret=True)
-    chile_security_protocol: str = _setting("PLAINTEXT", "Chile cluster: Kafka security protocol.")
-    chile_sasl_mechanism: str = _setting("SCRAM-SHA-512", "Chile cluster: SASL mechanism.")
+    chile_security_protocol: str = _setting("PLAINTEXT", "Chile cluster: Kafka security protocol.",
+                                            choices=SECURITY_PROTOCOLS)
+    chile_sasl_mechanism: str = _setting("SCRAM-SHA-512", "Chile cluster: SASL mechanism.", choices=SASL_MECHANISMS)
     chile_sasl_username: str = _setting("", "Chile cluster: SASL user name.")
     chile_sasl_password: str = _setting("", "Chile cluster: SASL password.", secret=True)
     chile_ssl_cafile: str = _setting("", "Chile cluster: CA certificate (PEM) of its brokers.")
     chile_ssl_certfile: str = _setting("", "Chile cluster: client certificate (PEM) for mutual TLS.")
     chile_ssl_keyfile: str = _setting("", "Chile cluster: client private key (PEM) for mutual TLS.")
-    chile_replication_factor: int = _setting(1, "Chile cluster: replication factor of the topics the bridge creates.")
+    chile_replication_factor: int = _setting(1, "Chile cluster: replication factor of the topics the bridge creates.",
+                                             minimum=1)
     chile_sal_subname: str = _setting("sal", "SAL topic sub-namespace: topics are lsst.<subname>.PromptProcessing.*"
                                       " (salobj's LSST_TOPIC_SUBNAME; its unit tests use test_*).")
-    chile_sal_index: int = _setting(1, "salIndex of the PromptProcessing events this bridge writes.")
-    chile_log_rate: float = _setting(1.0, "logMessage events the bridge sends per second on average (log time).")
-    chile_log_burst: int = _setting(20, "logMessage events the bridge sends at once before the rate applies.")
+    chile_sal_index: int = _setting(1, "salIndex of the PromptProcessing events this bridge writes.", minimum=0)
+    chile_log_rate: float = _setting(1.0, "logMessage events the bridge sends per second on average (log time).",
+                                     positive=True)
+    chile_log_burst: int = _setting(20, "logMessage events the bridge sends at once before the rate applies.",
+                                    minimum=1)
     sasquatch_environment: str = _setting("dev", "Sasquatch metrics go to lsst.prompt.<environment>.<metric> "
                                           "on the Chile cluster (empty: none are sent).")
 
     def __post_init__(self) -> None:
-        for name, choices in (("security_protocol", SECURITY_PROTOCOLS), ("sasl_mechanism", SASL_MECHANISMS),
-                              ("log_format", LOG_FORMATS), ("chile_security_protocol", SECURITY_PROTOCOLS),
-                              ("chile_sasl_mechanism", SASL_MECHANISMS)):
-            if (value := getattr(self, name)) not in choices:
-                raise SettingsError(f"{PREFIX}{name.upper()}={value!r}: expected one of {', '.join(choices)}")
-        if self.chile_sal_index < 0 or self.chile_log_rate <= 0 or self.chile_log_burst < 1 \
-                or self.log_forward_rate <= 0 or self.log_forward_burst < 1:
-            raise SettingsError("the SAL index must be >= 0 and log rates and bursts positive")
-        if not 1 <= self.max_dia_sources <= 8192 or not 0 <= self.standin_dia_sources <= 8192 \
-                or self.association_radius <= 0 or self.apdb_retry_seconds < 0:
-            raise SettingsError("DIA source counts must be within 0-8192 (max_dia_sources at least 1), the "
-                                "association radius positive and the APDB retry time not negative")
-        if self.detector_partitions < 1 or self.replication_factor < 1 or self.pipeline_processes < 1:
-            raise SettingsError("partition counts, replication factors and process counts must be at least 1")
-        if self.pipeline_memory_limit < 0:
-            raise SettingsError(f"{PREFIX}PIPELINE_MEMORY_LIMIT must be a number of MiB, or 0 for no limit")
-        if self.s3_max_records < 1 or self.sidecar_attempts < 1:
-            raise SettingsError(f"{PREFIX}S3_MAX_RECORDS and {PREFIX}SIDECAR_ATTEMPTS must be at least 1")
+        home = Path(self.home) if self.home else default_home()
+        object.__setattr__(self, "home", str(home))
+        for name, below in UNDER_HOME.items():  # a frozen dataclass: its defaults derived once, here
+            if not getattr(self, name):
+                object.__setattr__(self, name, str(home / below))
+        problems = [problem for item in fields(self)
+                    if (problem := _problem(item.name, getattr(self, item.name), item.metadata)) is not None]
         if bad := sorted(name for name in self.raw_bucket_names() if not BUCKET.match(name)):
-            raise SettingsError(f"{PREFIX}RAW_BUCKETS={self.raw_buckets!r}: not S3 bucket names: {', '.join(bad)}")
+            problems.append(f"{PREFIX}RAW_BUCKETS={self.raw_buckets!r}: not S3 bucket names: {', '.join(bad)}")
+        if problems:
+            raise SettingsError("; ".join(problems))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -195,6 +238,7 @@ class Settings:
         environ = os.environ if environ is None else environ
         refuse_unknown_variables(environ)
         values: dict[str, Any] = {}
+        problems = []
         for item in fields(cls):
             raw = environ.get(PREFIX + item.name.upper())
             if raw is None:
@@ -202,8 +246,11 @@ class Settings:
             kind = type(item.default)
             try:
                 values[item.name] = kind(raw) if kind in (int, float) else raw
-            except ValueError as error:
-                raise SettingsError(f"{PREFIX}{item.name.upper()}={raw!r} is not a {kind.__name__}") from error
+            except ValueError:
+                problems.append(f"{PREFIX}{item.name.upper()}={raw!r}: not a{'n' if kind is int else ''} "
+                                f"{'integer' if kind is int else 'number'}")
+        if problems:
+            raise SettingsError("; ".join(problems))
         return cls(**values)
 
     def raw_bucket_names(self) -> frozenset[str]:

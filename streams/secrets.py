@@ -3,7 +3,7 @@
 A pipeline's error message and a shell pipeline's output go into `ccd-result`, from there to the
 SAL bridge and the unauthenticated `GET /ocps/jobs/{id}/error`; a command that prints its
 environment or a credentials file, or an exception that quotes a connection string, must not
-publish the SASL password or the web token. The logs mask the same values (`streams.logs`).
+publish the SASL password or the web token. The logs mask the same values (`streams.observability.logs`).
 """
 
 from __future__ import annotations

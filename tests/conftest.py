@@ -1,12 +1,15 @@
-"""Shared test configuration: the integration tier is marked by folder."""
+"""Shared test configuration: the integration tier is marked by folder; the checkout's .local/ is the home."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 INTEGRATION = Path(__file__).parent / "integration"
+os.environ.setdefault("PROMPT_STREAMS_HOME", str(Path(__file__).resolve().parent.parent / ".local"))
+"""As `make` sets it: the stack's jars and the embedded APDB are there (before `stack` is imported)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

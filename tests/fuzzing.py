@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from connectors.s3_notifications import Ignored, Part, triage
-from streams.codec import Codec, frame, parse, write_datum
 from streams.config import Settings
 from streams.core.arrivals import check_raw
 from streams.core.instruments import Instrument
@@ -29,9 +28,10 @@ from streams.core.policy import Policy
 from streams.core.surveys import SurveyTable
 from streams.core.visit import plan_cancel, plan_visit
 from streams.errors import DecodeError, IgnorableEvent, InvalidEventError
-from streams.record import Record
-from streams.records import Metric, NextVisit, NextVisitCanceled, OcpsJobEvent, RawImageAvailable
-from streams.schemas import FieldLimit, field_limits, load_schema
+from streams.serde.base import Record
+from streams.serde.codec import Codec, frame, parse, write_datum
+from streams.serde.records import Metric, NextVisit, NextVisitCanceled, OcpsJobEvent, RawImageAvailable
+from streams.serde.schemas import FieldLimit, field_limits, load_schema
 
 TRIED: Counter[str] = Counter()
 """Inputs tried in this test run, by outcome."""
@@ -456,7 +456,7 @@ LIMITED_RECORDS: list[Record] = [
     OcpsJobEvent(action="create", job_id="j"),
     Metric(name="m", value=1.0, instrument="LSSTComCam", group_id="g", timestamp=1.8e9),
 ]
-"""One record of each input schema with limits (`streams.schemas.field_limits`)."""
+"""One record of each input schema with limits (`streams.serde.schemas.field_limits`)."""
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,14 @@
 """`python -m topology`: print the topics and the processing graph of the current settings.
 
-`--picture` prints the graph as a Mermaid flowchart instead; `--update-readme` writes that picture
-into the README, between its topology markers (a unit test checks that the two agree).
+`--picture` prints the graph as a Mermaid flowchart instead; `--update-readme`, run in a checkout, writes that
+picture into its README.md, between the topology markers (a unit test checks that the two agree).
 """
 
 import argparse
 import sys
+from pathlib import Path
 
-from streams.config import PROJECT_ROOT, Settings
+from streams.config import Settings
 from topology.graph import declare_graph, describe_graph, picture, readme_with_picture
 from topology.topics import declare, describe
 
@@ -18,7 +19,7 @@ args = parser.parse_args()
 settings = Settings.from_env()
 graph = declare_graph(settings)
 if args.update_readme:
-    readme = PROJECT_ROOT / "README.md"
+    readme = Path("README.md")
     readme.write_text(readme_with_picture(readme.read_text(), picture(declare_graph(Settings.from_env({})))))
 elif args.picture:
     print(picture(graph))

@@ -12,8 +12,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from functools import cached_property
 
-from streams.config import Settings
-from streams.records import DeadLetter, SalBridgeCheckpoint
+from topology.deployment import Deployment
 from topology.tables import TableSpec, declare_tables
 from topology.topics import KEEP_LONG, Partitioning, Role, TopicSpec, declare
 
@@ -78,7 +77,7 @@ class Graph:
         return [getattr(self, item.name) for item in fields(self)]
 
 
-def declare_graph(settings: Settings) -> Graph:
+def declare_graph(settings: Deployment) -> Graph:
     """The graph for these settings."""
     t, tables = declare(settings), declare_tables(settings)
     once = Guarantee.EXACTLY_ONCE
@@ -119,12 +118,12 @@ def declare_graph(settings: Settings) -> Graph:
     )
 
 
-def sal_bridge_topics(settings: Settings) -> tuple[TopicSpec, TopicSpec]:
+def sal_bridge_topics(settings: Deployment) -> tuple[TopicSpec, TopicSpec]:
     """The SAL bridge's own topics, on the Chile cluster (it creates them): its checkpoints and its dead letters."""
-    return (TopicSpec("sal_bridge_checkpoints", settings.topic("sal-bridge.checkpoints"), SalBridgeCheckpoint, 1,
+    return (TopicSpec("sal_bridge_checkpoints", settings.topic("sal-bridge.checkpoints"), "sal_bridge_checkpoint", 1,
                       Partitioning.SINGLE, "bridge id", Role.INTERNAL, "The SAL bridge's committed checkpoints.",
                       COMPACT),
-            TopicSpec("sal_bridge_dead_letter", settings.topic("sal-bridge.dead-letter"), DeadLetter, 1,
+            TopicSpec("sal_bridge_dead_letter", settings.topic("sal-bridge.dead-letter"), "dead_letter", 1,
                       Partitioning.SINGLE, "original key", Role.OUTPUT,
                       "Source records the SAL bridge could not convert.", KEEP_LONG))
 

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 from streams.core.instruments import Instrument
 from streams.core.policy import Policy
 from streams.errors import InvalidEventError
-from streams.records import RawImageAvailable
+from streams.serde.records import RawImageAvailable
 
 GROUP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")
 """Group ids are timestamps like 2026-11-25T03:14:15.926: they become path parts and arguments."""

@@ -11,7 +11,7 @@ import re
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from streams.records import CalibrationProduct, CcdResult
+from streams.serde.records import CalibrationProduct, CcdResult
 
 PIPELINE_PREFIX = "calib-"
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from streams.core.policy import Policy
 from streams.errors import IgnorableEvent
-from streams.records import CcdResult, DetectorCommand, DetectorProgress, HeldSnap, RawImageAvailable
+from streams.serde.records import CcdResult, DetectorCommand, DetectorProgress, HeldSnap, RawImageAvailable
 
 LATE_EXPOSURES = 4
 """Exposure ids a detector records beyond its visit's snaps twice over (an aborted attempt and its re-run)."""

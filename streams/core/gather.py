@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from streams.core.calibrations import announcement
 from streams.core.metrics import result_metrics, summary_metrics
-from streams.records import (
+from streams.serde.records import (
     CalibrationProduct,
     CcdResult,
     DetectorOutcome,

@@ -6,8 +6,10 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
+from streams.errors import ConfigurationError
 
-class InstrumentConfigError(ValueError):
+
+class InstrumentConfigError(ConfigurationError):
     """The instrument configuration cannot be used."""
 
 

@@ -20,7 +20,15 @@ from enum import StrEnum
 
 from streams.core.instruments import Instrument, parse_detectors
 from streams.core.policy import Policy
-from streams.records import DetectorCommand, OcpsJob, OcpsJobEvent, OcpsJobResult, RawImageAvailable, VisitExpected
+from streams.errors import NonRetriableError
+from streams.serde.records import (
+    DetectorCommand,
+    OcpsJob,
+    OcpsJobEvent,
+    OcpsJobResult,
+    RawImageAvailable,
+    VisitExpected,
+)
 
 GROUP_PREFIX = "ocps-"
 SURVEY = "OCPS"
@@ -46,7 +54,7 @@ class Phase(StrEnum):
 FINAL = frozenset({Phase.COMPLETED, Phase.ERROR, Phase.ABORTED})
 
 
-class JobRequestError(ValueError):
+class JobRequestError(NonRetriableError, ValueError):
     """A request that cannot make a job (HTTP 400): the message says why."""
 
 

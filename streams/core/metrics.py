@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from streams.records import CcdResult, Metric, VisitSummary
+from streams.serde.records import CcdResult, Metric, VisitSummary
 
 
 def _metric(name: str, value: float, unit: str, instrument: str, group_id: str, survey: str,

@@ -6,8 +6,10 @@ import tomllib
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from streams.errors import ConfigurationError
 
-class SurveyConfigError(ValueError):
+
+class SurveyConfigError(ConfigurationError):
     """The survey-to-pipeline configuration cannot be used."""
 
 

@@ -15,12 +15,13 @@ from fnmatch import fnmatchcase
 
 from streams.core.instruments import Instrument
 from streams.core.job import job_of_group, triggered_job_id
-from streams.records import OcpsJobEvent, VisitSummary
+from streams.errors import ConfigurationError
+from streams.serde.records import OcpsJobEvent, VisitSummary
 
 REASONS = ("complete", "deadline", "canceled")
 
 
-class TriggerConfigError(ValueError):
+class TriggerConfigError(ConfigurationError):
     """The trigger configuration cannot be used."""
 
 

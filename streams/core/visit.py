@@ -16,7 +16,7 @@ from streams.core.instruments import Instrument
 from streams.core.policy import Policy
 from streams.core.surveys import SurveyTable
 from streams.errors import IgnorableEvent, InvalidEventError
-from streams.records import DetectorCommand, NextVisit, NextVisitCanceled, VisitExpected
+from streams.serde.records import DetectorCommand, NextVisit, NextVisitCanceled, VisitExpected
 
 
 class CoordSys(IntEnum):

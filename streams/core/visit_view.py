@@ -20,7 +20,7 @@ from typing import Any
 
 from streams.core.detector import Phase
 from streams.core.focal_plane import detector_name
-from streams.records import DetectorProgress, VisitExpected, VisitProgress
+from streams.serde.records import DetectorProgress, VisitExpected, VisitProgress
 
 STATES = ("waiting", "preloading", "processing", "done", "failed", "timed out", "canceled")
 RESULT_STATES = {"success": "done", "ignored": "done", "failed": "failed", "timeout": "timed out",

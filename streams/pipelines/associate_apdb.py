@@ -3,9 +3,9 @@ APDB's DIA objects, forced photometry at every object on the detector, the catal
 one official alert packet per DIA source written next to the other outputs (`alerts.avro`).
 
 The packets are not sent from here, as Rubin's pipeline sends them: the alert publisher sends those
-of the detector's first successful outcome (`streams.alert_publisher`), in one Kafka transaction
+of the detector's first successful outcome (`streams.processors.alerts`), in one Kafka transaction
 with its input offset, so a detector processed twice is alerted once. What this step writes is the
-same on every attempt (see `streams.apdb` and `streams.science.association`).
+same on every attempt (see `streams.data.apdb` and `streams.science.association`).
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 from astropy.wcs import WCS
 
-from streams import alert_packets
-from streams.apdb import ApdbAccess, Sky
 from streams.config import Settings
-from streams.records import DetectorProgress
+from streams.data.apdb import ApdbAccess, Sky
 from streams.science import association, cutouts, isr
 from streams.science.alert_production import Calibrated, Difference, Timer
 from streams.science.forced import Forced, psf_photometry
 from streams.science.geometry import CcdShape, detector_wcs, footprint
+from streams.serde import alert_packets
+from streams.serde.records import DetectorProgress
 from topology.keys import detector_key
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from streams.errors import PromptStreamsError
-from streams.records import DetectorProgress
+from streams.serde.records import DetectorProgress
 
 
 class PipelineUnavailable(PromptStreamsError):  # noqa: N818 (a signal to fall back, not a failure)

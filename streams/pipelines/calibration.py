@@ -14,14 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from astropy.stats import mad_std
 
-from streams import repository
 from streams.config import Settings
+from streams.data import repository
 from streams.errors import NonRetriableError
 from streams.pipelines.base import Outcome
 from streams.pipelines.science import raw_filter, science
-from streams.records import DetectorProgress
 from streams.science import calibration
+from streams.serde.records import DetectorProgress
 
 VALIDITY_DAYS = 30.0
 
@@ -71,7 +72,7 @@ class CalibrationPipeline:
                                      root=root)
         finite = master[np.isfinite(master)]
         return Outcome(metrics={"calibInputs": float(len(raws)), "calibMedian": float(np.median(finite)),
-                                "calibNoise": float(1.4826 * np.median(np.abs(finite - np.median(finite)))),
+                                "calibNoise": float(mad_std(finite)),
                                 "calibInvalidPixels": float(master.size - finite.size),
                                 "validStart": when, "validEnd": end},
                        output_uris=[Path(path).as_uri()])

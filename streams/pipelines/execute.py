@@ -22,8 +22,8 @@ from streams.core.surveys import parse_surveys
 from streams.errors import NonRetriableError, RetriableError
 from streams.pipelines.base import Pipeline, PipelineUnavailable
 from streams.pipelines.shell import ShellPipeline, parse_shell_pipelines
-from streams.records import CcdResult, DetectorProgress
 from streams.secrets import scrub
+from streams.serde.records import CcdResult, DetectorProgress
 
 PR_SET_PDEATHSIG = 1
 _settings = Settings()

@@ -11,51 +11,32 @@ as in the real system.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
+from cachetools import LRUCache
 
-from streams import refcat, repository
 from streams.config import Settings
+from streams.data import refcat, repository
+from streams.data.storage import Storage
 from streams.errors import NonRetriableError
 from streams.pipelines.associate_apdb import AssociateApdb, Exposure
 from streams.pipelines.base import Outcome, PipelineUnavailable
-from streams.records import DetectorProgress
 from streams.science import isr
 from streams.science.alert_production import Calibrated, NoPsf, NoTemplate, Template, Timer, calibrate, difference
 from streams.science.association import band_of
 from streams.science.background import FWHM_PER_SIGMA
 from streams.science.geometry import PIXEL_ARCSEC, CcdShape, detector_wcs, footprint
-from streams.storage import Storage
+from streams.serde.records import DetectorProgress
 
 UNIX_EPOCH_MJD = 40587.0
 RAW_LIMIT = 512 << 20
 """A raw larger than this (512 MiB) is refused as absurd."""
-
-
-class BoundedCache:
-    """A least-recently-used cache of at most `size` items."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-        self.hits = self.misses = 0
-
-    def get(self, key: Any, load: Any) -> Any:
-        """The cached value of `key`, loading (and caching) it with `load()` if needed."""
-        if key in self._items:
-            self.hits += 1
-            self._items.move_to_end(key)
-            return self._items[key]
-        self.misses += 1
-        value = self._items[key] = load()
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-        return value
 
 
 @dataclass(frozen=True)
@@ -78,7 +59,14 @@ class Science:
         self.settings = settings
         self.root = Path(settings.data_root)
         self.storage = Storage(settings)
-        self.cache = BoundedCache(settings.preload_cache_items)
+        self.cache: LRUCache[Hashable, Any] = LRUCache(maxsize=settings.preload_cache_items)
+        """Calibrations, template tiles and reference stars read, the least recently used dropped first."""
+
+    def preloaded(self, key: Hashable, load: Callable[[], Any]) -> Any:
+        """The value of `key` read before, or read now with `load()` and kept."""
+        if key not in self.cache:
+            self.cache[key] = load()
+        return self.cache[key]
 
     def inputs(self, progress: DetectorProgress, filter_name: str, timings: dict[str, float] | None = None) -> Inputs:
         """Calibrations and templates for this detector's visit, from the cache when preloaded.
@@ -94,7 +82,7 @@ class Science:
                                                    filter_name, progress.next_visit_time)
                  for kind in repository.CALIB_TYPES}
         searched = time.perf_counter()
-        calibs = {kind: self.cache.get(("calib", f.path), lambda f=f: read_calibration(f)) for kind, f in found.items()}
+        calibs = {kind: self.preloaded(("calib", f.path), partial(read_calibration, f)) for kind, f in found.items()}
         read_calibs = time.perf_counter()
         height, width = calibs["bias"].shape
         wcs = detector_wcs(progress.instrument, progress.detector, progress.position[0], progress.position[1],
@@ -102,9 +90,9 @@ class Science:
         ra, dec = footprint(wcs, CcdShape(height, width))
         tiles = repository.find_templates(self.root, progress.instrument, filter_name, ra, dec)
         searched_templates = time.perf_counter()
-        templates = [self.cache.get(("template", t), lambda t=t: repository.read_template(t)) for t in tiles]
+        templates = [self.preloaded(("template", t), partial(repository.read_template, t)) for t in tiles]
         band, epoch = band_of(filter_name), julian_year(progress.next_visit_time)
-        references = self.cache.get(("refcat", tuple(np.round(ra, 6)), tuple(np.round(dec, 6)), band, round(epoch, 1)),
+        references = self.preloaded(("refcat", tuple(np.round(ra, 6)), tuple(np.round(dec, 6)), band, round(epoch, 1)),
                                     lambda: refcat.load(self.root, ra, dec, band, epoch))
         done = time.perf_counter()
         search = (searched - started) + (searched_templates - read_calibs)
@@ -118,7 +106,7 @@ class Science:
         timings: dict[str, float] = {}
         try:
             self.inputs(progress, progress.filters.split(",")[0], timings)
-        except (repository.MissingCalibration, NonRetriableError):
+        except NonRetriableError:  # a missing calibration too
             return {}  # the run will say so
         return timings
 
@@ -284,7 +272,7 @@ class AlertProduction(SciencePipeline):
         timings: dict[str, float] = {}
         try:
             inputs = self.science.inputs(progress, progress.filters.split(",")[0], timings)
-        except (repository.MissingCalibration, NonRetriableError):
+        except NonRetriableError:  # a missing calibration too
             return {}  # the run will say so
         return timings | {"prep_apdbTime": self.associate.preload(progress, inputs.shape)}
 

@@ -32,10 +32,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from streams.config import Settings
-from streams.errors import NonRetriableError, RetriableError
+from streams.errors import ConfigurationError, NonRetriableError, RetriableError
 from streams.pipelines.base import Outcome
-from streams.records import DetectorProgress
 from streams.secrets import scrub, secret_variables
+from streams.serde.records import DetectorProgress
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9_./:+=@,-]*$")
@@ -47,7 +47,7 @@ BASE_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPAT
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class ShellConfigError(ValueError):
+class ShellConfigError(ConfigurationError):
     """A shell pipeline is badly configured."""
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from streams.config import Settings
 from streams.pipelines.base import Outcome
-from streams.records import DetectorProgress
+from streams.serde.records import DetectorProgress
 
 if TYPE_CHECKING:
     from streams.pipelines.associate_apdb import SyntheticAlerts

@@ -7,7 +7,7 @@ outcomes, table changes and consumed offsets commit in one transaction, so a reb
 can neither skip a command or a raw nor emit an outcome twice.
 
 What lies outside Kafka happens once a batch has committed: preloads, dispatches and abandons go to
-the pipeline processes (`streams.runner`), on the worker's event loop. A pipeline's completion comes
+the pipeline processes (`streams.pipelines.runner`), on the worker's event loop. A pipeline's completion comes
 back through `pipeline-done` (at least once: the core keeps the first). Only rows still in play
 (presence, waiting, processing) are kept in memory; finished ones stay in RocksDB for the retention
 time, where a late raw or a repeated completion finds them. The tick applies image timeouts itself
@@ -26,18 +26,17 @@ from functools import partial
 
 from confluent_kafka import Message, Producer
 
-from streams import logs
-from streams.codec import Codec
 from streams.config import Settings
 from streams.core import detector
 from streams.core.arrivals import check_raw
 from streams.core.detector import Phase
 from streams.core.instruments import Instrument
 from streams.errors import IgnorableEvent
-from streams.records import CcdResult, DetectorCommand, DetectorProgress, RawImageAvailable
-from streams.runner import PipelineRunner
+from streams.observability import logs, metrics
+from streams.pipelines.runner import PipelineRunner
 from streams.runtime.engine import Batch, TransactionalProcessor, message_partition
-from streams.web import metrics
+from streams.serde.codec import Codec
+from streams.serde.records import CcdResult, DetectorCommand, DetectorProgress, RawImageAvailable
 from topology.graph import declare_graph
 from topology.keys import detector_key, detector_partition, visit_key
 from topology.topics import TopicSpec

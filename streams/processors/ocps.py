@@ -21,16 +21,16 @@ from pathlib import Path
 
 from confluent_kafka import Message
 
-from streams import raws
 from streams.config import Settings
 from streams.core import job as jobs_core
 from streams.core.instruments import Instrument
 from streams.core.job import Phase
 from streams.core.triggers import parse_triggers, triggered
+from streams.data import raws
 from streams.pipelines.execute import known_pipelines
-from streams.record import Record
-from streams.records import CcdResult, DetectorCommand, OcpsJob, OcpsJobEvent, VisitSummary
 from streams.runtime.engine import Batch, TransactionalProcessor, message_partition
+from streams.serde.base import Record
+from streams.serde.records import CcdResult, DetectorCommand, OcpsJob, OcpsJobEvent, VisitSummary
 from topology.graph import declare_graph
 from topology.keys import detector_key, snap_key, visit_key
 

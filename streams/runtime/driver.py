@@ -22,14 +22,15 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
-from streams.codec import Codec
 from streams.config import Settings
-from streams.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD
 from streams.errors import RegistryError
-from streams.record import Record
 from streams.runtime.clients import DeliveryCallback, RebalanceCallback
+from streams.runtime.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD
 from streams.runtime.engine import Batch, TransactionalProcessor
-from streams.schemas import Schema
+from streams.serde.base import Record
+from streams.serde.codec import Codec
+from streams.serde.declared import record_of
+from streams.serde.schemas import Schema
 from topology.topics import TopicSpec
 
 OFFSET_INVALID = -1001
@@ -37,7 +38,7 @@ OFFSET_INVALID = -1001
 
 
 class MemoryRegistry:
-    """A schema registry in memory (`streams.codec.SchemaRegistry`); `available = False` is an outage, and
+    """A schema registry in memory (`streams.serde.codec.SchemaRegistry`); `available = False` is an outage, and
     `lookups` counts the schemas asked for by id."""
 
     def __init__(self) -> None:
@@ -525,9 +526,10 @@ class TopologyTestDriver:
 
     def read(self, spec: TopicSpec) -> list[Any]:
         """The committed records of a topic, decoded (raw values for a topic of no record of ours)."""
-        if spec.record is None:
+        record = record_of(spec)
+        if record is None:
             return [message.value() for message in self.messages(spec)]
-        return [self.codec.decode(message.value(), spec.record) for message in self.messages(spec)]
+        return [self.codec.decode(message.value(), record) for message in self.messages(spec)]
 
     def rows(self, name: str) -> dict[str, Any]:
         """A processor's table as committed (in memory or not), every partition's rows together."""

@@ -50,27 +50,28 @@ from typing import Any, Generic, TypeVar
 import mode
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
-from streams import logs
 from streams.clock import tai_now
-from streams.codec import Codec
 from streams.config import Settings
-from streams.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD, dead_letter
 from streams.errors import (
     DecodeError,
     IgnorableEvent,
     InvalidEventError,
+    NonRetriableError,
     OutputTooLargeError,
     RegistryError,
     RetriableError,
 )
-from streams.record import Record
-from streams.records import DeadLetter
-from streams.registry import ConfluentRegistry
+from streams.observability import logs, metrics
 from streams.runtime import local_state
 from streams.runtime.clients import Clients, ConsumerApi, KafkaClients, ProducerApi
+from streams.runtime.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD, dead_letter
 from streams.runtime.standby import Standby
 from streams.runtime.store import PartitionStore
-from streams.web import metrics
+from streams.serde.base import Record
+from streams.serde.codec import Codec
+from streams.serde.declared import record_of
+from streams.serde.records import DeadLetter
+from streams.serde.registry import ConfluentRegistry
 from topology.graph import ProcessorSpec
 from topology.tables import changelog_topic
 from topology.topics import Topics, TopicSpec, declare
@@ -139,7 +140,7 @@ class Outgoing:
     changelog: dict[int, dict[bytes, bytes | None]]
 
 
-class UndeclaredOutputError(RuntimeError):
+class UndeclaredOutputError(NonRetriableError, RuntimeError):
     """A processor tried to write a topic its declaration in `topology/graph.py` does not name (a bug)."""
 
 
@@ -242,9 +243,10 @@ class CheckpointOffsets(OffsetSink):
     the state before any input, with the next offset of each input partition in `positions` (by `position_key`)."""
 
     def __init__(self, topic: TopicSpec) -> None:
-        assert topic.record is not None, "a checkpoint is a record"
-        self.topic = topic
-        self.checkpoint = topic.record()
+        record = record_of(topic)
+        assert record is not None, "a checkpoint is a record"
+        self.topic, self.record = topic, record
+        self.checkpoint = record()
         self.key = b""
         self._committed_at = 0.0
 
@@ -267,8 +269,7 @@ class CheckpointOffsets(OffsetSink):
             if message.key() == self.key:
                 latest = message.value()
         if latest is not None:
-            assert self.topic.record is not None
-            self.checkpoint = processor.codec_for_output().decode(latest, self.topic.record)
+            self.checkpoint = processor.codec_for_output().decode(latest, self.record)
         consumer.assign([TopicPartition(spec.name, p, self._position(spec.name, p))
                          for spec in processor.inputs for p in range(spec.partitions)])
         self._committed_at = processor.clock()
@@ -507,8 +508,8 @@ class TransactionalProcessor(Generic[Row]):
             if changes[p]:
                 store.apply(changes[p], offsets[p])
             self.stores[p], self.rows[p] = store, rows[p]
-        log.info("%s restored partitions %s: %d rows (%d from the changelog)", self.name, partitions,
-                 sum(store.count() for store in stores.values()), sum(len(c) for c in changes.values()))
+        log.info("%s restored partitions %s: %d rows in memory (%d from the changelog)", self.name, partitions,
+                 sum(len(rows[p]) for p in stores), sum(len(c) for c in changes.values()))
 
     def _hot_rows(self, items: Iterable[tuple[bytes, bytes]]) -> dict[str, Row]:
         """The rows among `items` that are kept in memory."""

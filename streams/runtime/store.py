@@ -56,10 +56,6 @@ class PartitionStore:
         value = self._db.get(key)
         return value if isinstance(value, bytes) else None
 
-    def count(self) -> int:
-        """How many rows (an estimate is not enough for the restore's log line; it is rarely called)."""
-        return sum(1 for _ in self.items())
-
     def apply(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None:
         """Write committed changes (None deletes) and the offset they bring the rows to, atomically."""
         batch = WriteBatch()

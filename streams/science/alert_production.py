@@ -15,17 +15,18 @@ from astropy.wcs import WCS
 from scipy.ndimage import minimum_filter
 from scipy.spatial import cKDTree
 
-from streams.refcat import RefStars
+from streams.data.refcat import RefStars
+from streams.errors import NonRetriableError
 from streams.science import astrometry, background, detection, diffim, isr, photometry
 from streams.science.forced import psf_photometry
 from streams.science.geometry import CcdShape, detector_wcs
 
 
-class NoPsf(ValueError):  # noqa: N818 (a condition of the data)
+class NoPsf(NonRetriableError, ValueError):  # noqa: N818 (a condition of the data)
     """No star stands out enough to measure the PSF: the image cannot be calibrated."""
 
 
-class NoTemplate(ValueError):  # noqa: N818 (a condition a fallback pipeline handles)
+class NoTemplate(NonRetriableError, ValueError):  # noqa: N818 (a condition a fallback pipeline handles)
     """No template covers the detector: difference imaging cannot run."""
 
 

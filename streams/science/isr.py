@@ -41,7 +41,7 @@ import numpy as np
 from astropy.io import fits
 
 from streams.core.focal_plane import detector_id
-from streams.errors import InvalidEventError
+from streams.errors import InvalidEventError, NonRetriableError
 from streams.science import amplifiers
 from streams.science.geometry import AMP_COLUMNS, AMP_ROWS, CcdShape
 
@@ -80,7 +80,7 @@ CR_SIGMA = 5.0
 """A pixel brighter by this many sigma in one snap than in the other holds a cosmic ray."""
 
 
-class RawFormatError(ValueError):
+class RawFormatError(NonRetriableError, ValueError):
     """The file is not a raw this pipeline can read."""
 
 

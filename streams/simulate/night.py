@@ -25,14 +25,13 @@ from astropy.io import fits
 from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
-from streams import refcat, repository
 from streams.clock import tai_now
 from streams.core.focal_plane import detector_name
-from streams.driver import Visits
-from streams.progress import progress_bar
-from streams.records import RawImageAvailable
+from streams.data import refcat, repository
+from streams.ops.progress import progress_bar
 from streams.science import amplifiers, isr
 from streams.science.geometry import CcdShape, detector_wcs
+from streams.serde.records import RawImageAvailable
 from streams.simulate.camera import (
     NOMINAL_NJY_PER_ELECTRON,
     Detector,
@@ -44,6 +43,7 @@ from streams.simulate.camera import (
 )
 from streams.simulate.observation import Conditions, Truth, inject_transients, observe, template_tile
 from streams.simulate.scene import Sources, random_stars
+from streams.simulate.visits import Visits
 
 FILTER = "r_57"
 MIN_STARS = 80

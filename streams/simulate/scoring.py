@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 from astropy.table import Table
 
-from streams.records import CcdResult
+from streams.serde.records import CcdResult
 
 MATCH_PIXELS = 1.0
 BRIGHT_SNR = 10.0

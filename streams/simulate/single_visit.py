@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from streams.clock import tai_now
-from streams.repository import contained
+from streams.data.repository import contained
 from streams.science.geometry import CcdShape
 from streams.simulate.night import Night, PlannedVisit, write_calibrations, write_references, write_visit
 

@@ -40,16 +40,17 @@ import faust
 from aiohttp import web
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streams import raws
 from streams.clock import tai_minus_utc, tai_now
-from streams.codec import Codec
 from streams.config import Settings
-from streams.context import Context
 from streams.core import job as jobs_core
 from streams.core.job import FINAL, JobRequestError, Phase
+from streams.data import raws
 from streams.errors import DecodeError, RegistryError
 from streams.pipelines.execute import known_pipelines
-from streams.records import OcpsJob, OcpsJobEvent
+from streams.runtime.context import Context
+from streams.runtime.topic_reader import JOB_VIEW_GROUP_PREFIX
+from streams.serde.codec import Codec
+from streams.serde.records import OcpsJob, OcpsJobEvent
 from streams.web.auth import CHALLENGE, Tokens, owner_refusal
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,6 @@ ROOT = "/ocps/jobs"
 UWS = "http://www.ivoa.net/xml/UWS/v1.0"
 XLINK = "http://www.w3.org/1999/xlink"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
-VIEW_GROUP_PREFIX = "uws-view-"
-"""Each worker's job view reads the OCPS job topic in a consumer group of its own beginning with this."""
 ET.register_namespace("uws", UWS)
 ET.register_namespace("xlink", XLINK)
 ET.register_namespace("xsi", XSI)
@@ -84,7 +83,7 @@ class JobView:
 
     def _consumer(self) -> Consumer:
         return Consumer(self.settings.kafka_config() | {
-            "group.id": f"{VIEW_GROUP_PREFIX}{uuid.uuid4().hex}", "enable.auto.commit": False,
+            "group.id": f"{JOB_VIEW_GROUP_PREFIX}{uuid.uuid4().hex}", "enable.auto.commit": False,
             "isolation.level": "read_committed"})
 
     def start(self) -> None:

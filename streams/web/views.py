@@ -29,9 +29,9 @@ from faust import web
 
 from streams.clock import tai_now
 from streams.core.visit_view import WorkerSlice, overview, visit_view
-from streams.gather_processor import GatherProcessor
-from streams.records import DetectorProgress, VisitExpected, VisitProgress
-from streams.runner import PipelineRunner
+from streams.pipelines.runner import PipelineRunner
+from streams.processors.gather import GatherProcessor
+from streams.serde.records import DetectorProgress, VisitExpected, VisitProgress
 from streams.web.auth import CHALLENGE, Tokens
 from topology.keys import SEPARATOR, visit_key
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from stack.cluster import Cluster, ClusterState, Ports, free_port
-from stack.workers import READY, WorkerPool
+from stack.cluster import Cluster, ClusterState, Ports
 from streams.config import Settings
-from streams.driver import Visits
+from streams.ops.workers import READY, WorkerPool, free_port
+from streams.simulate.visits import Visits
 from tests.chaos.verifier import Verdict, Wiring, verify
 from topology.tables import gather_changelog
 from topology.topics import declare
@@ -212,7 +212,7 @@ def main() -> int:
     print(verdict.line())
     for name in ("lost", "duplicated_results", "unexpected_results", "wrong_status", "missing_summaries",
                  "duplicated_summaries", "wrong_counts", "table_mismatches", "missing_alerts", "wrong_alert_counts",
-                 "duplicated_alerts", "stored_not_alerted", "alerted_not_stored"):
+                 "duplicated_alerts", "stored_not_alerted", "alerted_not_stored", "deadline_timeouts"):
         if getattr(verdict, name):
             print(f"  {name}: {getattr(verdict, name)[:10]}")
     return 0 if verdict.ok else 1

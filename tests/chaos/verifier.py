@@ -69,9 +69,9 @@ class Verdict:
     stored_abandoned: int = 0
     """DIA sources stored by a CCD whose result is the visit deadline's timeout (its worker died after the store,
     and no attempt finished it before the deadline): not alerted; counted, not failed (see the README)."""
-    deadline_timeouts: int = 0
-    """Detectors whose raws came but whose result did not before the visit deadline (legitimate after a
-    long outage: the gather times them out; counted, not failed)."""
+    deadline_timeouts: list[tuple[str, int]] = field(default_factory=list)
+    """(group, detector) of detectors whose raws came but whose result did not before the visit deadline
+    (legitimate after a long outage: the gather times them out; counted, not failed)."""
 
     @property
     def ok(self) -> bool:
@@ -91,7 +91,7 @@ class Verdict:
                   f"{len(self.missing_alerts)} CCDs, too many for {len(self.wrong_alert_counts)}, duplicated "
                   f"alerts {len(self.duplicated_alerts)}, stored not "
                   f"alerted {len(self.stored_not_alerted)}, alerted not stored {len(self.alerted_not_stored)}; "
-                  f"deadline timeouts {self.deadline_timeouts} (their stored, unalerted DIA sources "
+                  f"deadline timeouts {len(self.deadline_timeouts)} (their stored, unalerted DIA sources "
                   f"{self.stored_abandoned})")
         return f"ALL-RESULTS-DELIVERED-ONCE ({counts})" if self.ok else f"FAILED ({counts})"
 
@@ -180,7 +180,7 @@ def verify(wiring: Wiring) -> Verdict:
         if r["group_id"] in canceled:
             allowed |= {"canceled"}
         if r["status"] == "timeout" and r["error_class"] == "VisitDeadline" and "timeout" not in allowed:
-            verdict.deadline_timeouts += 1
+            verdict.deadline_timeouts.append((r["group_id"], r["detector"]))
         elif r["status"] not in allowed:
             verdict.wrong_status.append((r["group_id"], r["detector"], r["status"]))
     per_visit = Counter((s["instrument"], s["group_id"]) for s in summaries)

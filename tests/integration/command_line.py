@@ -7,8 +7,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from stack.workers import FAUST
 from streams.config import Settings
+from streams.ops.workers import FAUST
 
 
 def faust(settings: Settings, *args: str, timeout: float = 180.0, fails: bool = False

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from stack.cassandra import Cassandra, CassandraState
-from stack.cluster import Cluster, ClusterState, Ports, Security, free_port
-from stack.workers import WorkerPool
+from stack.cluster import Cluster, ClusterState, Ports, Security
 from streams.config import Settings
+from streams.ops.workers import WorkerPool, free_port
 
 
 @pytest.fixture(scope="session")

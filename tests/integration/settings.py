@@ -6,8 +6,9 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from stack.cluster import ClusterState, free_port
+from stack.cluster import ClusterState
 from streams.config import Settings
+from streams.ops.workers import free_port
 
 
 def isolated_settings(cluster: ClusterState, root: Path, **changes: object) -> Settings:

@@ -21,13 +21,13 @@ from confluent_kafka.admin import AdminClient
 
 from stack.acls import ClientRole, bindings, role_grants, role_security
 from stack.cluster import Cluster, ClusterState, Ports
-from stack.workers import WorkerPool
-from streams import admin
-from streams.codec import Codec
 from streams.config import Settings
-from streams.driver import Visits
 from streams.errors import RegistryError
-from streams.registry import ConfluentRegistry
+from streams.ops.workers import WorkerPool
+from streams.runtime import admin
+from streams.serde.codec import Codec
+from streams.serde.registry import ConfluentRegistry
+from streams.simulate.visits import Visits
 from tests.integration.settings import isolated_settings
 from tests.integration.test_sal_bridge import Bridge
 from topology.topics import declare

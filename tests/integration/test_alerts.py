@@ -25,10 +25,10 @@ from lsst.sphgeom import Angle, Circle, LonLat, UnitVector3d
 
 from stack.cassandra import CassandraState, create_apdb
 from stack.cluster import ClusterState
-from stack.workers import FAUST, WorkerPool
 from streams.config import Settings
-from streams.driver import Visits
+from streams.ops.workers import FAUST, WorkerPool
 from streams.science.association import visit_of
+from streams.simulate.visits import Visits
 from tests.integration.alert_stream import latest_schema, read_alerts
 from tests.integration.settings import isolated_settings
 

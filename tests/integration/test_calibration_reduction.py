@@ -10,13 +10,13 @@ import numpy as np
 from astropy.io import fits
 
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
-from streams.driver import Visits, by_group
-from streams.records import CalibrationProduct
-from streams.repository import read_calibration
+from streams.data.repository import read_calibration
+from streams.ops.workers import WorkerPool
 from streams.science import amplifiers
 from streams.science.geometry import CcdShape
+from streams.serde.records import CalibrationProduct
 from streams.simulate.night import plan_night, read_noise, replay, true_bias, write_bias_sequence, write_night
+from streams.simulate.visits import Visits, by_group
 from tests.integration.settings import isolated_settings
 
 DETECTORS = (0, 94)

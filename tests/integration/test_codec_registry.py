@@ -8,14 +8,14 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from fastavro.schema import to_parsing_canonical_form
 
-from streams import alert_packets
-from streams.admin import TopicMismatchError, ensure_topics, register_schemas
-from streams.codec import Codec, frame, parse
 from streams.config import Settings
 from streams.errors import UnknownSchemaIdError
-from streams.records import RECORD_TYPES
-from streams.registry import ConfluentRegistry
-from streams.schemas import load_schema
+from streams.runtime.admin import TopicMismatchError, ensure_topics, register_schemas
+from streams.serde import alert_packets
+from streams.serde.codec import Codec, frame, parse
+from streams.serde.records import RECORD_TYPES
+from streams.serde.registry import ConfluentRegistry
+from streams.serde.schemas import load_schema
 from tests.unit.test_codec import sample
 from topology.topics import declare
 
@@ -37,7 +37,7 @@ def test_prepare_creates_declared_topics_and_registers_subjects(settings: Settin
     assert {f"{t.name}-value" for t in avro_topics} <= subjects
     assert sorted(ids) == sorted(spec.name for spec in avro_topics)
     for spec in avro_topics:
-        expected = load_schema(spec.record.SCHEMA) if spec.record else json.loads(alert_packets.schema_json())
+        expected = load_schema(spec.schema) if spec.schema else json.loads(alert_packets.schema_json())
         registered = registry.schema_by_id(ids[spec.name])
         assert registered is not None and canonical(registered) == canonical(expected), spec.name
     assert declare(settings).alerts in avro_topics, "the alert stream's official schema is registered at start"

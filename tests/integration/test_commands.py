@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from stack.cluster import ClusterState
-from stack.workers import FAUST, WorkerPool
-from streams import admin
-from streams.codec import Codec
-from streams.config import PROJECT_ROOT, Settings
-from streams.driver import Visits
-from streams.records import RawImageAvailable
-from streams.registry import ConfluentRegistry
+from stack.cluster import PROJECT_ROOT, ClusterState
+from streams.config import Settings
+from streams.ops.workers import FAUST, WorkerPool
+from streams.runtime import admin
+from streams.serde.codec import Codec
+from streams.serde.records import RawImageAvailable
+from streams.serde.registry import ConfluentRegistry
+from streams.simulate.visits import Visits
 from tests.integration.command_line import faust, faust_until, until
 from tests.integration.settings import isolated_settings
 from topology.topics import declare

@@ -13,14 +13,14 @@ from collections import Counter
 from pathlib import Path
 
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
 from streams.clock import tai_now
-from streams.codec import Codec
 from streams.core.instruments import parse_instruments
 from streams.core.surveys import parse_surveys
-from streams.driver import Visits
-from streams.records import NextVisit, NextVisitCanceled, RawImageAvailable
-from streams.registry import ConfluentRegistry
+from streams.ops.workers import WorkerPool
+from streams.serde.codec import Codec
+from streams.serde.records import NextVisit, NextVisitCanceled, RawImageAvailable
+from streams.serde.registry import ConfluentRegistry
+from streams.simulate.visits import Visits
 from tests.fuzzing import (
     DEAD_LETTER_CLASSES,
     Chain,

@@ -16,10 +16,10 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
 from streams.config import Settings
-from streams.driver import Visits
-from streams.records import CcdResult, VisitSummary
+from streams.ops.workers import WorkerPool
+from streams.serde.records import CcdResult, VisitSummary
+from streams.simulate.visits import Visits
 from tests.integration.settings import isolated_settings
 
 

@@ -8,12 +8,12 @@ from dataclasses import replace
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from streams import log_forwarding
-from streams.admin import ensure_topics
-from streams.codec import Codec
 from streams.config import Settings
-from streams.records import LogMessage
-from streams.registry import ConfluentRegistry
+from streams.observability import log_forwarding
+from streams.runtime.admin import ensure_topics
+from streams.serde.codec import Codec
+from streams.serde.records import LogMessage
+from streams.serde.registry import ConfluentRegistry
 from topology.topics import declare
 
 

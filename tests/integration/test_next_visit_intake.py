@@ -9,15 +9,15 @@ from confluent_kafka import SerializingProducer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 
-from stack.workers import WorkerPool
-from streams.admin import ensure_topics
 from streams.clock import tai_now
-from streams.codec import Codec
 from streams.config import Settings
-from streams.driver import Visits
-from streams.records import NextVisit
-from streams.registry import ConfluentRegistry
-from streams.schemas import load_schema
+from streams.ops.workers import WorkerPool
+from streams.runtime.admin import ensure_topics
+from streams.serde.codec import Codec
+from streams.serde.records import NextVisit
+from streams.serde.registry import ConfluentRegistry
+from streams.serde.schemas import load_schema
+from streams.simulate.visits import Visits
 from topology.topics import declare
 
 SUMMIT_VISIT = {

@@ -23,11 +23,11 @@ import pytest
 from confluent_kafka import Producer
 
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
 from streams.config import Settings
 from streams.core.focal_plane import detector_name
-from streams.driver import Visits
-from streams.records import RawImageAvailable
+from streams.ops.workers import WorkerPool
+from streams.serde.records import RawImageAvailable
+from streams.simulate.visits import Visits
 from tests.integration.settings import isolated_settings
 from topology.topics import declare
 

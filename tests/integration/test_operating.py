@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from stack.cluster import ClusterState
-from stack.workers import READY, WorkerPool
-from streams.config import PROJECT_ROOT, Settings
-from streams.driver import Visits
+from stack.cluster import PROJECT_ROOT, ClusterState
+from streams.config import Settings
+from streams.ops.workers import READY, WorkerPool
+from streams.simulate.visits import Visits
 from tests.integration import browser
 from tests.integration.settings import isolated_settings
 

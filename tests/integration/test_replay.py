@@ -17,12 +17,12 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
 from streams.config import Settings
-from streams.driver import Visits, by_group
-from streams.records import CcdResult, VisitSummary
-from streams.replay import replay_settings
-from streams.topic_reader import offsets, partitions_of, reader
+from streams.ops.replay_plan import replay_settings
+from streams.ops.workers import WorkerPool
+from streams.runtime.topic_reader import offsets, partitions_of, reader
+from streams.serde.records import CcdResult, VisitSummary
+from streams.simulate.visits import Visits, by_group
 from tests.integration.command_line import faust
 from tests.integration.settings import isolated_settings
 from topology.tables import changelogs

@@ -10,10 +10,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from stack.cluster import ClusterState, free_port
-from stack.workers import WorkerPool
+from stack.cluster import ClusterState
 from streams.core.focal_plane import detector_name
-from streams.driver import Visits
+from streams.ops.workers import WorkerPool, free_port
+from streams.simulate.visits import Visits
 from tests.integration.settings import isolated_settings
 
 BUCKET = "rubin-summit"

@@ -35,13 +35,13 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from connectors import sal_interface
 from stack.cluster import ClusterState
-from streams.admin import ensure_topics
-from streams.codec import Codec
 from streams.config import Settings
-from streams.log_forwarding import LogForwarder
-from streams.record import Record
-from streams.records import CcdResult, Metric, VisitSummary
-from streams.registry import ConfluentRegistry
+from streams.observability.log_forwarding import LogForwarder
+from streams.runtime.admin import ensure_topics
+from streams.serde.base import Record
+from streams.serde.codec import Codec
+from streams.serde.records import CcdResult, Metric, VisitSummary
+from streams.serde.registry import ConfluentRegistry
 from tests import sal_rules
 from tests.integration.conftest import CHILE_PASSWORD, CHILE_USER
 from tests.integration.settings import isolated_settings

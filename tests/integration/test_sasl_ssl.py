@@ -12,8 +12,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from stack.cluster import Cluster, ClusterState, Ports, Security
-from stack.workers import WorkerPool
-from streams.driver import Visits
+from streams.ops.workers import WorkerPool
+from streams.simulate.visits import Visits
 from tests.integration.settings import isolated_settings
 
 USER, PASSWORD = "prompt", secrets.token_urlsafe(16)

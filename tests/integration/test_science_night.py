@@ -9,11 +9,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from stack.cluster import ClusterState
-from stack.workers import FAUST, WorkerPool
-from streams.driver import Visits, by_group
+from streams.ops.workers import FAUST, WorkerPool
 from streams.science.geometry import CcdShape
 from streams.simulate.night import plan_night
 from streams.simulate.scoring import score
+from streams.simulate.visits import Visits, by_group
 from tests.integration.settings import isolated_settings
 
 DETECTORS = (0, 94, 188)

@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
-from streams.driver import Visits
+from streams.ops.workers import WorkerPool
+from streams.simulate.visits import Visits
 from tests.integration.settings import isolated_settings
 
 GROUP = "2026-11-25T08:00:00.000"
@@ -39,8 +39,8 @@ def test_a_worker_dies_mid_visit_and_its_standby_takes_over(cluster: ClusterStat
         assert {r.status for r in results} == {"success"}
         assert [s.group_id for s in summaries] == [GROUP]
         takeover = second.text()[before_kill:]
-        restores = re.findall(r"detector restored partitions \[[0-9, ]+\]: (\d+) rows \((\d+) from the changelog\)",
-                              takeover)
+        restores = re.findall(r"detector restored partitions \[[0-9, ]+\]: (\d+) rows in memory "
+                              r"\((\d+) from the changelog\)", takeover)
         assert restores, "the survivor rebalanced onto the dead worker's partitions"
         assert all(int(rows) > 0 for rows, _ in restores), "it holds the detectors' rows"
         assert all(replayed == "0" for _, replayed in restores), "its standby copies were current"

@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
-from streams.driver import Visits, by_group
+from streams.ops.workers import WorkerPool
+from streams.simulate.visits import Visits, by_group
 from tests.integration.settings import isolated_settings
 
 LSSTCAM = list(range(189))

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from stack.cluster import ClusterState
-from stack.workers import WorkerPool
 from streams.clock import tai_now
-from streams.driver import Visits, by_group, exposure_id
-from streams.records import CcdResult, DeadLetter, LogMessage, Metric, RawImageAvailable, VisitSummary
+from streams.ops.workers import WorkerPool
+from streams.serde.records import CcdResult, DeadLetter, LogMessage, Metric, RawImageAvailable, VisitSummary
+from streams.simulate.visits import Visits, by_group, exposure_id
 from tests.integration.settings import isolated_settings
 
 DETECTORS = list(range(9))

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from streams.codec import Codec
 from streams.runtime.driver import MemoryRegistry
 from streams.runtime.engine import TransactionalProcessor
+from streams.serde.codec import Codec
 
 P = TypeVar("P", bound=TransactionalProcessor[Any])
 

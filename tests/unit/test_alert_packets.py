@@ -15,7 +15,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from lsst.alert.packet import get_latest_schema_version, get_schema_path
 
-from streams.alert_packets import (
+from streams.science.cutouts import cutout
+from streams.serde.alert_packets import (
     SCHEMA_VERSION,
     packet,
     read_packets,
@@ -25,7 +26,6 @@ from streams.alert_packets import (
     validate,
     write_packets,
 )
-from streams.science.cutouts import cutout
 
 SAMPLE_DATA = Path(get_schema_path(*SCHEMA_VERSION)) / "sample_data"
 

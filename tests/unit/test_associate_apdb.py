@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streams.alert_packets import read_packets, validate
-from streams.apdb import ApdbAccess, Sky, create_sqlite
 from streams.config import Settings
+from streams.data.apdb import ApdbAccess, Sky, create_sqlite
 from streams.errors import RetriableError
 from streams.pipelines.associate_apdb import AssociateApdb, Exposure
-from streams.records import DetectorProgress, HeldSnap
 from streams.science.alert_production import Timer
 from streams.science.geometry import CcdShape, detector_wcs
+from streams.serde.alert_packets import read_packets, validate
+from streams.serde.records import DetectorProgress, HeldSnap
 
 SIZE = 200
 VISIT = 2026112500367

@@ -16,8 +16,8 @@ from bench.harness import Spread
 from bench.overhead import Overhead
 from bench.report import Results, render
 from bench.throughput import Rate
-from streams.codec import frame, write_datum
 from streams.science import association
+from streams.serde.codec import frame, write_datum
 
 
 def test_percentiles_are_observed_values_by_nearest_rank() -> None:

@@ -8,7 +8,7 @@ import math
 from bench.harness import Spread
 from bench.night import Lag, NightRun, Sample, all_success, along, group_of, lag_rows, quarter_rates, steady_rate
 from bench.report import Results, render
-from streams.records import VisitSummary
+from streams.serde.records import VisitSummary
 
 MB = 1 << 20
 

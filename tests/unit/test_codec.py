@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.codec import frame, from_json, parse, read_datum, unframe, write_datum
 from streams.errors import AvroDataError, SchemaMismatchError, WireFormatError
-from streams.record import Record
-from streams.records import RECORD_TYPES, NextVisit
-from streams.schemas import load_schema
+from streams.serde.base import Record
+from streams.serde.codec import frame, from_json, parse, read_datum, unframe, write_datum
+from streams.serde.records import RECORD_TYPES, NextVisit
+from streams.serde.schemas import load_schema
 
 SAMPLES: dict[str, Record] = {
     "next_visit": NextVisit(salIndex=1, private_sndStamp=1.8e9, groupId="2026-11-25T01:02:03.000",

@@ -10,7 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.codec import (
+from streams.errors import AvroDataError
+from streams.runtime.driver import MemoryRegistry
+from streams.serde.base import Record
+from streams.serde.codec import (
     Codec,
     FieldTooLongError,
     compile_reader,
@@ -20,11 +23,8 @@ from streams.codec import (
     read_datum,
     write_datum,
 )
-from streams.errors import AvroDataError
-from streams.record import Record
-from streams.records import RECORD_TYPES, CcdResult, DetectorOutcome, Metric, VisitProgress
-from streams.runtime.driver import MemoryRegistry
-from streams.schemas import Schema, load_schema
+from streams.serde.records import RECORD_TYPES, CcdResult, DetectorOutcome, Metric, VisitProgress
+from streams.serde.schemas import Schema, load_schema
 
 EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LONGS = st.integers(-(2 ** 63), 2 ** 63 - 1)

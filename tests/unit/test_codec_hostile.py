@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from streams.codec import MISSES_PER_WINDOW, REFUSAL_SECONDS, Codec, frame, parse_named, write_datum
 from streams.errors import AvroDataError, FieldTooLongError, SchemaMismatchError, UnknownSchemaIdError
-from streams.records import Metric, NextVisit, OcpsJobEvent, RawImageAvailable
 from streams.runtime.driver import MemoryRegistry
-from streams.schemas import Schema, load_schema
-from streams.writer_schemas import mismatch
+from streams.serde.codec import MISSES_PER_WINDOW, NEAR_IDS, REFUSAL_SECONDS, Codec, frame, parse_named, write_datum
+from streams.serde.records import Metric, NextVisit, OcpsJobEvent, RawImageAvailable
+from streams.serde.schemas import Schema, load_schema
+from streams.serde.writer_schemas import mismatch
 from tests.fuzzing import varint
 from tests.unit.core.flow import next_visit
 
@@ -61,8 +61,8 @@ def decode_in_child(writer: Schema, payload: bytes) -> str:
     timeout too, so only another process can tell it hung."""
     code = textwrap.dedent(f"""
         import json, sys
-        from streams.codec import Codec, frame
-        from streams.records import NextVisit
+        from streams.serde.codec import Codec, frame
+        from streams.serde.records import NextVisit
         class Registry:
             def register(self, subject, schema): return 1
             def schema_by_id(self, schema_id): return json.loads({json.dumps(json.dumps(writer))})
@@ -181,20 +181,25 @@ def test_a_burst_of_an_unknown_id_asks_the_registry_once() -> None:
 
 
 def test_a_burst_of_distinct_made_up_ids_asks_the_registry_a_bounded_number_of_times() -> None:
-    """Ten thousand messages, each naming another id the registry lacks, cost `MISSES_PER_WINDOW` lookups, not
-    one each; every message is an UnknownSchemaIdError, and once the window has passed a real id is read."""
+    """Ten thousand messages, each naming another id far above the registry's, cost `MISSES_PER_WINDOW` lookups,
+    not one each; every message is an UnknownSchemaIdError. A schema registered during the burst (the next id in
+    the registry's order) is still read at once, and once the window has passed a far id is asked for again."""
     registry, clock = MemoryRegistry(), Clock()
     codec = Codec(registry, clock=clock)
     payload = own_fields(next_visit())
-    for schema_id in range(1000, 11_000):
+    far = range(NEAR_IDS + 1, NEAR_IDS + 10_001)
+    for schema_id in far:
         with pytest.raises(UnknownSchemaIdError, match=f"schema id {schema_id} "):
             codec.decode(frame(schema_id, payload), NextVisit)
     assert registry.lookups == MISSES_PER_WINDOW
     real = registry.register("s", load_schema("next_visit"))
-    with pytest.raises(UnknownSchemaIdError, match="not looked up"):
-        codec.decode(frame(real, payload), NextVisit)
-    clock.now += REFUSAL_SECONDS
     assert codec.decode(frame(real, payload), NextVisit) == next_visit()
+    assert registry.lookups == MISSES_PER_WINDOW + 1
+    with pytest.raises(UnknownSchemaIdError, match="not looked up"):
+        codec.decode(frame(far[0] + 2 * NEAR_IDS, payload), NextVisit)
+    clock.now += REFUSAL_SECONDS
+    with pytest.raises(UnknownSchemaIdError, match="is not in the schema registry"):
+        codec.decode(frame(far[0] + 2 * NEAR_IDS, payload), NextVisit)
 
 
 # -- field limits ---------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.config import PREFIX, PROJECT_ROOT, Settings
+from stack.cluster import PROJECT_ROOT
+from streams.config import PREFIX, Settings
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 
@@ -83,10 +84,13 @@ def test_workers_have_their_own_names_and_state(services: dict[str, dict[str, An
 
 
 def test_images_and_commands_are_coherent(services: dict[str, dict[str, Any]]) -> None:
-    """Our services build the Dockerfile, which holds every package; each `python -m` module exists."""
+    """Our services build the Dockerfile, which builds the wheel from every package and installs it (not the
+    source tree); each `python -m` module exists."""
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     for package in ("streams", "topology", "connectors", "stack", "schemas"):
         assert f"COPY {package} {package}" in dockerfile
+    assert "pip wheel" in dockerfile and "pip install --no-cache-dir /wheels/*.whl" in dockerfile
+    assert "-e ." not in dockerfile
     ours = {name: s for name, s in services.items() if s.get("build") == "."}
     assert set(ours) == {*workers(services), "sal-bridge"}
     assert len({s["image"] for s in ours.values()}) == 1

@@ -11,8 +11,8 @@ from typing import ClassVar
 import pytest
 
 from streams.config import Settings, SettingsError
-from streams.registry import ConfluentRegistry
 from streams.secrets import scrub
+from streams.serde.registry import ConfluentRegistry
 
 
 def test_defaults_point_at_the_local_stack() -> None:
@@ -43,6 +43,19 @@ def test_unusable_values_are_refused_by_name(environ: dict[str, str]) -> None:
     """A bad value fails at start-up with the variable's name, not later in a client."""
     with pytest.raises(SettingsError, match=r"PROMPT_STREAMS_|at least 1"):
         Settings.from_env(environ)
+
+
+def test_every_bad_value_is_named_in_one_message() -> None:
+    """Three bad values at once: each is named with what it must be, so one restart fixes them all."""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"PROMPT_STREAMS_WEB_PORT": "70000", "PROMPT_STREAMS_LOG_FORMAT": "xml",
+                           "PROMPT_STREAMS_ASSOCIATION_RADIUS": "nan"})
+    message = str(refused.value)
+    assert "PROMPT_STREAMS_WEB_PORT=70000: must be at most 65535" in message
+    assert "PROMPT_STREAMS_LOG_FORMAT='xml': expected one of text, json" in message
+    assert "PROMPT_STREAMS_ASSOCIATION_RADIUS=nan: not a finite number" in message
+    with pytest.raises(SettingsError, match=r"RETENTION='1h': not a number; .*PROCESSES='two': not an integer"):
+        Settings.from_env({"PROMPT_STREAMS_PIPELINE_PROCESSES": "two", "PROMPT_STREAMS_RETENTION": "1h"})
 
 
 def test_secrets_are_masked_when_shown() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
-from streams.codec import parse, write_datum
-from streams.dead_letters import dead_letter
 from streams.errors import InvalidEventError
-from streams.schemas import load_schema
+from streams.runtime.dead_letters import dead_letter
+from streams.serde.codec import parse, write_datum
+from streams.serde.schemas import load_schema
 
 PRODUCER_LIMIT = 1_000_000
 

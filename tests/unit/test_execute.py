@@ -18,7 +18,7 @@ from streams.config import Settings
 from streams.errors import NonRetriableError, RetriableError
 from streams.pipelines import execute
 from streams.pipelines.base import Outcome, PipelineUnavailable
-from streams.records import CcdResult, DetectorProgress, HeldSnap
+from streams.serde.records import CcdResult, DetectorProgress, HeldSnap
 from tests.fits_bombs import gzip_bomb, small_raw
 
 

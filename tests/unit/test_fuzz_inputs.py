@@ -25,14 +25,14 @@ from connectors.sal_bridge_step import BridgeConfig, step
 from connectors.sal_events import SalMessage, Writer
 from connectors.sal_interface import METRIC, avro_schema
 from connectors.sasquatch import SasquatchRecord, Unmapped
-from streams.codec import MAX_MESSAGE_BYTES, Codec, frame, parse, write_datum
 from streams.config import Settings
 from streams.core.arrivals import GROUP_ID
 from streams.core.instruments import parse_instruments
 from streams.core.surveys import parse_surveys
 from streams.errors import DecodeError, FieldTooLongError, WireFormatError
 from streams.pipelines.shell import SAFE_VALUE, UnsafeValue, placeholder_values, render
-from streams.records import (
+from streams.serde.codec import MAX_MESSAGE_BYTES, Codec, frame, parse, write_datum
+from streams.serde.records import (
     DetectorProgress,
     HeldSnap,
     Metric,
@@ -41,7 +41,7 @@ from streams.records import (
     RawImageAvailable,
     SalBridgeCheckpoint,
 )
-from streams.schemas import Schema
+from streams.serde.schemas import Schema
 from tests.fuzzing import (
     DEAD_LETTER_CLASSES,
     RAW_BUCKET,

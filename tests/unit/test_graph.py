@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from streams.config import PROJECT_ROOT, Settings
+from stack.cluster import PROJECT_ROOT
+from streams.config import Settings
 from topology.graph import Guarantee, declare_graph, picture, readme_with_picture
 from topology.topics import Role, declare
 

@@ -9,8 +9,8 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from streams import repository
-from streams.ingest import IngestError, ingest_calibration, ingest_template
+from streams.data import repository
+from streams.data.ingest import IngestError, ingest_calibration, ingest_template
 from streams.science import amplifiers
 from streams.science.geometry import tan_wcs
 

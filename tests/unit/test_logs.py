@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from streams import logs
 from streams.config import Settings
-from streams.records import CcdResult, RawImageAvailable
+from streams.observability import logs
+from streams.serde.records import CcdResult, RawImageAvailable
 
 
 def line(formatter: logs.JsonFormatter, message: str, *args: object) -> dict[str, object]:

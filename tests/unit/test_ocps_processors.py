@@ -15,8 +15,10 @@ from streams.core.focal_plane import detector_name
 from streams.core.instruments import parse_instruments
 from streams.core.job import group_of
 from streams.processors.ocps import OcpsJobs, OcpsOutcomes
-from streams.record import Record
-from streams.records import (
+from streams.runtime.driver import TopologyTestDriver
+from streams.runtime.engine import Batch
+from streams.serde.base import Record
+from streams.serde.records import (
     CcdResult,
     DeadLetter,
     DetectorCommand,
@@ -26,8 +28,6 @@ from streams.records import (
     VisitExpected,
     VisitSummary,
 )
-from streams.runtime.driver import TopologyTestDriver
-from streams.runtime.engine import Batch
 from tests.unit.fake_kafka import FakeMessage, offline
 from tests.unit.runtime.visits import driver_settings
 from topology.keys import detector_key, snap_key, visit_key

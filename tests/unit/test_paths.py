@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
-from streams import repository
 from streams.config import Settings
 from streams.core.calibrations import calibration_name, plain_name
+from streams.data import repository
 from streams.pipelines import execute
-from streams.records import CcdResult, DetectorProgress, HeldSnap
 from streams.science import amplifiers
 from streams.science.geometry import CcdShape
+from streams.serde.records import CcdResult, DetectorProgress, HeldSnap
 from streams.simulate import night as simulated
 from streams.simulate.camera import expose, make_detector, primary_header, raw_hdus
 

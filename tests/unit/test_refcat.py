@@ -12,8 +12,8 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table, vstack
 
-from streams import refcat
-from streams.ingest import IngestError, ingest_refcat
+from streams.data import refcat
+from streams.data.ingest import IngestError, ingest_refcat
 from streams.science.geometry import CcdShape, detector_wcs, footprint
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from streams.config import Settings
 from streams.core.instruments import Instrument, parse_instruments
-from streams.records import NextVisit, NextVisitCanceled, RawImageAvailable
-from streams.replay import Event, Filters, ReplayError, instruments_toml, pace, replay_settings, select
+from streams.ops.replay_plan import Event, Filters, ReplayError, instruments_toml, pace, replay_settings, select
+from streams.serde.records import NextVisit, NextVisitCanceled, RawImageAvailable
 from topology.tables import changelogs
 from topology.topics import declare
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from streams.config import Settings, SettingsError
-from streams.records import CcdResult, DetectorProgress
-from streams.runner import PipelineRunner
+from streams.pipelines.runner import PipelineRunner
+from streams.serde.records import CcdResult, DetectorProgress
 
 SURVEYS = f"""
 [surveys]

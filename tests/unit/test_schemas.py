@@ -12,8 +12,8 @@ import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from avro.schema import parse as avro_parse
 
-from streams import schemagen
-from streams.schemas import SCHEMA_DIR, load_schema, schema_names
+from streams.serde import schemagen
+from streams.serde.schemas import SCHEMA_DIR, load_schema, schema_names
 
 SAL_PRIVATE = ["salIndex", "private_sndStamp", "private_rcvStamp", "private_efdStamp",
                "private_kafkaStamp", "private_seqNum", "private_revCode", "private_identity",
@@ -56,8 +56,8 @@ def test_next_visit_canceled_is_the_sal_layout() -> None:
 
 
 def test_generated_records_match_the_schemas() -> None:
-    """streams/records.py is what the generator makes from schemas/ today."""
-    assert schemagen.TARGET.read_text() == schemagen.render(), "run: python -m streams.schemagen"
+    """streams/serde/records.py is what the generator makes from schemas/ today."""
+    assert schemagen.TARGET.read_text() == schemagen.render(), "run: python -m streams.serde.schemagen"
 
 
 def compatible(reader: dict[str, Any], writer: dict[str, Any]) -> bool:

@@ -25,8 +25,8 @@ from streams.pipelines.shell import (
     placeholder_values,
     render,
 )
-from streams.records import DetectorProgress, HeldSnap
 from streams.secrets import scrub, secret_variables
+from streams.serde.records import DetectorProgress, HeldSnap
 
 
 def settings_in(tmp_path: Path) -> Settings:

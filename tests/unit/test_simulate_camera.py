@@ -17,8 +17,8 @@ from astropy.io import fits
 from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
-from streams import refcat
 from streams.core.focal_plane import detector_name
+from streams.data import refcat
 from streams.science.amplifiers import SEGMENTS, vendor
 from streams.science.geometry import CcdShape
 from streams.simulate import night as simulated

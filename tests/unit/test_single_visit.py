@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from streams import repository
 from streams.clock import tai_now
-from streams.repository import UnsafePath
+from streams.data import repository
+from streams.data.repository import UnsafePath
 from streams.science import isr
 from streams.science.geometry import CcdShape
 from streams.simulate.single_visit import ChosenVisit, write_chosen_visit

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AclOperation, ResourceType  # type: ignore[att
 from stack.acls import ClientRole, Grant, bindings, chile_grants, processor_group, role_grants, role_security
 from stack.cluster import StackError, credentials_env, stored_passwords
 from streams.config import Settings
-from streams.replay import replay_settings
+from streams.ops.replay_plan import replay_settings
 from topology.graph import declare_graph
 from topology.tables import changelogs
 from topology.topics import declare

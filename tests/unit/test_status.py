@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from streams.records import DeadLetter, DetectorOutcome, DetectorProgress, VisitProgress
-from streams.status import dead_letter_table, in_flight, in_flight_table, jsonable, visit_status
+from streams.ops.status import dead_letter_table, in_flight, in_flight_table, jsonable, visit_status
+from streams.serde.records import DeadLetter, DetectorOutcome, DetectorProgress, VisitProgress
 
 
 def progress(group: str, results: int, summary_time: float = 0.0, first_seen: float = 100.0) -> VisitProgress:

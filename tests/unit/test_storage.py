@@ -13,8 +13,8 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from streams.config import Settings
+from streams.data.storage import ObjectMissing, Storage
 from streams.errors import InvalidEventError, RetriableError
-from streams.storage import ObjectMissing, Storage
 
 
 def storage(root: Path) -> Storage:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from streams.topic_reader import last_of_each
+from streams.runtime.topic_reader import last_of_each
 
 MARKER = None
 """An offset that holds no record (a transaction's commit marker, or an aborted record)."""

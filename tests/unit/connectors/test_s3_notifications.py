@@ -31,11 +31,11 @@ from connectors.s3_notifications import (
 from streams.config import Settings
 from streams.core.arrivals import check_raw
 from streams.core.instruments import parse_instruments
+from streams.data.storage import ObjectMissing, Storage
 from streams.errors import InvalidEventError, RetriableError, SchemaMismatchError, WireFormatError
-from streams.records import DeadLetter, RawImageAvailable
+from streams.observability import metrics
 from streams.runtime.engine import Batch
-from streams.storage import ObjectMissing, Storage
-from streams.web import metrics
+from streams.serde.records import DeadLetter, RawImageAvailable
 from tests.unit.fake_kafka import FakeMessage, offline
 from topology.graph import declare_graph
 from topology.keys import snap_key

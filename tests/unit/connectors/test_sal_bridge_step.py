@@ -23,14 +23,14 @@ from connectors.sal_bridge import MESSAGE_LIMIT, SalBridge
 from connectors.sal_bridge_step import BridgeConfig, step
 from connectors.sal_events import SalMessage, Writer, stable_origin
 from connectors.sasquatch import TOPIC_LIMIT, Unmapped
-from streams.codec import Codec, parse, read_datum, unframe
 from streams.config import Settings, SettingsError
 from streams.errors import RegistryError
-from streams.record import Record
-from streams.records import DeadLetter, LogMessage, Metric, SalBridgeCheckpoint, VisitSummary
 from streams.runtime.driver import Broker, MemoryRegistry, TopologyTestDriver
 from streams.runtime.engine import IDLE_COMMIT_S
-from streams.schemas import Schema
+from streams.serde.base import Record
+from streams.serde.codec import Codec, parse, read_datum, unframe
+from streams.serde.records import DeadLetter, LogMessage, Metric, SalBridgeCheckpoint, VisitSummary
+from streams.serde.schemas import Schema
 from tests.unit.runtime.visits import driver_settings
 from topology.graph import declare_graph
 from topology.topics import TopicSpec
@@ -128,7 +128,7 @@ class Harness:
         """Source records to partition 0 of their topics (raw bytes: to the metrics topic)."""
         for record in records:
             kind = Metric if isinstance(record, bytes) else type(record)
-            spec = next(spec for spec in self.bridge.inputs if spec.record is kind)
+            spec = next(spec for spec in self.bridge.inputs if spec.schema == kind.SCHEMA)
             self.driver.pipe(spec, None, record, partition=0)
 
     def committed(self, topic_part: str) -> list[Message]:

@@ -9,8 +9,8 @@ from connectors.sal_bridge_step import BridgeConfig, step
 from connectors.sal_events import Writer, ccd_result_items, next_seq_num, stable_origin, visit_summary_items
 from connectors.sal_interface import CCD_RESULT, LOG_MESSAGE, METRIC, VISIT_SUMMARY, avro_schema
 from connectors.sasquatch import SasquatchRecord
-from streams.codec import parse, read_datum, write_datum
-from streams.records import CcdResult, LogMessage, Metric, SalBridgeCheckpoint, VisitSummary
+from streams.serde.codec import parse, read_datum, write_datum
+from streams.serde.records import CcdResult, LogMessage, Metric, SalBridgeCheckpoint, VisitSummary
 from tests import sal_rules
 
 WRITER = Writer(sal_index=1, subname="sal", origin=stable_origin("bridge"), tai_minus_utc=37.0)

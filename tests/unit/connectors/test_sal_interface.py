@@ -10,7 +10,7 @@ from tests import sal_rules
 
 
 def test_shipped_interface_files_are_generated_from_the_definitions() -> None:
-    """interfaces/ts_xml/ is what `python -m connectors.sal_interface` writes today."""
+    """connectors/interfaces/ts_xml/ is what `python -m connectors.sal_interface` writes today."""
     for path, text in sal_interface.interface_files().items():
         assert path.read_text() == text, f"{path.name} is stale: run python -m connectors.sal_interface"
 

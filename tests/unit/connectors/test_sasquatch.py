@@ -17,8 +17,8 @@ from connectors.sasquatch import (
     sasquatch_record,
     topic_problem,
 )
-from streams.codec import parse, read_datum, write_datum
-from streams.records import Metric
+from streams.serde.codec import parse, read_datum, write_datum
+from streams.serde.records import Metric
 
 METRIC = Metric(name="prep_butlerTotalTime", value=0.25, unit="s", instrument="LSSTCam",
                 group_id="2026-11-25T03:14:15.926", detector=94, survey="BLOCK-365",

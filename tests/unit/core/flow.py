@@ -15,7 +15,7 @@ from streams.core.instruments import Instrument
 from streams.core.policy import Policy
 from streams.core.surveys import SurveyTable
 from streams.core.visit import plan_visit
-from streams.records import (
+from streams.serde.records import (
     CcdResult,
     DetectorCommand,
     DetectorProgress,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.config import PROJECT_ROOT
+from stack.cluster import PROJECT_ROOT
 from streams.core.instruments import InstrumentConfigError, parse_detectors, parse_instruments
 from streams.core.surveys import SurveyConfigError, parse_surveys
 

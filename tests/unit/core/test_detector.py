@@ -6,13 +6,13 @@ from dataclasses import replace
 
 import pytest
 
-from streams.codec import Codec
 from streams.core import detector
 from streams.core.detector import LATE_EXPOSURES, UNKNOWN_NIMAGES, Phase, most_exposures
 from streams.core.visit import plan_visit
 from streams.errors import IgnorableEvent
-from streams.records import CcdResult, DetectorCommand, DetectorProgress
 from streams.runtime.driver import MemoryRegistry
+from streams.serde.codec import Codec
+from streams.serde.records import CcdResult, DetectorCommand, DetectorProgress
 from tests.unit.core.flow import INSTRUMENTS, POLICY, SURVEYS, T0, next_visit, raw
 
 

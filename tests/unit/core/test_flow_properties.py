@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.visit import plan_cancel, plan_visit
-from streams.records import DetectorCommand, NextVisitCanceled
+from streams.serde.records import DetectorCommand, NextVisitCanceled
 from tests.unit.core.flow import INSTRUMENTS, POLICY, SURVEYS, T0, Flow, next_visit, plan_inputs, raw
 
 DETECTORS = (0, 1, 2)

@@ -6,7 +6,7 @@ import math
 
 from streams.core import gather
 from streams.core.visit import plan_visit
-from streams.records import CcdResult
+from streams.serde.records import CcdResult
 from tests.unit.core.flow import INSTRUMENTS, POLICY, SURVEYS, T0, next_visit
 
 GROUP = "2026-11-25T01:00:00.000"

@@ -22,7 +22,7 @@ from streams.core.job import (
     started,
 )
 from streams.core.triggers import TriggerConfigError, parse_triggers, triggered
-from streams.records import OcpsJob, OcpsJobEvent, VisitSummary
+from streams.serde.records import OcpsJob, OcpsJobEvent, VisitSummary
 from tests.unit.core.flow import INSTRUMENTS, POLICY, T0
 
 PIPELINES = ("copy", "stand-in", "calib-bias")

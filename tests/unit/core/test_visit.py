@@ -8,7 +8,7 @@ import pytest
 
 from streams.core.visit import plan_cancel, plan_visit
 from streams.errors import IgnorableEvent, InvalidEventError
-from streams.records import NextVisitCanceled
+from streams.serde.records import NextVisitCanceled
 from tests.unit.core.flow import INSTRUMENTS, POLICY, SURVEYS, T0, next_visit
 
 

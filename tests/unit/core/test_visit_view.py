@@ -5,7 +5,7 @@ from __future__ import annotations
 from streams.core.detector import Phase
 from streams.core.focal_plane import detector_centre
 from streams.core.visit_view import WorkerSlice, ccd_state, latency_histogram, overview, visit_view
-from streams.records import DetectorOutcome, DetectorProgress, VisitExpected, VisitProgress
+from streams.serde.records import DetectorOutcome, DetectorProgress, VisitExpected, VisitProgress
 
 GROUP = "2026-11-25T03:00:00.000"
 

@@ -20,7 +20,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def instruments(settings: Settings) -> dict[str, Instrument]:
-    """The instruments the app loads (`streams.context.Context.build`)."""
+    """The instruments the app loads (`streams.runtime.context.Context.build`)."""
     return parse_instruments(Path(settings.instruments_file).read_text())
 
 

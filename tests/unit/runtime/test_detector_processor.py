@@ -12,11 +12,11 @@ import pytest
 from streams.config import Settings
 from streams.core.instruments import Instrument
 from streams.core.surveys import SurveyTable
-from streams.gather_processor import GatherProcessor
 from streams.processors.detector import DetectorProcessor
-from streams.records import CcdResult, DetectorProgress, RawImageAvailable
+from streams.processors.gather import GatherProcessor
+from streams.processors.sal_intake import SalIntake
 from streams.runtime.driver import TopologyTestDriver
-from streams.sal_intake import SalIntake
+from streams.serde.records import CcdResult, DetectorProgress, RawImageAvailable
 from tests.unit.core.flow import T0, next_visit
 from tests.unit.runtime.visits import GROUP, INSTRUMENT, NOW
 from topology.keys import detector_key, detector_partition, snap_key

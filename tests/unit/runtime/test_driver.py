@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
 
-from streams.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD
+from streams.runtime.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD
 from streams.runtime.driver import Broker
 
 CONFIG = {"group.id": "g", "auto.offset.reset": "earliest"}

@@ -12,11 +12,11 @@ from streams.config import Settings
 from streams.core.instruments import Instrument
 from streams.core.surveys import SurveyTable
 from streams.errors import RetriableError
-from streams.gather_processor import GatherProcessor
-from streams.records import VisitExpected
+from streams.processors.gather import GatherProcessor
+from streams.processors.sal_intake import SalIntake
 from streams.runtime.driver import TopologyTestDriver
 from streams.runtime.engine import Batch, TransactionalProcessor, UndeclaredOutputError
-from streams.sal_intake import SalIntake
+from streams.serde.records import VisitExpected
 from tests.unit.core.flow import T0, next_visit
 from tests.unit.runtime.visits import GROUP, INSTRUMENT, NOW, outcome, visit_expected
 from topology.graph import declare_graph

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from streams.config import Settings
-from streams.gather_processor import GatherProcessor
+from streams.processors.gather import GatherProcessor
 from streams.runtime.driver import TopologyTestDriver
 from tests.unit.runtime.visits import GROUP, INSTRUMENT, NOW, outcome, visit_expected
 from topology.keys import detector_key, visit_key

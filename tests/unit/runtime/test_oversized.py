@@ -11,11 +11,11 @@ from confluent_kafka import Message
 from streams.config import Settings
 from streams.core.instruments import Instrument
 from streams.core.surveys import SurveyTable
-from streams.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD, VALUE_LIMIT
-from streams.records import NextVisit, VisitExpected
+from streams.processors.sal_intake import SalIntake
+from streams.runtime.dead_letters import PRODUCER_LIMIT, RECORD_OVERHEAD, VALUE_LIMIT
 from streams.runtime.driver import TopologyTestDriver
 from streams.runtime.engine import Batch, TransactionalProcessor
-from streams.sal_intake import SalIntake
+from streams.serde.records import NextVisit, VisitExpected
 from tests.unit.core.flow import T0, next_visit
 from tests.unit.runtime.visits import INSTRUMENT, NOW
 from topology.graph import declare_graph

@@ -11,9 +11,9 @@ import pytest
 from streams.config import Settings
 from streams.core.instruments import Instrument
 from streams.core.surveys import SurveyTable
-from streams.records import NextVisitCanceled
+from streams.processors.sal_intake import SalIntake
 from streams.runtime.driver import TopologyTestDriver
-from streams.sal_intake import SalIntake
+from streams.serde.records import NextVisitCanceled
 from tests.unit.core.flow import T0, next_visit
 from tests.unit.runtime.visits import GROUP, INSTRUMENT, NOW
 from topology.keys import detector_key, detector_partition

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from streams.config import Settings
-from streams.records import CcdResult, VisitExpected
+from streams.serde.records import CcdResult, VisitExpected
 from tests.unit.core.flow import T0
 
 INSTRUMENT = "LSSTComCam"

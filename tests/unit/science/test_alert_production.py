@@ -11,7 +11,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
 
-from streams.refcat import RefStars
+from streams.data.refcat import RefStars
 from streams.science import isr
 from streams.science.alert_production import (
     NoTemplate,

@@ -468,7 +468,7 @@ def test_a_missing_file_is_a_raw_format_error(tmp_path: Path) -> None:
 def test_a_ptc_round_trips_and_is_found_for_any_filter(tmp_path: Path) -> None:
     """Written where calibration_path says, found whatever the filter asked for (ptc is filter-independent),
     read back exactly."""
-    from streams import repository  # here: it imports the whole science chain, the ISR tests need only isr
+    from streams.data import repository  # here: it imports the whole science chain, the ISR tests need only isr
     start, end = 1.796e9, 1.796e9 + 30 * 86400
     path = repository.calibration_path(tmp_path, "LSSTCam", "ptc", 98, repository.ANY_FILTER, start, end)
     repository.write_ptc(path, AMPS, 98, start, end)
@@ -485,7 +485,7 @@ def test_a_ptc_round_trips_and_is_found_for_any_filter(tmp_path: Path) -> None:
 
 def test_a_ptc_lacking_an_amplifier_is_refused_naming_it(tmp_path: Path) -> None:
     """read_ptc checks all 16 segments are there."""
-    from streams import repository
+    from streams.data import repository
     path = tmp_path / "ptc.fits"
     repository.write_ptc(path, isr.AmpCalibration({k: v for k, v in GAINS.items() if k != "Segment07"},
                                                   {k: v for k, v in READ_NOISE.items() if k != "Segment07"}), 98, 0, 1)
@@ -580,11 +580,11 @@ def test_the_calibration_pipeline_needs_the_detector_s_ptc(tmp_path: Path, monke
     """No ptc valid for the detector: NonRetriableError naming it; with one, the master is made from its gains."""
     from dataclasses import replace
 
-    from streams import repository
     from streams.config import Settings
+    from streams.data import repository
     from streams.errors import NonRetriableError
     from streams.pipelines.calibration import CalibrationPipeline
-    from streams.records import DetectorProgress
+    from streams.serde.records import DetectorProgress
 
     vendor, g = "E2V", SMALL["E2V"]
     raws = [isr.read_raw(to_bytes(camera_raw(vendor, g, seed=seed))) for seed in (5, 6, 7)]

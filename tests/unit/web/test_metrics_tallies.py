@@ -6,7 +6,7 @@ import math
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from streams.web.metrics import SECONDS, count_by, observe_many
+from streams.observability.metrics import SECONDS, count_by, observe_many
 
 
 def exposed(registry: CollectorRegistry) -> list[str]:

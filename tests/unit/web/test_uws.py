@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xml.etree import ElementTree as ET
 
-from streams.records import OcpsJob, OcpsJobResult
+from streams.serde.records import OcpsJob, OcpsJobResult
 from streams.web.uws import job_xml, jobs_xml, results_xml
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"

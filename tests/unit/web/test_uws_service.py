@@ -13,12 +13,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from streams.codec import Codec
 from streams.config import Settings
-from streams.context import Context
 from streams.errors import RegistryError
-from streams.records import OcpsJob
+from streams.runtime.context import Context
 from streams.runtime.driver import MemoryRegistry
+from streams.serde.codec import Codec
+from streams.serde.records import OcpsJob
 from streams.web.auth import Tokens
 from streams.web.uws import JobService, JobView
 

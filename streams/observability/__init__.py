@@ -1,0 +1,1 @@
+"""Observability: logs as key/value events, log forwarding to Kafka, Prometheus metrics."""

@@ -1,0 +1,2 @@
+"""Serialisation: the codec (Confluent-framed Avro), the registry client, and the records generated
+from `schemas/*.avsc`."""
