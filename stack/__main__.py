@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["fetch", "up", "down", "status", "env"])
-    parser.add_argument("--name", default="main", help="cluster name (folder .local/stacks/NAME)")
+    parser.add_argument("--name", default="main", help="cluster name (folder $PROMPT_STREAMS_HOME/stacks/NAME)")
     parser.add_argument("--broker-port", type=int, default=9092)
     parser.add_argument("--controller-port", type=int, default=9093)
     parser.add_argument("--registry-port", type=int, default=8081)

@@ -4,9 +4,9 @@ Rubin's production APDB is Cassandra. No Debian package and no Docker engine exi
 machines, so the node runs `CassandraDaemon` straight from the jars `make setup` fetched from Maven
 Central (`stack/cassandra-pom.xml`), with a generated `cassandra.yaml`.
 
-A node lives in its own folder, `.local/cassandra/stacks/<name>` by default: data, commitlog,
+A node lives in its own folder, `$PROMPT_STREAMS_HOME/cassandra/stacks/<name>` by default: data, commitlog,
 saved caches, hints, its log and `state.json`, which records what runs. It is deliberately not
-inside the Kafka cluster's folder `.local/stacks/<name>`: `Cluster.down()` (also called by `up()`
+inside the Kafka cluster's folder `$PROMPT_STREAMS_HOME/stacks/<name>`: `Cluster.down()` (also called by `up()`
 on a half-dead cluster) stops every JVM whose command line names that folder, and would take
 Cassandra with it.
 
@@ -175,7 +175,7 @@ class Cassandra:
         name: a label (the cluster name Cassandra reports), also the default folder name.
         native_port: the CQL port clients use; 0 picks a free one when the node starts.
         storage_port: the inter-node port (bound even by a single node); 0 picks a free one.
-        root: the folder for data, logs and state; defaults to `.local/cassandra/stacks/<name>`.
+        root: the folder for data, logs and state; defaults to `$PROMPT_STREAMS_HOME/cassandra/stacks/<name>`.
         bound_to_parent: the JVM receives SIGTERM when the process that started it dies
             (pytest fixtures use this, so a killed test run leaves no JVM behind).
     """
@@ -214,7 +214,8 @@ class Cassandra:
             return running
         self.down()  # a half-dead node: clear it before starting afresh
         if not any(CASSANDRA_LIB.glob("cassandra-all-*.jar")):
-            raise StackError(f"no Cassandra jars in {CASSANDRA_LIB}: run `make setup` (or make .local/.cassandra)")
+            raise StackError(f"no Cassandra jars in {CASSANDRA_LIB}: run `python -m stack fetch --cassandra` "
+                             "(`make setup` in a checkout)")
         native_port = self.native_port or free_port()
         storage_port = self.storage_port or free_port()
         for folder in ("data", "commitlog", "saved_caches", "hints", "cdc_raw", "logs"):

@@ -1,6 +1,6 @@
 """The life of one local cluster: a KRaft Kafka broker plus a schema registry, on loopback.
 
-A cluster lives in its own folder (`.local/stacks/<name>` by default): Kafka's log directory,
+A cluster lives in its own folder (`$PROMPT_STREAMS_HOME/stacks/<name>` by default): Kafka's log directory,
 the registry's H2 database, both JVMs' logs and `state.json`, which records what is running.
 `up()` finds a running cluster from that file or starts one and waits until both answer;
 `down()` stops both JVMs and sweeps any JVM still running from the folder, so none is orphaned.
@@ -180,9 +180,9 @@ class Cluster:
     """One broker and one registry rooted in a folder of their own.
 
     Args:
-        name: a label, also the default folder name under `.local/stacks/`.
+        name: a label, also the default folder name under `$PROMPT_STREAMS_HOME/stacks/`.
         ports: loopback ports; zeros are replaced by free ports when the cluster starts.
-        root: the folder for data, logs and state; defaults to `.local/stacks/<name>`.
+        root: the folder for data, logs and state; defaults to `$PROMPT_STREAMS_HOME/stacks/<name>`.
         bound_to_parent: the JVMs receive SIGTERM when the process that started them dies
             (pytest fixtures use this, so a killed test run leaves no JVM behind).
     """
@@ -215,6 +215,9 @@ class Cluster:
         if running := self.status():
             return running
         self.down()  # a half-dead cluster: clear it before starting afresh
+        if not KAFKA_LIB.is_dir() or not REGISTRY_JAR.is_file():
+            raise StackError(f"no Kafka or registry jars in {LOCAL_DIR}: run `python -m stack fetch` "
+                             "(`make setup` in a checkout)")
         ports = self.ports.resolved()
         for folder in ("kafka-data", "registry", "logs"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
