@@ -4,7 +4,7 @@ It starts the local stack and a worker (the faust CLI), writes a night (master c
 templates, and raws of every detector with variable sources injected at known positions; the third
 visit returns to the first one's field), replays its visits as nextVisit and raw-arrival events,
 and prints, per visit, the summary, the alerts sent, and how many of the injected transients the
-alerts recovered. The stack stays up afterwards (`make down` stops it).
+alerts recovered. The stack stays up afterwards (`python -m stack down`, or `make down`, stops it).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def main() -> int:
               f"{recovery.detections}")
         print(calibration_line(Path(settings.data_root) / "truth" / f"{visit.group_id}.fits",
                                [r for r in by_group(results, visit.group_id) if r.status == "success"]))
-    print("the stack is still running: `make down` stops it")
+    print("the stack is still running: `python -m stack down` (or `make down` in a checkout) stops it")
     return 0 if len(summaries) == VISITS else 1
 
 
