@@ -93,10 +93,11 @@ class Supervisor:
                         self.restarts += 1
 
 
-def send_visits(visits: Visits, count: int, interval: float, rng: random.Random) -> None:
-    """Visits with every kind of trouble the generator knows."""
+def send_visits(visits: Visits, count: int, interval: float, rng: random.Random, sent: dict[str, float]) -> None:
+    """Visits with every kind of trouble the generator knows; `sent` records when each group started."""
     for index in range(count):
         group = f"2026-11-25T{4 + index // 3600:02d}:{index // 60 % 60:02d}:{index % 60:02d}.000"
+        sent[group] = time.monotonic()
         first = 1 + 2 * index
         arrivals = [visits.raw(group, d, s, first + s) for d in range(9) for s in (0, 1)]
         kind = index % 6
@@ -154,9 +155,10 @@ def run(visits_count: int, kill_every: float, interval: float, root: Path, settl
         pool.started[0].wait_for(READY, 120)
         threading.Thread(target=supervisor.watch, daemon=True).start()
         visits = Visits(settings, patience=600.0)  # the broker bounce must not stop the generator
-        sender = threading.Thread(target=send_visits, args=(visits, visits_count, interval, rng), daemon=True)
-        sender.start()
+        sent: dict[str, float] = {}
         started, actions = time.monotonic(), 0
+        sender = threading.Thread(target=send_visits, args=(visits, visits_count, interval, rng, sent), daemon=True)
+        sender.start()
         retired = bounced = False
         while sender.is_alive() or not bounced:  # a short run, too, gets a kill, a retire/add and a bounce
             time.sleep(kill_every)
@@ -192,6 +194,9 @@ def run(visits_count: int, kill_every: float, interval: float, root: Path, settl
                   f"{len(verdict.missing_summaries)} summaries and the alerts of {len(verdict.missing_alerts)} CCDs "
                   "not out yet", flush=True)
         print(f"[{time.monotonic() - started:5.1f} s] verified", flush=True)
+        for group, detector in verdict.deadline_timeouts:  # to tie each to the chaos action before it
+            print(f"  deadline timeout: {group} detector {detector}, sent at {sent[group] - started:5.1f} s",
+                  flush=True)
         print(f"workers restarted by the supervisor: {supervisor.restarts}", flush=True)
         return verdict
     finally:
