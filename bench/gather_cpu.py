@@ -154,7 +154,7 @@ def stages(gather: GatherProcessor, inputs: list[Message]) -> None:
             decoded.append(codec.decode(m.value(), CcdResult if m.topic() == outcome_topic else VisitExpected))
     stage("decode (codec.decode)", n, decode)
     from streams.observability import logs
-    stage("logs.label_record", n, lambda: list(map(logs.label_record, decoded)))
+    stage("logs.bind", n, lambda: list(map(logs.bind, decoded)))
     from streams.core import gather as core
     steps: list[Any] = []
 

@@ -43,6 +43,7 @@ from streams.core.focal_plane import detector_id
 from streams.core.instruments import Instrument
 from streams.data.storage import ObjectMissing, Storage
 from streams.errors import DecodeError, InvalidEventError, RetriableError, SchemaMismatchError, WireFormatError
+from streams.observability import logs
 from streams.runtime.dead_letters import dead_letter as bounded_dead_letter
 from streams.runtime.engine import Batch, TransactionalProcessor, message_offset, message_partition
 from streams.serde.base import Record
@@ -50,7 +51,7 @@ from streams.serde.records import DeadLetter, RawImageAvailable
 from topology.graph import declare_graph
 from topology.keys import snap_key
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 NAME = "s3-notifications"
 """The processor's name in `topology/graph.py`: its consumer group, and the agent of its dead letters."""
 KEY = re.compile(r"^(?P<instrument>[A-Za-z]+)/(?P<day_obs>\d{8})/(?P<obs_id>[A-Z]{2}_[A-Z]_(?P<date>\d{8})_"
@@ -333,7 +334,6 @@ class S3Notifications(TransactionalProcessor[Record]):
         parts = resolve(message.value(), self.settings, self.storage.read, self.accept)
         topic, partition, offset, key = (message.topic() or "", message_partition(message), message_offset(message),
                                          message.key())
-        origin = f"{topic}[{partition}]@{offset}"
         for part in parts:
             outcome = part.outcome
             if isinstance(outcome, RawImageAvailable):
@@ -341,14 +341,15 @@ class S3Notifications(TransactionalProcessor[Record]):
                                       snap_key(outcome.instrument, outcome.group_id, outcome.detector,
                                                outcome.snap).encode(), outcome))
             elif isinstance(outcome, Ignored):
-                log.log(logging.DEBUG if outcome.quiet else logging.INFO, "%s: ignored %s, %s: %s", NAME, origin,
-                        part.where, outcome.reason)
+                log.log(logging.DEBUG if outcome.quiet else logging.INFO, "ignored", processor=NAME, topic=topic,
+                        partition=partition, offset=offset, part=part.where, reason=outcome.reason)
             elif isinstance(outcome, Exception):
                 if isinstance(outcome, (DecodeError, InvalidEventError)):
-                    log.warning("%s: dead letter from %s, %s: %s: %s", NAME, origin, part.where,
-                                type(outcome).__name__, outcome)
+                    log.warning("dead letter", processor=NAME, topic=topic, partition=partition, offset=offset,
+                                part=part.where, error=type(outcome).__name__, reason=outcome)
                 else:
-                    log.error("%s: unexpected error on %s, %s", NAME, origin, part.where, exc_info=outcome)
+                    log.exception("unexpected error: dead letter", outcome, processor=NAME, topic=topic,
+                                  partition=partition, offset=offset, part=part.where)
                 batch.records.append((self.topics.dead_letter, key,
                                       part_dead_letter(topic, partition, offset, key, part, outcome, now)))
             else:

@@ -58,6 +58,7 @@ from connectors.sasquatch import SasquatchRecord, Unmapped, environment_problem,
 from streams.clock import tai_minus_utc
 from streams.config import Settings, SettingsError
 from streams.errors import DecodeError, RegistryError, RetriableError
+from streams.observability import logs
 from streams.runtime.admin import ensure_topics
 from streams.runtime.engine import Batch, CheckpointOffsets, TransactionalProcessor, message_offset, message_partition
 from streams.serde.base import Record
@@ -68,7 +69,7 @@ from streams.serde.registry import ConfluentRegistry
 from topology.graph import COMPACT, declare_graph, sal_bridge_topics
 from topology.topics import KEEP, Partitioning, Role, TopicSpec
 
-log = logging.getLogger("connectors.sal_bridge")
+log = logs.events("connectors.sal_bridge")
 MESSAGE_LIMIT = 990_000
 """Bytes of key and value a Chile message may have: the producer refuses a record over 1,000,000 bytes with its
 overhead, and that refusal, raised inside the transaction, would stop every retry of the batch."""
@@ -154,8 +155,8 @@ class SalBridge(TransactionalProcessor[Record]):
     def restored(self, partitions: list[int]) -> None:
         """Started: any previous instance is fenced, the last checkpoint read."""
         checkpoint: SalBridgeCheckpoint = self.offsets.checkpoint
-        log.info("SAL bridge %s running: %d messages written before, resuming at %s", self.group,
-                 sum(checkpoint.seq_nums.values()), dict(sorted(checkpoint.positions.items())))
+        log.info("SAL bridge running", group=self.group, written_before=sum(checkpoint.seq_nums.values()),
+                 resuming_at=dict(sorted(checkpoint.positions.items())))
 
     def prepare(self, messages: list[Message]) -> None:
         """Create the Sasquatch topics and register the schemas the batch's metrics need, before the engine reads
@@ -180,11 +181,12 @@ class SalBridge(TransactionalProcessor[Record]):
         record_type = record_of(spec)
         assert record_type is not None, "every source topic is Avro"
         record = self.decode(spec, message, record_type)
+        logs.bind(record)
         batch.checkpoint, messages, reason = self._convert(batch.checkpoint, record, now)
         batch.records += messages
         if reason is not None:
-            log.warning("SAL bridge: dead letter from %s[%d]@%d: %s", spec.name, message_partition(message),
-                        message_offset(message), reason)
+            log.warning("SAL bridge: dead letter", topic=spec.name, partition=message_partition(message),
+                        offset=message_offset(message), reason=reason)
             self.reject(batch, message, UnmappableError(reason), now)
 
     def committed(self, batch: Batch[Record], now: float) -> None:
@@ -272,7 +274,7 @@ class SalBridge(TransactionalProcessor[Record]):
 def main() -> int:
     """Run the bridge until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)  # the libraries' INFO (one line per registry request) stays quiet
+    log.logger.setLevel(logging.INFO)  # the libraries' INFO (one line per registry request) stays quiet
     try:
         bridge = SalBridge(Settings.from_env())
     except SettingsError as error:
@@ -289,14 +291,13 @@ def main() -> int:
         signal.signal(sig, on_signal)
     try:
         bridge.run(stop)
-        log.info("SAL bridge %s stopping on %s after %d records (%d messages and %d dead letters written) since "
-                 "start", bridge.group, received[0] if received else "request", bridge.records, bridge.messages,
-                 bridge.dead_lettered)
+        log.info("SAL bridge stopping", group=bridge.group, on=received[0] if received else "request",
+                 records=bridge.records, messages=bridge.messages, dead_letters=bridge.dead_lettered)
     except KafkaException as exception:
         problem = exception.args[0]
         if problem.fatal() or problem.code() == KafkaError._FATAL:
             log.critical("SAL bridge stops on a fatal Kafka error (fenced by a newer instance with the same "
-                         "transactional.id?): %s", problem)
+                         "transactional.id?)", reason=problem)
             return 1
         raise
     return 0

@@ -14,7 +14,6 @@ An APDB that does not answer is retried until `apdb_retry_seconds`; then the CCD
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import sqlite3
 import time
@@ -34,9 +33,10 @@ from lsst.sphgeom import Angle, Circle, LonLat, UnitVector3d
 
 from streams.config import Settings
 from streams.errors import RetriableError
+from streams.observability import logs
 from streams.science.association import History
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 T = TypeVar("T")
 TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, cassandra.DriverException,
              cassandra.RequestExecutionException, cassandra.cluster.NoHostAvailable, OSError, TimeoutError)
@@ -100,7 +100,8 @@ class ApdbAccess:
                 if time.monotonic() + wait > deadline:
                     raise RetriableError(f"APDB {what}: no answer within {self.retry_seconds:.0f} s "
                                          f"({type(error).__name__}: {error})") from error
-                log.warning("APDB %s failed (%s: %s); trying again in %.1f s", what, type(error).__name__, error, wait)
+                log.warning("APDB call failed: trying again", call=what, error=type(error).__name__, reason=error,
+                            pause_s=round(wait, 1))
                 time.sleep(wait)
                 attempt += 1
 
@@ -132,7 +133,7 @@ class ApdbAccess:
                     if not duplicate(error):
                         raise
                     # Another attempt at this detector stored the same rows meanwhile: read them back.
-                    log.warning("APDB: visit %d detector %d was stored meanwhile by another attempt", visit, detector)
+                    log.warning("APDB: stored meanwhile by another attempt", visit=visit, detector=detector)
             ids = [int(i) for i in objects["diaObjectId"]]
             stored = _empty(apdb.getDiaSources(region, ids, visit_time) if ids else None, "visit", "detector")
             stored_forced = _empty(apdb.getDiaForcedSources(region, ids, visit_time) if ids else None,

@@ -1,18 +1,22 @@
-"""Structured logs: one JSON object per line, labelled with what the worker is working on.
+"""Logs as events: a short name and key/value fields, labelled with what the worker is working on.
 
-The labels (instrument, group, detector, visit) live in a context variable: the engine starts each
-record with none (`TransactionalProcessor._guarded`), its `decode` adds those of the record it decoded,
-and effects logged after a commit label their own record, so every line logged while handling an
-event carries them without any log call naming them. `PROMPT_STREAMS_LOG_FORMAT=json` switches a
-worker's logs to this format (`logging_config` is handed to faust, which configures logging at worker
-start); secrets are masked wherever they would appear.
+Each module logs through `events(__name__)`: `log.info("visit summarised", group=..., counts=...)`.
+Text logs show `visit summarised group=... counts=...`; `PROMPT_STREAMS_LOG_FORMAT=json` writes one
+JSON object per line with the event and each field as keys, so a log store (Loki, Grafana) filters on
+them (`logging_config` is handed to faust, which configures logging at worker start). Secrets are
+masked wherever they would appear.
+
+The labels (instrument, group, detector, visit) live in a context variable. The engine starts each
+record with none (`TransactionalProcessor._guarded`); a processor binds those of the record it
+decoded (`bind`), and effects logged after a commit bind their own (`labelled`), so every line logged
+while handling an event, deep in a pipeline too, carries them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
@@ -41,8 +45,9 @@ def _plan(kind: type) -> Plan:
     return plan
 
 
-def label_record(record: object) -> None:
-    """Label what follows with the instrument, group, detector and visit (exposure) `record` names."""
+def bind(record: object) -> None:
+    """Label what follows, to the end of the scope, with the instrument, group, detector and visit (exposure)
+    `record` names."""
     plan = _PLANS.get(type(record))
     if plan is None:
         plan = _plan(type(record))
@@ -73,14 +78,79 @@ class labelled:  # noqa: N801 (a context manager used as a function)
     def __enter__(self) -> None:
         self._token = LABELS.set({})
         if self._record is not None:
-            label_record(self._record)
+            bind(self._record)
 
     def __exit__(self, *_: object) -> None:
         LABELS.reset(self._token)
 
 
+def _text(value: object) -> str:
+    """A field's value in a text line: quoted when it has a blank, a quote or an equals sign."""
+    text = str(value)
+    return json.dumps(text) if not text or any(c in text for c in ' "=') else text
+
+
+class Event:
+    """A log event's name and fields; its text (`name key=value ...`) is made only if a handler formats it."""
+
+    __slots__ = ("fields", "name")
+
+    def __init__(self, name: str, fields: Mapping[str, object]) -> None:
+        self.name, self.fields = name, fields
+
+    def __str__(self) -> str:
+        return " ".join([self.name, *(f"{key}={_text(value)}" for key, value in self.fields.items())])
+
+
+class Events:
+    """A module's log, written as events: `log.warning("dead letter", topic=..., reason=...)`."""
+
+    __slots__ = ("logger",)
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def _emit(self, level: int, name: str, fields: Mapping[str, object],
+              exc_info: BaseException | bool = False) -> None:
+        if self.logger.isEnabledFor(level):  # stacklevel 3: the file and function of the caller of info() etc.
+            self.logger.log(level, "%s", Event(name, fields), exc_info=exc_info, stacklevel=3,
+                            extra={"event": name, "fields": fields})
+
+    def log(self, level: int, name: str, /, **fields: object) -> None:
+        self._emit(level, name, fields)
+
+    def debug(self, name: str, /, **fields: object) -> None:
+        self._emit(logging.DEBUG, name, fields)
+
+    def info(self, name: str, /, **fields: object) -> None:
+        self._emit(logging.INFO, name, fields)
+
+    def warning(self, name: str, /, **fields: object) -> None:
+        self._emit(logging.WARNING, name, fields)
+
+    def error(self, name: str, /, **fields: object) -> None:
+        self._emit(logging.ERROR, name, fields)
+
+    def exception(self, name: str, /, exc: BaseException | None = None, **fields: object) -> None:
+        """An error with the traceback of `exc`, or of the exception being handled."""
+        self._emit(logging.ERROR, name, fields, exc_info=exc or True)
+
+    def critical(self, name: str, /, **fields: object) -> None:
+        self._emit(logging.CRITICAL, name, fields)
+
+
+def events(name: str) -> Events:
+    """The log of module `name`, as events."""
+    return Events(logging.getLogger(name))
+
+
+CORE = frozenset({"time", "level", "logger", "message", "worker", "event", "exception"})
+"""Keys of a JSON line that no event field may take."""
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, the labels, and any traceback."""
+    """One JSON object per line: time, level, logger, message, the labels, the event and its fields, and any
+    traceback."""
 
     def __init__(self, worker: str = "", secrets: Sequence[str] = ()) -> None:
         super().__init__()
@@ -96,6 +166,9 @@ class JsonFormatter(logging.Formatter):
         if self.worker:
             entry["worker"] = self.worker
         entry |= LABELS.get({})
+        if event := getattr(record, "event", None):  # its fields name what it is about: they win over labels
+            fields = getattr(record, "fields", {})
+            entry |= {key: value for key, value in fields.items() if key not in CORE} | {"event": event}
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return scrub(json.dumps(entry, default=str), self.secrets)

@@ -10,7 +10,6 @@ same on every attempt (see `streams.data.apdb` and `streams.science.association`
 
 from __future__ import annotations
 
-import logging
 import time
 import zlib
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from astropy.wcs import WCS
 
 from streams.config import Settings
 from streams.data.apdb import ApdbAccess, Sky
+from streams.observability import logs
 from streams.science import association, cutouts, isr
 from streams.science.alert_production import Calibrated, Difference, Timer
 from streams.science.forced import Forced, psf_photometry
@@ -33,7 +33,7 @@ from streams.serde import alert_packets
 from streams.serde.records import DetectorProgress
 from topology.keys import detector_key
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 HISTORIES_KEPT = 64
 """Preloaded histories a process keeps for detectors whose run has not come yet."""
 SECONDS_PER_DAY = 86400.0
@@ -156,9 +156,9 @@ class AssociateApdb:
                 keep = np.sort(np.argsort(-np.abs(detected["snr"].to_numpy()), kind="stable")
                                [:self.settings.max_dia_sources])
                 detected = detected.iloc[keep].reset_index(drop=True)
-                log.warning("detector %d of %s: %d DIA sources, more than the %d kept (a trail or a bad subtraction?)"
-                            ": the %d with the lowest |S/N| are dropped", detector, progress.group_id,
-                            len(detected) + dropped, self.settings.max_dia_sources, dropped)
+                log.warning("too many DIA sources (a trail or a bad subtraction?): those of lowest |S/N| dropped",
+                            detector=detector, group=progress.group_id, found=len(detected) + dropped,
+                            kept=self.settings.max_dia_sources, dropped=dropped)
             processed = float(astropy.time.Time.now().tai.mjd)
             sources = self._sources(exposure, detected, processed)
             sources, matched = association.associate(sources, history, self.settings.association_radius)

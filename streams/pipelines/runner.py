@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import multiprocessing
 import os
 import signal
@@ -31,11 +30,12 @@ from typing import Any
 from streams.clock import tai_now
 from streams.config import Settings
 from streams.errors import NonRetriableError
+from streams.observability import logs
 from streams.pipelines import execute
 from streams.serde.records import CcdResult, DetectorProgress
 from topology.keys import detector_key
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 Key = str
 SETTLE_SECONDS = 60.0
 """A finished run's completion event may take this long to come back before the key counts as idle."""
@@ -226,7 +226,7 @@ class PipelineRunner:
         try:
             timings = await preload
         except (Exception, asyncio.CancelledError) as error:
-            log.warning("preload of %s failed: %r", key, error)
+            log.warning("preload failed", key=key, reason=repr(error))
             timings = {}
         preloaded = self._preloaded.pop(key, 0.0) or tai_now()
         try:

@@ -17,7 +17,6 @@ An alerts file that cannot be read for now (storage down) is retried, never skip
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -27,7 +26,7 @@ from confluent_kafka import Message
 
 from streams.config import Settings
 from streams.errors import InvalidEventError, RetriableError
-from streams.observability import metrics
+from streams.observability import logs, metrics
 from streams.runtime.engine import Batch, TransactionalProcessor, message_partition
 from streams.serde import alert_packets
 from streams.serde.codec import frame, write_datum
@@ -35,7 +34,7 @@ from streams.serde.records import CcdResult
 from topology.graph import declare_graph
 from topology.keys import detector_key
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 
 
 def alerts_path(outcome: CcdResult, output_root: Path) -> Path | None:
@@ -76,6 +75,7 @@ class AlertPublisher(TransactionalProcessor[CcdResult]):
     def apply(self, batch: Batch[CcdResult], message: Message, now: float) -> None:
         """Stage one alert per packet of a detector's first successful outcome."""
         outcome = self.decode(self.topics.ccd_outcome, message, CcdResult)
+        logs.bind(outcome)
         partition = message_partition(message)
         key = detector_key(outcome.instrument, outcome.group_id, outcome.detector)
         path = alerts_path(outcome, self.output_root)
@@ -116,4 +116,4 @@ class AlertPublisher(TransactionalProcessor[CcdResult]):
             metrics.ALERTS.labels(outcome.instrument).inc(count)
             if count and outcome.first_raw_time > 0:
                 metrics.RAW_TO_ALERTS.observe(max(now - outcome.first_raw_time, 0.0))
-            log.info("alerts of detector %d of %s: %d sent", outcome.detector, outcome.group_id, count)
+            log.info("alerts sent", alerts=count)

@@ -18,7 +18,6 @@ a crash or a rebalance), and sweeps the finished rows past the retention time a 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -41,7 +40,7 @@ from topology.graph import declare_graph
 from topology.keys import detector_key, detector_partition, visit_key
 from topology.topics import TopicSpec
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 SCHEDULED_SECONDS = 5.0
 """A dispatch handed to the event loop counts as running for this long, until the runner has it."""
 IN_PLAY = (Phase.PRESENCE, Phase.WAITING, Phase.PROCESSING)
@@ -79,6 +78,7 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
         partition, topics = message_partition(message), self.topics
         if message.topic() == topics.raw_image_available.name:
             raw = self.decode(topics.raw_image_available, message, RawImageAvailable)
+            logs.bind(raw)
             check_raw(raw, self.instruments, self.policy, self.settings.data_root)
             if partition != detector_partition(raw.detector, topics.raw_image_available.partitions):
                 batch.records.append((topics.raw_image_available, message.key(), raw))  # e.g. kcat without -p
@@ -87,6 +87,7 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
             self._step(batch, partition, key, detector.on_raw(self.state(batch, partition, key), raw, now))
         elif message.topic() == topics.detector_commands.name:
             command = self.decode(topics.detector_commands, message, DetectorCommand)
+            logs.bind(command)
             key = detector_key(command.instrument, command.group_id, command.detector)
             state = self.state(batch, partition, key)
             if command.action == "expire":  # what earlier versions sent themselves: the tick does it now
@@ -98,6 +99,7 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
             self._step(batch, partition, key, detector.on_command(state, command, now))
         else:
             result = self.decode(topics.pipeline_done, message, CcdResult)
+            logs.bind(result)
             key = detector_key(result.instrument, result.group_id, result.detector)
             self._step(batch, partition, key, detector.on_pipeline_done(self.state(batch, partition, key), result, now))
 
@@ -122,7 +124,7 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
                                               command_time=now)
                     self._step(batch, partition, key, detector.on_command(progress, timeout, now))
                 elif progress.phase == Phase.PROCESSING and not self._running(key):
-                    log.info("re-dispatching %s: processing with no pipeline running here", key)
+                    log.info("re-dispatching: processing with no pipeline running here", key=key)
                     batch.notes.append(Effect("redispatch", replace(progress)))
 
         def forget(partition: int, key: str, row: DetectorProgress) -> None:
@@ -159,8 +161,8 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
         for note in batch.notes:
             if isinstance(note, CcdResult):
                 with logs.labelled(note):
-                    log.info("detector %d of %s: %s%s", note.detector, note.group_id, note.status,
-                             f" ({note.error_class}: {note.error_message[:200]})" if note.error_class else "")
+                    log.info("detector result", status=note.status, **({"error": note.error_class,
+                             "reason": note.error_message[:200]} if note.error_class else {}))
             elif note.action == "preload":
                 self.schedule(partial(self.runner.preload, note.progress))
             elif note.action in ("dispatch", "redispatch"):
@@ -182,7 +184,7 @@ class DetectorProcessor(TransactionalProcessor[DetectorProgress]):
                 found |= {key.decode(): self.codec.decode(value, DetectorProgress)
                           for key, value in store.with_prefix(prefix.encode())}
             except Exception:  # closed by a rebalance meanwhile: its rows are another worker's now
-                log.debug("detector partition %d changed hands during a view", partition)
+                log.debug("partition changed hands during a view", processor="detector", partition=partition)
         return list(found.values())
 
 
@@ -208,5 +210,5 @@ class Completions:
                                                                  result.detector).encode(),
                                value=value, partition=self._spec.partition_of(result))
         if await asyncio.to_thread(self._producer.flush, 30):
-            log.warning("completion of %s not yet acknowledged: librdkafka keeps sending it",
-                        detector_key(result.instrument, result.group_id, result.detector))
+            log.warning("completion not yet acknowledged: librdkafka keeps sending it",
+                        key=detector_key(result.instrument, result.group_id, result.detector))

@@ -9,7 +9,6 @@ visit) is what the views and the chaos verifier read.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter as Tally
 from collections import deque
 from typing import Any
@@ -24,7 +23,7 @@ from streams.serde.records import CcdResult, VisitExpected, VisitProgress, Visit
 from topology.graph import declare_graph
 from topology.keys import detector_key, visit_key
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 RECENT = 10
 """Summarised visits the views list (per worker; the overview merges the workers')."""
 
@@ -45,22 +44,22 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
         partition = message_partition(message)
         if message.topic() == self._expected_topic:
             expected = self.decode(self.topics.visit_expected, message, VisitExpected)
+            logs.bind(expected)
             key = visit_key(expected.instrument, expected.group_id)
             state = self.state(batch, partition, key)
             self._stage_step(batch, partition, key, state, gather.on_expected(state, expected, now))
         else:
             outcome = self._decode_outcome(message)
+            logs.bind(outcome)
             key = visit_key(outcome.instrument, outcome.group_id)
             state = self.state(batch, partition, key)
             self._stage_step(batch, partition, key, state, gather.on_outcome(state, outcome, now))
 
     def _decode_outcome(self, message: Message) -> CcdResult:
-        """The outcome, labelling what follows, its bytes kept: its first one is forwarded unchanged as the
-        detector's result, so `Codec.encode` re-frames them instead of encoding it again."""
+        """The outcome, its bytes kept: its first one is forwarded unchanged as the detector's result, so
+        `Codec.encode` re-frames them instead of encoding it again."""
         spec = self.topics.ccd_outcome
-        outcome = self.codec.decode(message.value(), CcdResult, accept_json=spec.accepts_json, forward=True)
-        logs.label_record(outcome)
-        return outcome
+        return self.codec.decode(message.value(), CcdResult, accept_json=spec.accepts_json, forward=True)
 
     def hot(self, row: VisitProgress) -> bool:
         """Visits in flight stay in memory; summarised ones are read back from RocksDB for a late outcome."""
@@ -105,10 +104,10 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
             elif isinstance(output, gather.EmitSummary):
                 records.append((topics.visit_summary, visit, output.summary))
                 batch.notes.append(output.summary)
-                log.info("visit summary %s: %s (%s)", key, output.summary.counts, output.summary.reason)
+                log.info("visit summarised", key=key, counts=output.summary.counts, reason=output.summary.reason)
             elif isinstance(output, gather.EmitCalibration):
                 records.append((topics.calibration_products, visit, output.product))
-                log.info("calibration product %s: %s", key, output.product.uri)
+                log.info("calibration product", key=key, uri=output.product.uri)
 
     def in_flight(self) -> int:
         """How many of this worker's visits have no summary yet (safe from any thread)."""
@@ -125,7 +124,7 @@ class GatherProcessor(TransactionalProcessor[VisitProgress]):
                 if (row := self.rows.get(partition, {}).get(key) or self.cold(partition, key)) is not None:
                     return row
             except Exception:  # closed by a rebalance meanwhile: the visit is another worker's now
-                log.debug("gather partition %d changed hands during a view", partition)
+                log.debug("partition changed hands during a view", processor="gather", partition=partition)
         return None
 
 

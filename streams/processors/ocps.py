@@ -16,7 +16,6 @@ sent twice by a rebalance.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from confluent_kafka import Message
@@ -27,6 +26,7 @@ from streams.core.instruments import Instrument
 from streams.core.job import Phase
 from streams.core.triggers import parse_triggers, triggered
 from streams.data import raws
+from streams.observability import logs
 from streams.pipelines.execute import known_pipelines
 from streams.runtime.engine import Batch, TransactionalProcessor, message_partition
 from streams.serde.base import Record
@@ -34,7 +34,7 @@ from streams.serde.records import CcdResult, DetectorCommand, OcpsJob, OcpsJobEv
 from topology.graph import declare_graph
 from topology.keys import detector_key, snap_key, visit_key
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 
 
 class OcpsJobs(TransactionalProcessor[OcpsJob]):
@@ -49,10 +49,11 @@ class OcpsJobs(TransactionalProcessor[OcpsJob]):
     def apply(self, batch: Batch[OcpsJob], message: Message, now: float) -> None:
         """One event decides the job's new state; a queued job starts, an aborted one cancels its visit."""
         request = self.decode(self.topics.ocps_job_events, message, OcpsJobEvent)
+        logs.bind(request)
         partition = message_partition(message)
         decision = jobs_core.decide(self.state(batch, partition, request.job_id), request, now)
         if decision.job is None:
-            log.info("ocps job event %s: %s", request.action, decision.ignored)
+            log.info("ocps job event ignored", action=request.action, job=request.job_id, reason=decision.ignored)
             return
         self._save(batch, partition, decision.job)
         if decision.start and decision.job.phase == Phase.QUEUED:
@@ -68,15 +69,15 @@ class OcpsJobs(TransactionalProcessor[OcpsJob]):
                 if job is not None and jobs_core.expired(job, self.settings.ocps_job_retention, now):
                     self.stage(batch, partition, job_id, None)
                     batch.records.append((self.topics.ocps_jobs, job_id.encode(), None))
-                    log.info("ocps job %s (%s, %s): forgotten after the retention time", job_id, job.pipeline,
-                             job.phase)
+                    log.info("ocps job forgotten after the retention time", job=job_id, pipeline=job.pipeline,
+                             phase=job.phase)
 
     def _save(self, batch: Batch[OcpsJob], partition: int, job: OcpsJob) -> None:
         """The job's new state: its table row, and the record the UWS API reads."""
         self.stage(batch, partition, job.job_id, job)
         batch.records.append((self.topics.ocps_jobs, job.job_id.encode(), job))
-        log.info("ocps job %s (%s, %s): %s%s", job.job_id, job.pipeline, job.owner or "api", job.phase,
-                 f": {job.error_summary}" if job.error_summary else "")
+        log.info("ocps job", job=job.job_id, pipeline=job.pipeline, owner=job.owner or "api", phase=job.phase,
+                 **({"error": job.error_summary} if job.error_summary else {}))
 
     def _start(self, batch: Batch[OcpsJob], partition: int, job: OcpsJob, now: float) -> None:
         """Find the inputs and fan the job's visit out, or end the job when an input is missing."""
@@ -116,12 +117,14 @@ class OcpsOutcomes(TransactionalProcessor[Record]):
         jobs."""
         if message.topic() == self.topics.visit_summary.name:
             summary = self.decode(self.topics.visit_summary, message, VisitSummary)
+            logs.bind(summary)
             job_id = jobs_core.job_of_group(summary.group_id)
             events = [OcpsJobEvent(action="visit-summary", job_id=job_id, event_time=now, reason=summary.reason,
                                    counts=dict(summary.counts), detectors_expected=summary.detectors_expected)] \
                 if job_id else triggered(self.triggers, summary, self.instruments, now)
         else:
             result = self.decode(self.topics.ccd_result, message, CcdResult)
+            logs.bind(result)
             job_id = jobs_core.job_of_group(result.group_id)
             events = [OcpsJobEvent(action="ccd-result", job_id=job_id, event_time=now, detector=result.detector,
                                    status=result.status, ran_pipeline=result.pipeline,

@@ -10,20 +10,19 @@ tick forgets the visits past the retention time, whether or not more nextVisits 
 
 from __future__ import annotations
 
-import logging
-
 from confluent_kafka import Message
 
 from streams.config import Settings
 from streams.core.instruments import Instrument
 from streams.core.surveys import SurveyTable
 from streams.core.visit import forgotten, plan_cancel, plan_visit
+from streams.observability import logs
 from streams.runtime.engine import Batch, TransactionalProcessor, message_partition
 from streams.serde.records import DetectorCommand, NextVisit, NextVisitCanceled, VisitExpected
 from topology.graph import declare_graph
 from topology.keys import detector_key, visit_key
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 
 
 class SalIntake(TransactionalProcessor[VisitExpected]):
@@ -41,20 +40,21 @@ class SalIntake(TransactionalProcessor[VisitExpected]):
         partition = message_partition(message)
         if message.topic() == self.topics.next_visit.name:
             visit = self.decode(self.topics.next_visit, message, NextVisit)
+            logs.bind(visit)
             plan = plan_visit(visit, self.instruments, self.surveys, self.policy, now)
             self._command(batch, plan.commands)
             expected = plan.expected
             batch.records.append((self.topics.visit_expected,
                                   visit_key(expected.instrument, expected.group_id).encode(), expected))
             self.stage(batch, partition, expected.group_id, expected)
-            log.info("next_visit %s/%s survey %r: fanned out to %d detectors (pipelines %s)",
-                     visit.instrument, visit.groupId, visit.survey, len(plan.commands),
-                     expected.pipelines or "none: ignored")
+            log.info("next visit fanned out", survey=visit.survey, detectors=len(plan.commands),
+                     pipelines=expected.pipelines or "none: ignored")
         else:
             cancel = self.decode(self.topics.next_visit_canceled, message, NextVisitCanceled)
+            logs.bind(cancel)
             commands = plan_cancel(cancel, self.state(batch, partition, cancel.groupId), now)
             self._command(batch, commands)
-            log.info("next_visit_canceled %s: cancel sent to %d detectors", cancel.groupId, len(commands))
+            log.info("next visit canceled", detectors=len(commands))
 
     def _command(self, batch: Batch[VisitExpected], commands: tuple[DetectorCommand, ...]) -> None:
         for command in commands:

@@ -8,7 +8,6 @@ partitioning (`topology/keys.py`).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from streams.config import Settings
 from streams.core.instruments import Instrument, parse_instruments
 from streams.core.policy import Policy
 from streams.core.surveys import SurveyTable, parse_surveys
+from streams.observability import logs
 from streams.runtime import admin
 from streams.serde.base import Record
 from streams.serde.codec import Codec
@@ -27,7 +27,7 @@ from topology.tables import Tables, declare_tables
 from topology.topics import Topics, TopicSpec, declare
 
 R = TypeVar("R", bound=Record)
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 
 
 @dataclass
@@ -57,13 +57,13 @@ class Context:
     def prepare(self) -> None:
         """Create the topics and register the schemas (blocking: run before consuming)."""
         created = admin.prepare(self.settings, self.codec)
-        log.info("topics ready (created %d); schemas registered", len(created))
+        log.info("topics ready, schemas registered", created=len(created))
         if not Path(self.settings.apdb_config).exists():
             from streams.data.apdb import create_sqlite  # dax_apdb's stack, only when there is an APDB to create
 
             config = Path(self.settings.apdb_config)
             if create_sqlite(config.with_name("apdb.db"), config):
-                log.warning("no APDB configuration at %s: created an empty SQLite APDB there", config)
+                log.warning("no APDB configuration: created an empty SQLite APDB there", path=config)
 
     async def send(self, spec: TopicSpec, key: str | bytes | None, record: Record) -> Any:
         """Encode `record` and send it to its partition of `spec`'s topic."""

@@ -39,13 +39,12 @@ output of no input (a tick's, a checkpoint) that is too large becomes a dead let
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 import mode
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
@@ -76,7 +75,7 @@ from topology.graph import ProcessorSpec
 from topology.tables import changelog_topic
 from topology.topics import Topics, TopicSpec, declare
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 BATCH = 5000
 POLL_SECONDS = 0.05
 TICK_SECONDS = 0.5
@@ -171,6 +170,19 @@ def _produce(producer: ProducerApi, topic: str, **record: Any) -> None:
             return
         except BufferError:
             producer.poll(0.1)
+
+
+class Source(TypedDict):
+    """Where a consumed message is, as log fields."""
+
+    topic: str | None
+    partition: int
+    offset: int
+
+
+def _source(message: Message) -> Source:
+    """Where a consumed message is, as log fields."""
+    return {"topic": message.topic(), "partition": message_partition(message), "offset": message_offset(message)}
 
 
 def coordinates(message: Message) -> Coordinates:
@@ -430,7 +442,8 @@ class TransactionalProcessor(Generic[Row]):
         except (RetriableError, RegistryError) as transient:
             batch.retry = transient
         if batch.retry is not None:
-            log.warning("%s: %s; the batch will be consumed again in %.1f s", self.name, batch.retry, self.pause)
+            log.warning("transient failure: batch consumed again", processor=self.name, reason=batch.retry,
+                        pause_s=round(self.pause, 1))
             self.offsets.rewind(consumer)
             return False
         self.pause = RETRY_PAUSE_S
@@ -464,8 +477,8 @@ class TransactionalProcessor(Generic[Row]):
         self._follow_the_rest()
         self.assigned = True
         self.restored(partitions)
-        log.info("%s: assigned partitions %s (%d rows)", self.name, sorted(self.rows),
-                 sum(len(rows) for rows in self.rows.values()))
+        log.info("assigned partitions", processor=self.name, partitions=sorted(self.rows),
+                 rows=sum(len(rows) for rows in self.rows.values()))
 
     def _on_revoke(self, consumer: ConsumerApi, tps: list[TopicPartition]) -> None:
         for partition in self._partitions(tps):
@@ -508,8 +521,9 @@ class TransactionalProcessor(Generic[Row]):
             if changes[p]:
                 store.apply(changes[p], offsets[p])
             self.stores[p], self.rows[p] = store, rows[p]
-        log.info("%s restored partitions %s: %d rows in memory (%d from the changelog)", self.name, partitions,
-                 sum(len(rows[p]) for p in stores), sum(len(c) for c in changes.values()))
+        log.info("restored partitions", processor=self.name, partitions=partitions,
+                 rows_in_memory=sum(len(rows[p]) for p in stores),
+                 from_changelog=sum(len(c) for c in changes.values()))
 
     def _hot_rows(self, items: Iterable[tuple[bytes, bytes]]) -> dict[str, Row]:
         """The rows among `items` that are kept in memory."""
@@ -530,8 +544,8 @@ class TransactionalProcessor(Generic[Row]):
             low, high = marks[(changelog, p)]
             if (reason := local_state.invalid(store.checkpoint, low, high)) is not None:
                 if store.checkpoint:
-                    log.warning("%s partition %d: local state %s: cleared, restoring from the changelog",
-                                self.name, p, reason)
+                    log.warning("local state cleared, restoring from the changelog", processor=self.name,
+                                partition=p, reason=reason)
                 store.clear()
             points[p] = max(store.checkpoint, low)
         return points
@@ -593,10 +607,8 @@ class TransactionalProcessor(Generic[Row]):
             batch.changed_by[(partition, key)] = batch.applying
 
     def decode(self, spec: TopicSpec, message: Message, record_type: type[Any]) -> Any:
-        """The record in a message read from `spec`'s topic; what follows is logged with its labels."""
-        record = self.codec.decode(message.value(), record_type, accept_json=spec.accepts_json)
-        logs.label_record(record)
-        return record
+        """The record in a message read from `spec`'s topic."""
+        return self.codec.decode(message.value(), record_type, accept_json=spec.accepts_json)
 
     def _settle(self, consumer: ConsumerApi, messages: list[Message], now: float) -> tuple[Batch[Row], Outgoing | None]:
         """The batch transformed, and encoded if there is anything to commit (before the transaction: a registry
@@ -621,11 +633,11 @@ class TransactionalProcessor(Generic[Row]):
         batch: Batch[Row] = Batch(checkpoint=self.offsets.checkpoint)
         for message in messages:
             if message.error():
-                log.warning("%s: consumer error %s", self.name, message.error())
+                log.warning("consumer error", processor=self.name, error=message.error())
                 continue
             batch.consumed += 1
             if refused and (why := refused.get(coordinates(message))) is not None:
-                log.warning("%s: dead letter from %s: %s", self.name, coordinates(message), why)
+                log.warning("dead letter", processor=self.name, **_source(message), reason=why)
                 self.reject(batch, message, why, now)
                 continue
             first, batch.applying = len(batch.records), message
@@ -645,19 +657,19 @@ class TransactionalProcessor(Generic[Row]):
 
     def _guarded(self, batch: Batch[Row], message: Message, now: float) -> None:
         """Apply one message; its failure becomes the outcome its type calls for."""
-        where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
         with logs.labelled():
             try:
                 self.apply(batch, message, now)
             except (RetriableError, RegistryError):  # transient (storage, the registry): the batch again, later
                 raise
             except IgnorableEvent as why:
-                log.info("%s: ignored %s: %s", self.name, where, why)
+                log.info("ignored", processor=self.name, **_source(message), reason=why)
             except (DecodeError, InvalidEventError) as error:
-                log.warning("%s: dead letter from %s: %s: %s", self.name, where, type(error).__name__, error)
+                log.warning("dead letter", processor=self.name, **_source(message), error=type(error).__name__,
+                            reason=error)
                 self.reject(batch, message, error, now)
             except Exception as error:
-                log.exception("%s: unexpected error on %s", self.name, where)
+                log.exception("unexpected error: dead letter", processor=self.name, **_source(message))
                 self.reject(batch, message, error, now)
 
     def reject(self, batch: Batch[Row], message: Message, error: BaseException, now: float) -> None:
@@ -711,7 +723,8 @@ class TransactionalProcessor(Generic[Row]):
         if refused:
             raise _TooLarge(refused)
         for topic, record_key, value, error in orphans:
-            log.error("%s: a record for %s made by no input is too large: %s", self.name, topic, error)
+            log.error("output made by no input too large: dead letter", processor=self.name, topic=topic,
+                      reason=error)
             letter = dead_letter(topic, -1, -1, record_key, value, error, self.name, self.clock())
             records.append((self.dead_letters.name, letter.key, codec.encode(self.dead_letters.name, letter),
                             self.dead_letters.partition_of(letter)))
@@ -738,7 +751,7 @@ class TransactionalProcessor(Generic[Row]):
             error = exception.args[0]
             if not error.txn_requires_abort():
                 raise
-            log.warning("%s: transaction aborted (%s); the batch will be processed again", self.name, error)
+            log.warning("transaction aborted: batch processed again", processor=self.name, reason=error)
             producer.abort_transaction(CALL_TIMEOUT_S)
             self.offsets.rewind(consumer)
             return
@@ -756,7 +769,8 @@ class TransactionalProcessor(Generic[Row]):
             except KafkaException as exception:
                 if not exception.args[0].retriable():
                     raise
-                log.warning("%s: %s: %s; calling it again", self.name, what, exception.args[0])
+                log.warning("retriable Kafka error: calling again", processor=self.name, call=what,
+                            reason=exception.args[0])
 
     def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
@@ -813,7 +827,7 @@ class ProcessorService(mode.Service):
             try:
                 self.processor.run(self._stop_event)
             except BaseException as error:  # a fatal error: the worker must not go on without it
-                log.critical("%s processor stopped: %r", self.processor.name, error)
+                log.critical("processor stopped", processor=self.processor.name, reason=repr(error))
                 loop.call_soon_threadsafe(self._on_crash, error)
 
         self._thread = threading.Thread(target=body, name=self.processor.name, daemon=True)
@@ -830,7 +844,7 @@ class ProcessorService(mode.Service):
             self._stalled = True
             error = TimeoutError(f"{self.processor.name}: a transaction has been committing for more than "
                                  f"{COMMIT_STALL_S:.0f} s (librdkafka#5456): stopping the worker")
-            log.critical("%s", error)
+            log.critical("commit stuck: stopping the worker", processor=self.processor.name, reason=error)
             self._on_crash(error)
 
     async def on_stop(self) -> None:

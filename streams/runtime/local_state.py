@@ -10,14 +10,12 @@ missing data directory is restored in full.
 
 from __future__ import annotations
 
-import logging
 import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.config import Settings
 
-log = logging.getLogger(__name__)
 SETTLING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
             KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC)
 """Answers about a partition whose topic is being created or deleted: ask again."""

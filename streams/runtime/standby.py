@@ -12,18 +12,18 @@ they reach, as the active one is, so the checks of `streams.runtime.local_state`
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import TopicPartition
 
 from streams.config import Settings
+from streams.observability import logs
 from streams.runtime import local_state
 from streams.runtime.clients import Clients
 from streams.runtime.store import PartitionStore
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 BATCH = 1000
 
 
@@ -57,7 +57,7 @@ class Standby:
         self._consumer.assign([TopicPartition(self.changelog, p, store.checkpoint)
                                for p, store in sorted(self.stores.items())])
         if new:
-            log.info("standby of %s partitions %s", self.changelog, sorted(self.stores))
+            log.info("standby copies", changelog=self.changelog, partitions=sorted(self.stores))
 
     def release(self, partitions: set[int]) -> None:
         """Close the copies of partitions this worker now owns, so the processor can open them."""

@@ -25,7 +25,6 @@ polls at once: beyond, a poll answers at once with the job as it is, as UWS allo
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 import uuid
@@ -46,6 +45,7 @@ from streams.core import job as jobs_core
 from streams.core.job import FINAL, JobRequestError, Phase
 from streams.data import raws
 from streams.errors import DecodeError, RegistryError
+from streams.observability import logs
 from streams.pipelines.execute import known_pipelines
 from streams.runtime.context import Context
 from streams.runtime.topic_reader import JOB_VIEW_GROUP_PREFIX
@@ -53,7 +53,7 @@ from streams.serde.codec import Codec
 from streams.serde.records import OcpsJob, OcpsJobEvent
 from streams.web.auth import CHALLENGE, Tokens, owner_refusal
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 ROOT = "/ocps/jobs"
 UWS = "http://www.ivoa.net/xml/UWS/v1.0"
 XLINK = "http://www.w3.org/1999/xlink"
@@ -117,7 +117,7 @@ class JobView:
             else:
                 self.jobs[job_id] = self.codec.decode(value, OcpsJob)
         except (DecodeError, UnicodeDecodeError) as error:
-            log.warning("%s @%d is no job record, skipped: %s", self.topic, offset, error)
+            log.warning("no job record: skipped", topic=self.topic, offset=offset, reason=error)
 
     def _read(self) -> None:
         consumer = self._consumer()
@@ -133,8 +133,8 @@ class JobView:
                     try:
                         self.take(message.key(), message.value(), offset)
                     except RegistryError as error:
-                        log.warning("%s @%d: %s; reading it again in %s s", self.topic, offset, error,
-                                    REGISTRY_RETRY_S)
+                        log.warning("registry unavailable: reading again", topic=self.topic, offset=offset,
+                                    reason=error, pause_s=REGISTRY_RETRY_S)
                         self._stop.wait(REGISTRY_RETRY_S)
                         consumer.seek(TopicPartition(self.topic, 0, offset))
                         continue

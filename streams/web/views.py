@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,13 +28,14 @@ from faust import web
 
 from streams.clock import tai_now
 from streams.core.visit_view import WorkerSlice, overview, visit_view
+from streams.observability import logs
 from streams.pipelines.runner import PipelineRunner
 from streams.processors.gather import GatherProcessor
 from streams.serde.records import DetectorProgress, VisitExpected, VisitProgress
 from streams.web.auth import CHALLENGE, Tokens
 from topology.keys import SEPARATOR, visit_key
 
-log = logging.getLogger(__name__)
+log = logs.events(__name__)
 PEER_TIMEOUT = aiohttp.ClientTimeout(total=10)
 Handler = Callable[..., Awaitable[web.Response]]
 
@@ -104,7 +104,7 @@ async def ask_all(app: faust.App, path: str, here: Callable[[], Any], tokens: To
     failures = [f"{url}: {answer!r}" for url, answer in zip(urls, answers, strict=True)
                 if isinstance(answer, BaseException)]
     for failure in failures:
-        log.warning("a worker did not answer %s: %s", path, failure)
+        log.warning("a worker did not answer", path=path, reason=failure)
     return [answer for answer in answers if not isinstance(answer, BaseException)], failures
 
 

@@ -188,7 +188,8 @@ def test_logs_are_json_labelled_and_without_secrets(night: Night) -> None:
         entries += [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert {"time", "level", "logger", "message", "worker"} <= entries[0].keys()
     labelled = [e for e in entries if e.get("group") == GROUP]
-    assert any(e.get("instrument") == "LSSTCam" and "fanned out to 189" in e["message"] for e in labelled)
-    outcomes = {e["detector"]: e for e in labelled if e["logger"] == "streams.processors.detector" and "detector" in e}
-    assert outcomes[5]["instrument"] == "LSSTCam" and "success" in outcomes[5]["message"]
-    assert outcomes[85]["visit"] == 2026112500001 and "failed" in outcomes[85]["message"]
+    assert any(e.get("event") == "next visit fanned out" and e["instrument"] == "LSSTCam" and e["detectors"] == 189
+               for e in labelled)
+    outcomes = {e["detector"]: e for e in labelled if e.get("event") == "detector result"}
+    assert outcomes[5]["instrument"] == "LSSTCam" and outcomes[5]["status"] == "success"
+    assert outcomes[85]["visit"] == 2026112500001 and outcomes[85]["status"] == "failed"

@@ -199,7 +199,7 @@ class Bridge:
     def wait_running(self, starts: int) -> None:
         """Until the log shows `starts` starts completed (transactional id taken, checkpoint read)."""
         deadline = time.monotonic() + DEADLINE_S
-        while self.log.read_text(errors="replace").count(" running: ") < starts:
+        while self.log.read_text(errors="replace").count("SAL bridge running ") < starts:
             self.alive()
             assert time.monotonic() < deadline, f"the bridge did not start in {DEADLINE_S} s"
             time.sleep(0.2)
@@ -300,7 +300,7 @@ def test_sigkilled_bridge_delivers_every_sal_message_once(bridge_settings: Setti
         assert "fenced" in bridge.log.read_text().lower()
         successor.kill(signal.SIGTERM)
         assert successor.process is not None and successor.process.returncode == 0, "SIGTERM is a clean stop"
-        assert re.search(r"INFO .*stopping on SIGTERM after \d+ records", successor.log.read_text()), \
+        assert re.search(r"INFO .*SAL bridge stopping .*on=SIGTERM records=\d+", successor.log.read_text()), \
             successor.log.read_text()[-3000:]
     finally:
         for instance in (bridge, successor):
@@ -315,7 +315,7 @@ def test_sigkilled_bridge_delivers_every_sal_message_once(bridge_settings: Setti
         (source.topics.metrics.name, garbage[1], "UnmappableError")]
     assert dead[0].datum["value"] == b"not avro" and "Kafka allows at most 249" in dead[1].datum["reason"]
     assert [m.datum["name"] for m in reader.messages[metric_topic]].count(unmappable.name) == 1
-    assert "written before" in (tmp_path / "bridge.log").read_text()
+    assert "written_before=" in (tmp_path / "bridge.log").read_text()
 
 
 def check_sal_topics(settings: Settings, reader: ChileReader, schemas: dict[str, Any], expected: dict[str, int],

@@ -25,7 +25,7 @@ def test_a_worker_dies_mid_visit_and_its_standby_takes_over(cluster: ClusterStat
     try:
         first, second = pool.start("w1"), pool.start("w2")
         for worker in (first, second):
-            worker.wait_for("detector: assigned partitions", 120)
+            worker.wait_for("assigned partitions processor=detector", 120)
         visits.next_visit(GROUP)
         visits.raws([visits.raw(GROUP, d, 0, 1) for d in range(9)])
         time.sleep(5.0)  # the standbys read the detectors' progress from the changelogs
@@ -39,8 +39,8 @@ def test_a_worker_dies_mid_visit_and_its_standby_takes_over(cluster: ClusterStat
         assert {r.status for r in results} == {"success"}
         assert [s.group_id for s in summaries] == [GROUP]
         takeover = second.text()[before_kill:]
-        restores = re.findall(r"detector restored partitions \[[0-9, ]+\]: (\d+) rows in memory "
-                              r"\((\d+) from the changelog\)", takeover)
+        restores = re.findall(r'restored partitions processor=detector partitions="?\[[0-9, ]+\]"? '
+                              r"rows_in_memory=(\d+) from_changelog=(\d+)", takeover)
         assert restores, "the survivor rebalanced onto the dead worker's partitions"
         assert all(int(rows) > 0 for rows, _ in restores), "it holds the detectors' rows"
         assert all(replayed == "0" for _, replayed in restores), "its standby copies were current"

@@ -136,7 +136,9 @@ def test_an_event_for_no_job_changes_nothing(tmp_path: Path, caplog: pytest.LogC
     with caplog.at_level("INFO", logger="streams.processors.ocps"):
         batch = jobs._transform([event(jobs, "run")], NOW)  # type: ignore[list-item]
     assert not batch.records and not batch.changes and batch.consumed == 1
-    assert f"ocps job event run: run for unknown job {JOB}" in caplog.text
+    assert [(getattr(r, "event", None), getattr(r, "fields", None)) for r in caplog.records] == [
+        ("ocps job event ignored", {"action": "run", "job": JOB, "reason": f"run for unknown job {JOB}"})]
+    assert f'ocps job event ignored action=run job={JOB} reason="run for unknown job {JOB}"' in caplog.text
 
 
 def test_bytes_that_are_no_job_event_are_a_dead_letter_of_the_engine(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ follow it, inputs that cannot be used become dead letters, a registry outage del
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from streams.config import Settings
 from streams.core.instruments import Instrument
 from streams.core.surveys import SurveyTable
+from streams.observability import logs
 from streams.processors.sal_intake import SalIntake
 from streams.runtime.driver import TopologyTestDriver
 from streams.serde.records import NextVisitCanceled
@@ -135,3 +137,35 @@ def test_old_visits_are_forgotten_on_the_clock_without_new_events(driver: Topolo
     driver.advance(2)
     driver.run()
     assert driver.rows("sal-intake") == {} and driver.processors["sal-intake"].rows == {0: {}}
+
+
+class JsonLines(logging.Handler):
+    """The JSON lines a worker would write, formatted as they are logged (the labels are those of that moment)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.formatter_ = logs.JsonFormatter()
+        self.entries: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.entries.append(json.loads(self.formatter_.format(record)))
+
+
+def test_what_is_logged_while_handling_a_visit_is_labelled_with_it(driver: TopologyTestDriver,
+                                                                   topics: Topics) -> None:
+    """The processor binds the labels of the record it decoded: its event has the visit's instrument and group,
+    and nothing logged after the record is labelled with it."""
+    lines, logger = JsonLines(), logging.getLogger("streams")
+    logger.addHandler(lines)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        driver.pipe(topics.next_visit, SAL_KEY, next_visit(GROUP, instrument=INSTRUMENT, sent=T0))
+        driver.run_once()
+        logs.events("streams.test").info("between records")
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+    [fanned] = [e for e in lines.entries if e.get("event") == "next visit fanned out"]
+    assert (fanned["instrument"], fanned["group"], fanned["detectors"]) == (INSTRUMENT, GROUP, len(COMCAM))
+    assert "group" not in lines.entries[-1] and lines.entries[-1]["event"] == "between records"
