@@ -23,13 +23,12 @@ import gc
 import pstats
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import Message
 
 from bench.harness import gather_visit
-from streams.config import Settings
+from streams.config import Connection, Settings
 from streams.processors.gather import GatherProcessor
 from streams.runtime.driver import MemoryRegistry
 from streams.serde.codec import Codec
@@ -115,7 +114,7 @@ def messages(processor: GatherProcessor, visits: int) -> list[Message]:
 
 def processor(real_producer: bool) -> GatherProcessor:
     """A gather processor on an in-memory registry, its Kafka clients stand-ins."""
-    settings = replace(Settings.from_env({}), registry_url="http://127.0.0.1:1")
+    settings = Settings.from_env({}).on(Connection(registry_url="http://127.0.0.1:1"))
     gather = GatherProcessor(settings)
     gather.codec = Codec(MemoryRegistry())
     gather._producer = (RealProducer() if real_producer else FakeProducer())  # type: ignore[assignment]

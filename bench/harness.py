@@ -29,7 +29,7 @@ would otherwise copy its input's timestamps to its output)."""
 def bench_settings(state: ClusterState, root: Path, name: str, **changes: object) -> Settings:
     """Settings of one case: its own application id, topics and folders on the bench cluster."""
     base = replace(
-        Settings.from_env({}), app_id=f"bench-{name}", bootstrap=state.bootstrap, registry_url=state.registry_url,
+        Settings.from_env({}), app_id=f"bench-{name}", cluster=state.client(),
         topic_prefix=f"bench-{name}.prompt",
         next_visit_topic=f"bench-{name}.lsst.sal.ScriptQueue.logevent_nextVisit",
         next_visit_canceled_topic=f"bench-{name}.lsst.sal.ScriptQueue.logevent_nextVisitCanceled",
@@ -43,7 +43,8 @@ def bench_settings(state: ClusterState, root: Path, name: str, **changes: object
 def create_topic(settings: Settings, name: str, partitions: int, config: dict[str, str] | None = None) -> None:
     """Create one topic (the broker does not auto-create them)."""
     admin = AdminClient(settings.kafka_config())
-    futures = admin.create_topics([NewTopic(name, partitions, settings.replication_factor, config=config or {})])
+    replication = settings.cluster.replication_factor
+    futures = admin.create_topics([NewTopic(name, partitions, replication, config=config or {})])
     for future in futures.values():
         future.result()
 

@@ -159,7 +159,7 @@ def kafka_streams(driver: Visits, root: Path, visits: int) -> Rate:
     settings = driver.settings
     output = f"{settings.topic_prefix}.kstreams-summary"
     command = [str(find_java(17)), "-Xms256m", "-Xmx512m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-               "-cp", f"{KSTREAMS_LIB}/*", "org.lsst.promptstreams.bench.GatherCount", settings.bootstrap,
+               "-cp", f"{KSTREAMS_LIB}/*", "org.lsst.promptstreams.bench.GatherCount", settings.cluster.bootstrap,
                driver.topics.ccd_outcome.name, output, str(LSSTCAM_DETECTORS), f"{settings.app_id}-kstreams",
                str(root / "kstreams-state")]
     return _peer("Kafka Streams", driver, root, command, output, visits, LSSTCAM_DETECTORS)
@@ -169,7 +169,8 @@ def quix_streams(driver: Visits, root: Path, visits: int) -> Rate:
     """The Quix Streams peer (bench/quix_gather.py), in its own virtualenv."""
     settings = driver.settings
     output = f"{settings.topic_prefix}.quix-summary"
-    command = [str(QUIX_PYTHON), str(Path(__file__).with_name("quix_gather.py")), "--bootstrap", settings.bootstrap,
+    command = [str(QUIX_PYTHON), str(Path(__file__).with_name("quix_gather.py")),
+               "--bootstrap", settings.cluster.bootstrap,
                "--input", driver.topics.ccd_outcome.name, "--output", output,
                "--expected", str(LSSTCAM_DETECTORS), "--group", f"{settings.app_id}-quix",
                "--state-dir", str(root / "quix-state")]

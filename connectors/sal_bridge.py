@@ -120,7 +120,7 @@ class SalBridge(TransactionalProcessor[Record]):
 
     def __init__(self, settings: Settings) -> None:
         checkpoints, dead_letters = sal_bridge_topics(settings)
-        super().__init__(settings, declare_graph(settings).sal_bridge, output=settings.chile(),
+        super().__init__(settings, declare_graph(settings).sal_bridge, output=settings.on_chile(),
                          offsets=CheckpointOffsets(checkpoints), dead_letters=dead_letters)
         if settings.sasquatch_environment and (problem := environment_problem(settings.sasquatch_environment)):
             raise SettingsError(problem)

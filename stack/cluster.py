@@ -29,7 +29,7 @@ from confluent_kafka.admin import AclBinding, AdminClient  # type: ignore[attr-d
 
 from stack.java import find_java
 from stack.tls import make_tls
-from streams.config import default_home
+from streams.config import Connection, default_home
 from streams.errors import NonRetriableError
 from streams.ops.workers import free_port
 
@@ -114,6 +114,10 @@ class ClusterState:
     security_protocol: str = "PLAINTEXT"
     ca_file: str = ""
     """For SASL_SSL: the CA clients must trust."""
+
+    def client(self) -> Connection:
+        """How a client reaches this cluster's broker and registry (a secured one's credentials are a role's)."""
+        return Connection(bootstrap=self.bootstrap, registry_url=self.registry_url)
 
 
 def port_open(port: int) -> bool:

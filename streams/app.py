@@ -16,7 +16,7 @@ from typing import Any, cast
 import faust
 
 from connectors.s3_notifications import S3Notifications
-from streams.config import Settings
+from streams.config import Connection, Settings
 from streams.observability import log_forwarding, logs, metrics
 from streams.ops import commands
 from streams.pipelines.runner import PipelineRunner
@@ -106,18 +106,18 @@ def processors(context: Context, runner: PipelineRunner) -> list[TransactionalPr
     ]
 
 
-def credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
-    """Faust's view of the Kafka security settings."""
-    if settings.security_protocol == "PLAINTEXT":
+def credentials(cluster: Connection) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """Faust's view of a cluster's security settings."""
+    if cluster.security_protocol == "PLAINTEXT":
         return None
     tls = None
-    if settings.security_protocol.endswith("SSL"):
-        tls = ssl.create_default_context(cafile=settings.ssl_cafile or None)
-        if settings.ssl_certfile:
-            tls.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile or None)
-    if settings.security_protocol.startswith("SASL"):
-        return faust.SASLCredentials(username=settings.sasl_username, password=settings.sasl_password,
-                                     mechanism=settings.sasl_mechanism, ssl_context=tls)
+    if cluster.security_protocol.endswith("SSL"):
+        tls = ssl.create_default_context(cafile=cluster.ssl_cafile or None)
+        if cluster.ssl_certfile:
+            tls.load_cert_chain(cluster.ssl_certfile, cluster.ssl_keyfile or None)
+    if cluster.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=cluster.sasl_username, password=cluster.sasl_password,
+                                     mechanism=cluster.sasl_mechanism, ssl_context=tls)
     return faust.SSLCredentials(tls)
 
 
@@ -125,15 +125,15 @@ def create_app(settings: Settings) -> PromptStreamsApp:
     """A Faust app for these settings, with every agent registered."""
     app = PromptStreamsApp(
         settings.app_id,
-        broker=[f"kafka://{server}" for server in settings.bootstrap.split(",")],
-        broker_credentials=credentials(settings),
+        broker=[f"kafka://{server}" for server in settings.cluster.bootstrap.split(",")],
+        broker_credentials=credentials(settings.cluster),
         store=settings.store,
         datadir=str(settings.worker_dir()),
         web_port=settings.web_port,
         web_bind=settings.web_bind,
         web_host=settings.web_host,
         topic_partitions=settings.detector_partitions,
-        topic_replication_factor=settings.replication_factor,
+        topic_replication_factor=settings.cluster.replication_factor,
         table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=1,

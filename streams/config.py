@@ -13,10 +13,10 @@ import math
 import os
 import socket
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from streams.core.arrivals import BUCKET
 from streams.core.policy import Policy
@@ -56,8 +56,8 @@ def _setting(default: Any, doc: str, *, secret: bool = False, choices: tuple[str
 
 
 def _problem(name: str, value: Any, metadata: Mapping[str, Any]) -> str | None:
-    """What is wrong with one setting's value, or None."""
-    variable = f"{PREFIX}{name.upper()}={value!r}"
+    """What is wrong with the value of setting `name` (its variable's name), or None."""
+    variable = f"{name}={value!r}"
     if metadata["choices"] and value not in metadata["choices"]:
         return f"{variable}: expected one of {', '.join(metadata['choices'])}"
     if isinstance(value, float) and not math.isfinite(value):
@@ -72,13 +72,13 @@ def _problem(name: str, value: Any, metadata: Mapping[str, Any]) -> str | None:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The configuration of a worker, a tool or a connector."""
+class Connection:
+    """A Kafka cluster and its schema registry as a client reaches them, security included: the processing
+    cluster (`PROMPT_STREAMS_BOOTSTRAP`, ...) and the Chile one the SAL bridge writes to
+    (`PROMPT_STREAMS_CHILE_BOOTSTRAP`, ...) are two of these."""
 
-    app_id: str = _setting("prompt-streams", "Faust application id: consumer group and table prefix.")
-    bootstrap: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated host:port.")
-    registry_url: str = _setting("http://127.0.0.1:8081/apis/ccompat/v7",
-                                 "Confluent-compatible schema registry URL.")
+    bootstrap: str = _setting("", "Kafka bootstrap servers, comma-separated host:port.")
+    registry_url: str = _setting("", "Confluent-compatible schema registry URL.")
     registry_user: str = _setting("", "Schema registry basic-auth user (empty: no auth).")
     registry_password: str = _setting("", "Schema registry basic-auth password.", secret=True)
     registry_timeout: int = _setting(10, "Seconds a schema registry request may take before the client retries it "
@@ -94,6 +94,40 @@ class Settings:
     ssl_cafile: str = _setting("", "CA certificate (PEM) that signed the brokers' certificates.")
     ssl_certfile: str = _setting("", "Client certificate (PEM) for mutual TLS, if the brokers ask.")
     ssl_keyfile: str = _setting("", "Client private key (PEM) for mutual TLS.")
+    replication_factor: int = _setting(1, "Replication factor of the topics created on it.", minimum=1)
+
+    def kafka_config(self) -> dict[str, str | int | float | bool]:
+        """librdkafka (confluent-kafka) settings for this cluster, security included."""
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap, "security.protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            config |= {"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                       "sasl.password": self.sasl_password}
+        if self.security_protocol.endswith("SSL"):
+            tls = {"ssl.ca.location": self.ssl_cafile, "ssl.certificate.location": self.ssl_certfile,
+                   "ssl.key.location": self.ssl_keyfile}
+            config |= {key: value for key, value in tls.items() if value}
+        return config
+
+    def registry_config(self) -> dict[str, Any]:
+        """Schema registry client settings."""
+        config: dict[str, Any] = {"url": self.registry_url, "timeout": self.registry_timeout}
+        if self.registry_user:
+            config["basic.auth.user.info"] = f"{self.registry_user}:{self.registry_password}"
+        if self.ssl_cafile and self.registry_url.startswith("https"):
+            config["ssl.ca.location"] = self.ssl_cafile
+        return config
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration of a worker, a tool or a connector."""
+
+    app_id: str = _setting("prompt-streams", "Faust application id: consumer group and table prefix.")
+    cluster: Connection = field(  # a cluster's settings are read from PROMPT_STREAMS_<cluster prefix><NAME>
+        default=Connection(bootstrap="127.0.0.1:9092", registry_url="http://127.0.0.1:8081/apis/ccompat/v7"),
+        metadata={"cluster": "", "doc": ""})
     home: str = _setting("", "Where a user's files go unless set one by one: worker state (data/), the data "
                          "repository (repo/), pipeline outputs (outputs/) and the APDB's configuration "
                          "(apdb/apdb.yaml). Empty: $XDG_DATA_HOME/prompt-streams, that is "
@@ -120,7 +154,6 @@ class Settings:
     next_visit_canceled_topic: str = _setting("lsst.sal.ScriptQueue.logevent_nextVisitCanceled",
                                               "SAL nextVisitCanceled topic.")
     detector_partitions: int = _setting(16, "Partitions of per-detector topics (upper bound on workers).", minimum=1)
-    replication_factor: int = _setting(1, "Replication factor of created topics.", minimum=1)
     standby_replicas: int = _setting(1, "Standby copies of each table partition kept warm by other workers, "
                                      "so a worker's death is taken over without a restore.", minimum=0)
     worker_name: str = _setting("", "Name of this worker in results, logs and its transactional id; "
@@ -190,20 +223,8 @@ class Settings:
     log_forward_burst: int = _setting(20, "Worker log records at WARNING and above sent at once before "
                                       "the rate applies.", minimum=1)
     # -- the Chile side of the SAL bridge (connectors/sal_bridge.py) ----------------------------
-    chile_bootstrap: str = _setting("", "Chile cluster: Kafka bootstrap servers the SAL bridge writes to.")
-    chile_registry_url: str = _setting("", "Chile cluster: Confluent-compatible schema registry URL.")
-    chile_registry_user: str = _setting("", "Chile cluster: schema registry basic-auth user.")
-    chile_registry_password: str = _setting("", "Chile cluster: schema registry basic-auth password.", secret=True)
-    chile_security_protocol: str = _setting("PLAINTEXT", "Chile cluster: Kafka security protocol.",
-                                            choices=SECURITY_PROTOCOLS)
-    chile_sasl_mechanism: str = _setting("SCRAM-SHA-512", "Chile cluster: SASL mechanism.", choices=SASL_MECHANISMS)
-    chile_sasl_username: str = _setting("", "Chile cluster: SASL user name.")
-    chile_sasl_password: str = _setting("", "Chile cluster: SASL password.", secret=True)
-    chile_ssl_cafile: str = _setting("", "Chile cluster: CA certificate (PEM) of its brokers.")
-    chile_ssl_certfile: str = _setting("", "Chile cluster: client certificate (PEM) for mutual TLS.")
-    chile_ssl_keyfile: str = _setting("", "Chile cluster: client private key (PEM) for mutual TLS.")
-    chile_replication_factor: int = _setting(1, "Chile cluster: replication factor of the topics the bridge creates.",
-                                             minimum=1)
+    chile: Connection = field(default=Connection(),
+                              metadata={"cluster": "chile_", "doc": "Chile cluster, where the SAL bridge writes: "})
     chile_sal_subname: str = _setting("sal", "SAL topic sub-namespace: topics are lsst.<subname>.PromptProcessing.*"
                                       " (salobj's LSST_TOPIC_SUBNAME; its unit tests use test_*).")
     chile_sal_index: int = _setting(1, "salIndex of the PromptProcessing events this bridge writes.", minimum=0)
@@ -220,8 +241,8 @@ class Settings:
         for name, below in UNDER_HOME.items():  # a frozen dataclass: its defaults derived once, here
             if not getattr(self, name):
                 object.__setattr__(self, name, str(home / below))
-        problems = [problem for item in fields(self)
-                    if (problem := _problem(item.name, getattr(self, item.name), item.metadata)) is not None]
+        problems = [problem for variable, value in self._values()
+                    if (problem := _problem(variable.name, value, variable.field.metadata)) is not None]
         if bad := sorted(name for name in self.raw_bucket_names() if not BUCKET.match(name)):
             problems.append(f"{PREFIX}RAW_BUCKETS={self.raw_buckets!r}: not S3 bucket names: {', '.join(bad)}")
         if problems:
@@ -238,20 +259,31 @@ class Settings:
         environ = os.environ if environ is None else environ
         refuse_unknown_variables(environ)
         values: dict[str, Any] = {}
+        clusters: dict[str, dict[str, Any]] = {}
         problems = []
-        for item in fields(cls):
-            raw = environ.get(PREFIX + item.name.upper())
+        for variable, cluster, item, _ in variables():
+            raw = environ.get(variable)
             if raw is None:
                 continue
             kind = type(item.default)
             try:
-                values[item.name] = kind(raw) if kind in (int, float) else raw
+                value = kind(raw) if kind in (int, float) else raw
             except ValueError:
-                problems.append(f"{PREFIX}{item.name.upper()}={raw!r}: not a{'n' if kind is int else ''} "
+                problems.append(f"{variable}={raw!r}: not a{'n' if kind is int else ''} "
                                 f"{'integer' if kind is int else 'number'}")
+                continue
+            (clusters.setdefault(cluster, {}) if cluster else values)[item.name] = value
         if problems:
             raise SettingsError("; ".join(problems))
+        defaults = {item.name: item.default for item in fields(cls) if isinstance(item.default, Connection)}
+        for name, changes in clusters.items():
+            values[name] = replace(defaults[name], **changes)
         return cls(**values)
+
+    def _values(self) -> Iterator[tuple[Variable, Any]]:
+        """Every setting's variable and value, a cluster's one by one."""
+        for variable in variables():
+            yield variable, getattr(getattr(self, variable.cluster) if variable.cluster else self, variable.field.name)
 
     def raw_bucket_names(self) -> frozenset[str]:
         """The buckets of `raw_buckets`, blanks dropped."""
@@ -264,64 +296,44 @@ class Settings:
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, value, doc) for every setting; secrets show as `***` when set."""
         rows = []
-        for item in fields(self):
-            value = str(getattr(self, item.name))
-            if item.metadata["secret"] and value:
-                value = "***"
-            rows.append((PREFIX + item.name.upper(), value, item.metadata["doc"]))
+        for variable, value in self._values():
+            shown = "***" if variable.field.metadata["secret"] and value else str(value)
+            rows.append((variable.name, shown, variable.doc))
         return rows
 
     def secrets(self) -> list[str]:
         """The values of the secret settings that are set (the logs mask them wherever they appear), and each
         token of WEB_JOB_TOKENS apart: a client's token alone in a message is masked too."""
-        values = [value for item in fields(self) if item.metadata["secret"] and (value := getattr(self, item.name))]
+        values = [value for variable, value in self._values() if variable.field.metadata["secret"] and value]
         tokens = (pair.partition("=")[2].strip() for pair in self.web_job_tokens.split(","))
         return values + [token for token in tokens if token]
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, to start a worker or tool with them."""
-        return {PREFIX + item.name.upper(): str(getattr(self, item.name)) for item in fields(self)}
+        return {variable.name: str(value) for variable, value in self._values()}
 
     # -- derived client settings ----------------------------------------------------------------
     def kafka_config(self) -> dict[str, str | int | float | bool]:
-        """librdkafka (confluent-kafka) settings for this cluster, security included."""
-        config: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": self.bootstrap, "security.protocol": self.security_protocol,
-        }
-        if self.security_protocol.startswith("SASL"):
-            config |= {"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
-                       "sasl.password": self.sasl_password}
-        if self.security_protocol.endswith("SSL"):
-            tls = {"ssl.ca.location": self.ssl_cafile, "ssl.certificate.location": self.ssl_certfile,
-                   "ssl.key.location": self.ssl_keyfile}
-            config |= {key: value for key, value in tls.items() if value}
-        return config
+        """librdkafka (confluent-kafka) settings for the processing cluster."""
+        return self.cluster.kafka_config()
 
     def registry_config(self) -> dict[str, Any]:
-        """Schema registry client settings."""
-        config: dict[str, Any] = {"url": self.registry_url, "timeout": self.registry_timeout}
-        if self.registry_user:
-            config["basic.auth.user.info"] = f"{self.registry_user}:{self.registry_password}"
-        if self.ssl_cafile and self.registry_url.startswith("https"):
-            config["ssl.ca.location"] = self.ssl_cafile
-        return config
+        """The processing cluster's schema registry client settings."""
+        return self.cluster.registry_config()
 
-    def chile(self) -> Settings:
-        """The Chile cluster's connection as settings, so `kafka_config()` and `registry_config()` apply.
+    def on(self, cluster: Connection) -> Settings:
+        """These settings with `cluster` as the one the clients reach."""
+        return replace(self, cluster=cluster)
+
+    def on_chile(self) -> Settings:
+        """These settings on the Chile cluster, for the SAL bridge's side there.
 
         Raises:
             SettingsError: no Chile bootstrap or registry is configured.
         """
-        if not self.chile_bootstrap or not self.chile_registry_url:
+        if not self.chile.bootstrap or not self.chile.registry_url:
             raise SettingsError(f"the SAL bridge needs {PREFIX}CHILE_BOOTSTRAP and {PREFIX}CHILE_REGISTRY_URL")
-        return replace(
-            self, bootstrap=self.chile_bootstrap, registry_url=self.chile_registry_url,
-            registry_user=self.chile_registry_user, registry_password=self.chile_registry_password,
-            security_protocol=self.chile_security_protocol, sasl_mechanism=self.chile_sasl_mechanism,
-            sasl_username=self.chile_sasl_username, sasl_password=self.chile_sasl_password,
-            ssl_cafile=self.chile_ssl_cafile, ssl_certfile=self.chile_ssl_certfile,
-            ssl_keyfile=self.chile_ssl_keyfile, replication_factor=self.chile_replication_factor,
-        )
+        return self.on(self.chile)
 
     def topic(self, name: str) -> str:
         """The full name of one of the project's own topics."""
@@ -342,13 +354,34 @@ class Settings:
         return Path(self.data_dir) / self.app_id
 
 
+class Variable(NamedTuple):
+    """One setting's environment variable."""
+
+    name: str
+    cluster: str
+    """The cluster field of Settings it belongs to, or ""."""
+    field: Field[Any]
+    doc: str
+
+
+def variables() -> Iterator[Variable]:
+    """Every setting's variable, a cluster's one by one."""
+    for item in fields(Settings):
+        if "cluster" in item.metadata:
+            for leaf in fields(Connection):
+                yield Variable(PREFIX + (item.metadata["cluster"] + leaf.name).upper(), item.name, leaf,
+                               item.metadata["doc"] + leaf.metadata["doc"])
+        else:
+            yield Variable(PREFIX + item.name.upper(), "", item, item.metadata["doc"])
+
+
 def refuse_unknown_variables(environ: Mapping[str, str]) -> None:
     """Refuse every `PROMPT_STREAMS_*` variable that is no setting, each with the setting it is most like.
 
     Raises:
         SettingsError: naming all of them (never their values, which may be secrets).
     """
-    known = [item.name.upper() for item in fields(Settings)]
+    known = [variable.name.removeprefix(PREFIX) for variable in variables()]
     unknown = sorted(name for name in environ if name.startswith(PREFIX) and name.removeprefix(PREFIX) not in known)
     if not unknown:
         return

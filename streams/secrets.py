@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import fields
 
-from streams.config import PREFIX, Settings
+from streams.config import variables
 
 MASK = "***"
 
@@ -20,7 +19,7 @@ MASK = "***"
 def secret_variables() -> frozenset[str]:
     """The environment variables of the secret settings (`PROMPT_STREAMS_SASL_PASSWORD`, ...): never handed to a
     command, whatever a configuration asks."""
-    return frozenset(PREFIX + item.name.upper() for item in fields(Settings) if item.metadata["secret"])
+    return frozenset(variable.name for variable in variables() if variable.field.metadata["secret"])
 
 
 def _forms(secret: str) -> set[str]:

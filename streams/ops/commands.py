@@ -41,7 +41,7 @@ def plain_errors(settings: Settings) -> Iterator[None]:
     except PromptStreamsError as error:
         fail(str(error))
     except (KafkaException, TimeoutError) as error:
-        fail(f"Kafka at {settings.bootstrap}: {error}")
+        fail(f"Kafka at {settings.cluster.bootstrap}: {error}")
 
 
 def fail(message: str) -> NoReturn:

@@ -45,7 +45,7 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]:
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(spec.name, spec.partitions, settings.replication_factor, config=spec.config)
+        [NewTopic(spec.name, spec.partitions, settings.cluster.replication_factor, config=spec.config)
          for spec in missing],
         request_timeout=TIMEOUT_S,
     )

@@ -411,7 +411,7 @@ class Clusters:
 
     def watermarks(self, settings: Settings, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
         """(low, high) of each partition of the settings' broker."""
-        return self.of(settings.bootstrap).watermarks(settings, tps)
+        return self.of(settings.cluster.bootstrap).watermarks(settings, tps)
 
 
 class TopologyTestDriver:

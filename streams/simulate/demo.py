@@ -13,7 +13,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +94,7 @@ def main() -> int:
     """Run the demo; return the exit status."""
     state = Cluster("main").up()
     print(f"stack: Kafka at {state.bootstrap}, schema registry at {state.registry_url}")
-    settings = replace(Settings.from_env(), bootstrap=state.bootstrap, registry_url=state.registry_url)
+    settings = Settings.from_env().on(state.client())
     night = plan_night(VISITS, tuple(range(189)), CcdShape(SIZE, SIZE), seed=int(time.time()),  # ids from now
                        fields=FIELDS)
     print(f"writing a night of {VISITS} visits x 189 detectors x 2 snaps ({SIZE} x {SIZE} pixels) "

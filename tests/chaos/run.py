@@ -50,7 +50,7 @@ def settings_for(state: ClusterState, root: Path) -> Settings:
     instruments.write_text(INSTRUMENTS)
     surveys = root / "surveys.toml"
     surveys.write_text('[surveys]\n"BLOCK-*" = ["stand-in"]\n')
-    return replace(Settings.from_env({}), app_id="chaos", bootstrap=state.bootstrap, registry_url=state.registry_url,
+    return replace(Settings.from_env({}), app_id="chaos", cluster=state.client(),
                    data_dir=str(root / "data"), data_root=str(root / "repo"), output_root=str(root / "out"),
                    instruments_file=str(instruments), surveys_file=str(surveys), detector_partitions=9,
                    pipeline_processes=1, standin_preload_seconds=0.01, standin_run_seconds=0.02,
@@ -177,7 +177,7 @@ def run(visits_count: int, kill_every: float, interval: float, root: Path, settl
                 supervisor.kill(victim)
                 print(f"[{time.monotonic() - started:5.1f} s] SIGKILL {victim}", flush=True)
         topics = declare(settings)
-        wiring = Wiring(settings.kafka_config(), settings.registry_url, topics.next_visit.name,
+        wiring = Wiring(settings.kafka_config(), settings.cluster.registry_url, topics.next_visit.name,
                         topics.next_visit_canceled.name, topics.raw_image_available.name, topics.ccd_result.name,
                         topics.visit_summary.name, gather_changelog(settings).name, Path(settings.instruments_file),
                         topics.alerts.name, Path(settings.apdb_config).with_name("apdb.db"))

@@ -28,10 +28,10 @@ def latest_schema() -> Any:
 
 def read_alerts(settings: Settings, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Every committed alert on the settings' alert topic, decoded."""
-    registry = SchemaRegistryClient({"url": settings.registry_url})
+    registry = SchemaRegistryClient({"url": settings.cluster.registry_url})
     registered = registry.get_latest_version(f"{settings.alert_topic}-value").schema_id
     schema = latest_schema()
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": f"broker-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer({"bootstrap.servers": settings.cluster.bootstrap, "group.id": f"broker-{uuid.uuid4().hex[:8]}",
                          "isolation.level": "read_committed", "enable.partition.eof": True,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     try:

@@ -61,8 +61,7 @@ def settings(cluster: ClusterState, tmp_path: Path) -> Settings:
     return replace(
         Settings.from_env({}),
         app_id=f"test-{tag}",
-        bootstrap=cluster.bootstrap,
-        registry_url=cluster.registry_url,
+        cluster=cluster.client(),
         topic_prefix=f"t{tag}.prompt",
         next_visit_topic=f"t{tag}.lsst.sal.ScriptQueue.logevent_nextVisit",
         next_visit_canceled_topic=f"t{tag}.lsst.sal.ScriptQueue.logevent_nextVisitCanceled",

@@ -15,8 +15,7 @@ def isolated_settings(cluster: ClusterState, root: Path, **changes: object) -> S
     """Settings of their own (app id, topics, data) on the test cluster."""
     tag = uuid.uuid4().hex[:8]
     base = replace(
-        Settings.from_env({}), app_id=f"test-{tag}", bootstrap=cluster.bootstrap,
-        registry_url=cluster.registry_url, topic_prefix=f"t{tag}.prompt",
+        Settings.from_env({}), app_id=f"test-{tag}", cluster=cluster.client(), topic_prefix=f"t{tag}.prompt",
         next_visit_topic=f"t{tag}.lsst.sal.ScriptQueue.logevent_nextVisit",
         next_visit_canceled_topic=f"t{tag}.lsst.sal.ScriptQueue.logevent_nextVisitCanceled",
         data_dir=str(root / "data"), data_root=str(root / "repo"), web_port=free_port(), detector_partitions=4,

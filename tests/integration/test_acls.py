@@ -48,18 +48,13 @@ class Guarded:
         or of the one given)."""
         password = PASSWORDS[role] if password is None else password
         cluster = on or self.state
-        return replace(self.settings, bootstrap=cluster.bootstrap, registry_url=cluster.registry_url,
-                       security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username=role,
-                       sasl_password=password, ssl_cafile=cluster.ca_file, registry_user=role,
-                       registry_password=password)
+        return self.settings.on(replace(cluster.client(), security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                                        sasl_username=role, sasl_password=password, ssl_cafile=cluster.ca_file,
+                                        registry_user=role, registry_password=password))
 
     def bridge(self, chile: ClusterState) -> Settings:
         """The SAL bridge's settings: as `bridge` on both clusters."""
-        there = self.as_role(BRIDGE, on=chile)
-        return replace(self.as_role(BRIDGE), chile_bootstrap=there.bootstrap, chile_registry_url=there.registry_url,
-                       chile_security_protocol="SASL_SSL", chile_sasl_username=BRIDGE,
-                       chile_sasl_password=there.sasl_password, chile_ssl_cafile=there.ssl_cafile,
-                       chile_registry_user=BRIDGE, chile_registry_password=there.registry_password)
+        return replace(self.as_role(BRIDGE), chile=self.as_role(BRIDGE, on=chile).cluster)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +66,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
                       security=role_security(PASSWORDS, bindings(role_grants(names))))
     state = cluster.up()
     try:
-        guarded = Guarded(state, replace(names, bootstrap=state.bootstrap, registry_url=state.registry_url))
+        guarded = Guarded(state, names.on(state.client()))
         workers = guarded.as_role(WORKERS)
         admin.prepare(workers, Codec(ConfluentRegistry(workers.registry_config())))  # as a worker does at start
         yield guarded

@@ -75,7 +75,7 @@ def test_a_worker_killed_while_alerting_alerts_each_source_once(cluster: Cluster
     detectors = (0, 94, 188)
     settings = isolated_settings(cluster, tmp_path, instruments_file=only(tmp_path, detectors))
     pool = WorkerPool(settings, tmp_path / "logs")
-    watcher = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "watch"})
+    watcher = Consumer({"bootstrap.servers": settings.cluster.bootstrap, "group.id": "watch"})
     try:
         worker = pool.start("w1")
         night = simulate(settings, detectors)

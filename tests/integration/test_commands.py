@@ -109,8 +109,8 @@ def recipes() -> list[str]:
 
 def run(recipe: str, settings: Settings, cwd: Path) -> subprocess.CompletedProcess[str]:
     """One recipe in bash, with the test cluster's address instead of the local stack's."""
-    script = (recipe.replace("127.0.0.1:9092", settings.bootstrap)
-              .replace("http://127.0.0.1:8081/apis/ccompat/v7", settings.registry_url))
+    script = (recipe.replace("127.0.0.1:9092", settings.cluster.bootstrap)
+              .replace("http://127.0.0.1:8081/apis/ccompat/v7", settings.cluster.registry_url))
     env = os.environ | settings.to_env() | {"PATH": f"{FAUST.parent}:{os.environ['PATH']}"}
     return subprocess.run(["bash", "-o", "pipefail", "-ec", script], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=180, check=False, stdin=subprocess.DEVNULL)

@@ -55,7 +55,7 @@ def test_kcat_json_line_is_decoded_the_same_way(settings: Settings) -> None:
     """`kcat -P` with one JSON line gives the same record as the summit's Avro."""
     spec = declare(settings).next_visit
     ensure_topics(settings, [spec])
-    subprocess.run(["kcat", "-P", "-b", settings.bootstrap, "-t", spec.name],
+    subprocess.run(["kcat", "-P", "-b", settings.cluster.bootstrap, "-t", spec.name],
                    input=json.dumps(SUMMIT_VISIT).encode() + b"\n", check=True, timeout=30)
     [value] = Visits(settings).read(spec.name, 1)
     codec = Codec(ConfluentRegistry(settings.registry_config()))
@@ -69,7 +69,7 @@ def test_worker_takes_a_kcat_next_visit_and_dead_letters_garbage(settings: Setti
     visit = SUMMIT_VISIT | {"instrument": "LATISS", "survey": "BLOCK-T454", "private_sndStamp": tai_now()}
     visits = Visits(settings)
     visits.send_bytes(topics.next_visit.name, [b"\x07not avro"])
-    subprocess.run(["kcat", "-P", "-b", settings.bootstrap, "-t", topics.next_visit.name],
+    subprocess.run(["kcat", "-P", "-b", settings.cluster.bootstrap, "-t", topics.next_visit.name],
                    input=json.dumps(visit).encode() + b"\n", check=True, timeout=30)
     [summary] = visits.summaries(1)
     assert (summary.instrument, summary.group_id) == ("LATISS", SUMMIT_VISIT["groupId"])

@@ -24,7 +24,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,9 +214,9 @@ def bridge_settings(cluster: ClusterState, chile: ClusterState, tmp_path: Path) 
     """Settings of one test: its own source topics, SAL sub-namespace and Sasquatch environment."""
     tag = uuid.uuid4().hex[:8]
     return isolated_settings(
-        cluster, tmp_path, chile_bootstrap=chile.bootstrap, chile_registry_url=chile.registry_url,
-        chile_security_protocol="SASL_SSL", chile_sasl_username=CHILE_USER, chile_sasl_password=CHILE_PASSWORD,
-        chile_ssl_cafile=chile.ca_file, chile_sal_subname=f"test_{tag}", sasquatch_environment=f"test{tag}",
+        cluster, tmp_path, chile=replace(chile.client(), security_protocol="SASL_SSL", sasl_username=CHILE_USER,
+                                         sasl_password=CHILE_PASSWORD, ssl_cafile=chile.ca_file),
+        chile_sal_subname=f"test_{tag}", sasquatch_environment=f"test{tag}",
         log_forward_burst=10_000, chile_log_burst=10_000)
 
 

@@ -48,8 +48,8 @@ def test_unauthenticated_and_wrong_password_are_refused(secure: ClusterState) ->
 def test_worker_runs_a_visit_over_sasl_ssl(secure: ClusterState, tmp_path: Path) -> None:
     """Agents (aiokafka) and the gather (librdkafka) connect with the settings from the environment."""
     plain = isolated_settings(secure, tmp_path)
-    settings = replace(plain, security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username=USER,
-                       sasl_password=PASSWORD, ssl_cafile=secure.ca_file)
+    settings = plain.on(replace(plain.cluster, security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                                sasl_username=USER, sasl_password=PASSWORD, ssl_cafile=secure.ca_file))
     pool = WorkerPool(settings, tmp_path / "logs")
     try:
         worker = pool.start("w1")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 from base64 import b64encode
 from collections.abc import Iterator
+from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
 
-from streams.config import Settings, SettingsError
+from streams.config import Connection, Settings, SettingsError
 from streams.secrets import scrub
 from streams.serde.registry import ConfluentRegistry
 
@@ -18,8 +19,8 @@ from streams.serde.registry import ConfluentRegistry
 def test_defaults_point_at_the_local_stack() -> None:
     """With nothing set, a worker talks to the local stack's broker and registry."""
     settings = Settings.from_env({})
-    assert settings.bootstrap == "127.0.0.1:9092"
-    assert settings.registry_url == "http://127.0.0.1:8081/apis/ccompat/v7"
+    assert settings.cluster.bootstrap == "127.0.0.1:9092"
+    assert settings.cluster.registry_url == "http://127.0.0.1:8081/apis/ccompat/v7"
     assert settings.next_visit_topic == "lsst.sal.ScriptQueue.logevent_nextVisit"
     assert settings.topic("ccd-result") == "prompt.ccd-result"
     assert settings.store == "rocksdb://"
@@ -95,13 +96,29 @@ def test_chile_settings_are_a_cluster_of_their_own() -> None:
                                   "PROMPT_STREAMS_CHILE_SASL_PASSWORD": "summit-secret",
                                   "PROMPT_STREAMS_CHILE_SSL_CAFILE": "/etc/summit-ca.pem"})
     assert settings.kafka_config() == {"bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT"}
-    assert settings.chile().kafka_config() == {
+    assert settings.on_chile().kafka_config() == {
         "bootstrap.servers": "summit:9094", "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "prompt-processing", "sasl.password": "summit-secret", "ssl.ca.location": "/etc/summit-ca.pem",
     }
-    assert settings.chile().registry_config() == {"url": "https://summit/schema-registry", "timeout": 10,
+    assert settings.on_chile().registry_config() == {"url": "https://summit/schema-registry", "timeout": 10,
                                                   "ssl.ca.location": "/etc/summit-ca.pem"}
-    assert "summit-secret" not in repr(settings) and "summit-secret" not in repr(settings.chile())
+    assert "summit-secret" not in repr(settings) and "summit-secret" not in repr(settings.on_chile())
+
+
+def test_both_clusters_are_one_type_each_field_a_variable_of_its_own() -> None:
+    """The processing and Chile clusters share one connection type: every field of it is a variable for each, and
+    a bad value is named by its own variable."""
+    names = {variable for variable, _, _ in Settings().describe()}
+    for item in fields(Connection):
+        assert {f"PROMPT_STREAMS_{item.name.upper()}", f"PROMPT_STREAMS_CHILE_{item.name.upper()}"} <= names
+    settings = Settings.from_env({"PROMPT_STREAMS_CHILE_REPLICATION_FACTOR": "3",
+                                  "PROMPT_STREAMS_REPLICATION_FACTOR": "2"})
+    assert (settings.cluster.replication_factor, settings.chile.replication_factor) == (2, 3)
+    assert settings.cluster.bootstrap == "127.0.0.1:9092" and settings.chile.bootstrap == ""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"PROMPT_STREAMS_CHILE_REPLICATION_FACTOR": "0", "PROMPT_STREAMS_SECURITY_PROTOCOL": "TLS"})
+    assert "PROMPT_STREAMS_CHILE_REPLICATION_FACTOR=0: must be at least 1" in str(refused.value)
+    assert "PROMPT_STREAMS_SECURITY_PROTOCOL='TLS': expected one of" in str(refused.value)
 
 
 @pytest.mark.parametrize("environ", [{}, {"PROMPT_STREAMS_CHILE_BOOTSTRAP": "summit:9094"},
@@ -109,7 +126,7 @@ def test_chile_settings_are_a_cluster_of_their_own() -> None:
 def test_the_bridge_refuses_incomplete_or_bad_chile_settings(environ: dict[str, str]) -> None:
     """No Chile bootstrap or registry, or a bad protocol: a clear error naming the variable."""
     with pytest.raises(SettingsError, match="PROMPT_STREAMS_CHILE_"):
-        Settings.from_env(environ).chile()
+        Settings.from_env(environ).on_chile()
 
 
 def test_unknown_variables_are_refused_each_named_with_a_hint() -> None:
@@ -184,7 +201,7 @@ def test_registry_credentials_are_sent_as_basic_auth(registry_url: str) -> None:
                                   "PROMPT_STREAMS_CHILE_REGISTRY_USER": "bridge",
                                   "PROMPT_STREAMS_CHILE_REGISTRY_PASSWORD": "b-secret"})
     assert ConfluentRegistry(settings.registry_config()).subjects() == []
-    assert ConfluentRegistry(settings.chile().registry_config()).subjects() == []
+    assert ConfluentRegistry(settings.on_chile().registry_config()).subjects() == []
     assert ConfluentRegistry(Settings.from_env({"PROMPT_STREAMS_REGISTRY_URL": registry_url}).registry_config()) \
         .subjects() == []
     assert _Subjects.seen == [f"Basic {b64encode(b'workers:w-secret').decode()}",

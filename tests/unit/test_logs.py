@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from streams.config import Settings
+from streams.config import Connection, Settings
 from streams.observability import logs
 from streams.serde.records import CcdResult, RawImageAvailable
 
@@ -37,7 +37,7 @@ def test_labels_come_from_the_record_and_end_with_the_scope() -> None:
 
 
 def test_secrets_are_masked_wherever_they_appear() -> None:
-    settings = Settings(sasl_password='pa"ss', web_token="tok-123", log_format="json")
+    settings = Settings(cluster=Connection(sasl_password='pa"ss'), web_token="tok-123", log_format="json")
     config = logs.logging_config(settings)
     assert config is not None
     formatter = logs.JsonFormatter(**{k: v for k, v in config["formatters"]["default"].items() if k != "()"})

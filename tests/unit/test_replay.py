@@ -43,7 +43,7 @@ def test_a_replay_writes_nothing_live_does() -> None:
     assert replay.app_id == "night-42" and replay.worker_dir() != LIVE.worker_dir()
     assert replay.output_root.startswith(LIVE.output_root + "/replays/") and replay.output_root != LIVE.output_root
     same = {f.name for f in fields(Settings) if getattr(replay, f.name) == getattr(LIVE, f.name)}
-    assert {"bootstrap", "registry_url", "data_root", "surveys_file", "image_timeout"} <= same
+    assert {"cluster", "chile", "data_root", "surveys_file", "image_timeout"} <= same
     assert replay.message_expiration > 365 * 24 * 3600, "a replayed nextVisit is old"
 
 

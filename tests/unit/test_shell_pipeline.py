@@ -147,7 +147,8 @@ def with_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     for name, value in (("PROMPT_STREAMS_SASL_PASSWORD", SASL_SECRET), ("PROMPT_STREAMS_WEB_TOKEN", TOKEN_SECRET),
                         ("UNRELATED_VARIABLE", "not for commands"), ("DECLARED_VARIABLE", "for this command")):
         monkeypatch.setenv(name, value)
-    return replace(settings_in(tmp_path), sasl_password=SASL_SECRET, web_token=TOKEN_SECRET)
+    settings = settings_in(tmp_path)
+    return replace(settings, cluster=replace(settings.cluster, sasl_password=SASL_SECRET), web_token=TOKEN_SECRET)
 
 
 ENV_DUMP = (sys.executable, "-c", "import json, os; print(os.environ.get('PROMPT_STREAMS_SASL_PASSWORD')); "
@@ -204,7 +205,8 @@ def test_error_messages_of_any_pipeline_are_masked(tmp_path: Path, monkeypatch: 
     text) reaches ccd-result with `***` instead."""
     monkeypatch.setattr(execute, "_settings", with_secrets(tmp_path, monkeypatch))
     quoting = 'it\'s "quoted"\\' + SASL_SECRET
-    monkeypatch.setattr(execute, "_settings", replace(execute._settings, registry_password=quoting))
+    cluster = replace(execute._settings.cluster, registry_password=quoting)
+    monkeypatch.setattr(execute, "_settings", execute._settings.on(cluster))
     errors: dict[str, Exception] = {"typed": NonRetriableError(f"cannot connect as user:{SASL_SECRET}@broker"),
                                     "bug": KeyError(quoting)}
     for name, error in errors.items():

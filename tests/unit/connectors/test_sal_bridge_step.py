@@ -23,7 +23,7 @@ from connectors.sal_bridge import MESSAGE_LIMIT, SalBridge
 from connectors.sal_bridge_step import BridgeConfig, step
 from connectors.sal_events import SalMessage, Writer, stable_origin
 from connectors.sasquatch import TOPIC_LIMIT, Unmapped
-from streams.config import Settings, SettingsError
+from streams.config import Connection, Settings, SettingsError
 from streams.errors import RegistryError
 from streams.runtime.driver import Broker, MemoryRegistry, TopologyTestDriver
 from streams.runtime.engine import IDLE_COMMIT_S
@@ -79,7 +79,7 @@ class Harness:
     that takes SETUP_S of the bridge's clock (`now`) and creates the topics on Chile."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
-        self.settings = replace(driver_settings(data_dir), chile_bootstrap=CHILE, chile_registry_url="http://chile",
+        self.settings = replace(driver_settings(data_dir), chile=Connection(bootstrap=CHILE, registry_url="http://chile"),
                                 sasquatch_environment="dev")
         self.chile = Broker()
         self.registry = FakeRegistry()
@@ -293,5 +293,5 @@ def test_the_bridge_may_write_its_own_topics_and_the_sal_and_sasquatch_names_onl
 def test_an_environment_no_topic_can_be_named_in_stops_the_bridge_at_start() -> None:
     """Better a settings error than every metric dead-lettered."""
     with pytest.raises(SettingsError, match="Sasquatch environment"):
-        SalBridge(Settings(chile_bootstrap="chile:9092", chile_registry_url="http://chile",
+        SalBridge(Settings(chile=Connection(bootstrap="chile:9092", registry_url="http://chile"),
                            sasquatch_environment="dev/1"))
