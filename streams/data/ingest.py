@@ -88,6 +88,17 @@ def _pixels(path: Path, hdu: object) -> int:
     return naxis1 * naxis2
 
 
+def _variance(path: Path, hdus: fits.HDUList, image: np.ndarray) -> np.ndarray:
+    """The image's VARIANCE extension, checked from its header like the image before it is decoded; without one,
+    the image's robust noise squared."""
+    if "VARIANCE" not in hdus:
+        return np.full(image.shape, float(mad_std(image, ignore_nan=True)) ** 2, dtype=np.float32)
+    extension = hdus["VARIANCE"]
+    if _pixels(path, extension) == 0:
+        raise IngestError(f"{path}: its VARIANCE extension is no two-dimensional image")
+    return np.asarray(extension.data, dtype=np.float32)
+
+
 def ingest_template(root: Path, instrument: str, filter_name: str, path: Path, psf_sigma: float | None = None,
                     name: str | None = None) -> Ingested:
     """Add a template tile for `instrument` and `filter_name`.
@@ -102,8 +113,7 @@ def ingest_template(root: Path, instrument: str, filter_name: str, path: Path, p
         wcs = WCS(header).celestial
         if not wcs.has_celestial or wcs.naxis != 2:
             raise IngestError(f"{path}: its header has no celestial WCS (CTYPE1/2 RA---TAN/DEC--TAN or similar)")
-        variance = np.asarray(hdus["VARIANCE"].data, dtype=np.float32) if "VARIANCE" in hdus \
-            else np.full(image.shape, float(mad_std(image, ignore_nan=True)) ** 2, dtype=np.float32)
+        variance = _variance(path, hdus, image)
         sigma = psf_sigma if psf_sigma is not None else header.get("PSFSIGMA")
         if sigma is None or not float(sigma) > 0:
             raise IngestError(f"{path}: no PSFSIGMA in its header: give the PSF's Gaussian sigma in pixels")

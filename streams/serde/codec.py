@@ -21,7 +21,7 @@ import re
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import MemberDescriptorType
 from typing import Any, Protocol, TypeVar
 
@@ -404,26 +404,30 @@ def _part(src: _Source, depth: int, avro: Any, expr: str, owner: type[Record] | 
     return part
 
 
+def _runs(fields_: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """The fields in order, each run of doubles together (one struct call writes or reads it), others alone."""
+    at = 0
+    while at < len(fields_):
+        run = 1
+        while fields_[at]["type"] == "double" and at + run < len(fields_) and fields_[at + run]["type"] == "double":
+            run += 1
+        yield fields_[at:at + run]
+        at += run
+
+
 def _record_writer(schema: dict[str, Any], record_type: type[Record], header: bytes) -> Callable[[Any], bytes]:
     """The function from a record to `header` and its fields' bytes; a run of doubles is one struct.pack."""
     fields_ = _check_fields(schema, record_type)
     src = _Source()
     src.emit(0, "def write(r):")
     parts = [src.const("header", header)] if header else []
-    at = 0
-    while at < len(fields_):
-        run = 0
-        while at + run < len(fields_) and fields_[at + run]["type"] == "double":
-            run += 1
-        if run > 1:
-            pack = src.const("pack", struct.Struct(f"<{run}d").pack)
-            names = ", ".join(f"r.{item['name']}" for item in fields_[at:at + run])
+    for run in _runs(fields_):
+        if len(run) > 1:
+            pack = src.const("pack", struct.Struct(f"<{len(run)}d").pack)
+            names = ", ".join(f"r.{item['name']}" for item in run)
             parts.append(f"{pack}({names})")
-            at += run
-            continue
-        item = fields_[at]
-        parts.append(_part(src, 1, item["type"], f"r.{item['name']}", record_type, item["name"]))
-        at += 1
+        else:
+            parts.append(_part(src, 1, run[0]["type"], f"r.{run[0]['name']}", record_type, run[0]["name"]))
     src.emit(1, f"return b''.join(({', '.join(parts)},))")
     writer: Callable[[Any], bytes] = src.build("write")
     return writer
@@ -527,21 +531,14 @@ def _record_reader(schema: dict[str, Any], record_type: type[Record]) -> Reader:
     src = _Source()
     cls = src.const("cls", record_type)
     src.emit(0, "def read(data, pos):")
-    at = 0
-    while at < len(fields_):
-        run = 0
-        while at + run < len(fields_) and fields_[at + run]["type"] == "double":
-            run += 1
-        if run > 1:
-            unpack = src.const("unpack", struct.Struct(f"<{run}d").unpack_from)
-            targets = "".join(f"f_{item['name']}, " for item in fields_[at:at + run])
+    for run in _runs(fields_):
+        if len(run) > 1:
+            unpack = src.const("unpack", struct.Struct(f"<{len(run)}d").unpack_from)
+            targets = "".join(f"f_{item['name']}, " for item in run)
             src.emit(1, f"{targets}= {unpack}(data, pos)")
-            src.emit(1, f"pos += {8 * run}")
-            at += run
-            continue
-        item = fields_[at]
-        _read_value(src, 1, item["type"], f"f_{item['name']}", record_type, item["name"])
-        at += 1
+            src.emit(1, f"pos += {8 * len(run)}")
+        else:
+            _read_value(src, 1, run[0]["type"], f"f_{run[0]['name']}", record_type, run[0]["name"])
     # A frozen dataclass's __init__ sets each field through object.__setattr__; its slots'
     # descriptors set them directly, at half the cost (no default is needed: every field was read).
     src.emit(1, f"o = _new({cls})")

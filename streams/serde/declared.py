@@ -11,8 +11,3 @@ from topology.topics import TopicSpec
 def record_of(spec: TopicSpec) -> type[Record] | None:
     """The record type of a topic's values; None for a foreign format (S3 JSON, Rubin's alert packet)."""
     return None if spec.schema is None else RECORD_TYPES[spec.schema]
-
-
-def record_type(schema: str) -> type[Record]:
-    """The record type generated from `schemas/<schema>.avsc`."""
-    return RECORD_TYPES[schema]

@@ -135,6 +135,14 @@ def obs_id(instrument: str, exposure_id: int, controller: str = "O") -> str:
     return f"{CAMERA_CODES.get(instrument, 'MC')}_{controller}_{day_obs}_{sequence:06d}"
 
 
+def raw_key(instrument: str, exposure_id: int, detector: int, controller: str = "O") -> str:
+    """Where the camera puts a raw, under the data root's raw/: <instrument>/<day_obs>/<obs_id>/<obs_id>_<detector
+    name>.fits (where `streams.data.raws.find_raws` looks)."""
+    observation = obs_id(instrument, exposure_id, controller)
+    name = detector_name(instrument, detector)
+    return f"{instrument}/{exposure_id // 100_000}/{observation}/{observation}_{name}.fits"
+
+
 def primary_header(instrument: str, detector: int, *, exposure_id: int, group_id: str, snap: int, snaps: int,
                    image_type: str, start: datetime, exposure_time: float, boresight: tuple[float, float, float],
                    filter_name: str, controller: str = "O") -> fits.Header:

@@ -26,7 +26,6 @@ from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
 from streams.clock import tai_now
-from streams.core.focal_plane import detector_name
 from streams.data import refcat, repository
 from streams.ops.progress import progress_bar
 from streams.science import amplifiers, isr
@@ -37,10 +36,10 @@ from streams.simulate.camera import (
     Detector,
     expose,
     make_detector,
-    obs_id,
     primary_header,
     raw_hdus,
 )
+from streams.simulate.camera import raw_key as camera_raw_key
 from streams.simulate.observation import Conditions, Truth, inject_transients, observe, template_tile
 from streams.simulate.scene import Sources, random_stars
 from streams.simulate.visits import Visits
@@ -185,9 +184,7 @@ def _stars(night: Night, visit: PlannedVisit, detector: int) -> tuple[Sources, f
 
 def raw_key(night: Night, visit: PlannedVisit, snap: int, detector: int) -> str:
     """The object key of a raw, as the camera names it."""
-    day_obs = visit.exposure_ids[snap] // 100_000
-    observation = obs_id(night.instrument, visit.exposure_ids[snap])
-    return f"{night.instrument}/{day_obs}/{observation}/{observation}_{detector_name(night.instrument, detector)}.fits"
+    return camera_raw_key(night.instrument, visit.exposure_ids[snap], detector)
 
 
 def _write_raw(root: Path, key: str, hdus: fits.HDUList, group_id: str, snap: int, detector: int) -> Path:
@@ -330,9 +327,8 @@ def write_bias_sequence(root: Path, night: Night, group_id: str, exposures: int,
                                     snap=index, snaps=exposures, image_type="BIAS",
                                     start=start + timedelta(seconds=5 * index), exposure_time=0.0,
                                     boresight=boresight, filter_name=FILTER, controller="C")
-            observation = obs_id(night.instrument, exposure_id, "C")
-            key = f"{night.instrument}/{exposure_id // 100_000}/{observation}/{header['FILENAME']}"
-            path = _write_raw(root, key, raw_hdus(expose(rng, electronics, sky, 0.0), electronics, header), group_id,
+            hdus = raw_hdus(expose(rng, electronics, sky, 0.0), electronics, header)
+            path = _write_raw(root, camera_raw_key(night.instrument, exposure_id, detector, "C"), hdus, group_id,
                               index, detector)
             arrivals[index].append(RawImageAvailable(
                 instrument=night.instrument, group_id=group_id, detector=detector, snap=index,

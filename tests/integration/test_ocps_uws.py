@@ -27,6 +27,7 @@ from streams.config import Settings
 from streams.core.focal_plane import detector_name
 from streams.ops.workers import WorkerPool
 from streams.serde.records import RawImageAvailable
+from streams.simulate.camera import raw_key
 from streams.simulate.visits import Visits
 from tests.integration.settings import isolated_settings
 from topology.topics import declare
@@ -90,11 +91,8 @@ def write_raws(root: Path, exposures: tuple[int, ...]) -> dict[tuple[int, int], 
     """Small files where the camera's naming puts the raws of these exposures."""
     paths = {}
     for exposure in exposures:
-        day_obs, sequence = divmod(exposure, 100_000)
-        obs_id = f"CC_O_{day_obs}_{sequence:06d}"
         for detector in DETECTORS:
-            path = root / "raw" / INSTRUMENT / str(day_obs) / obs_id / \
-                f"{obs_id}_{detector_name(INSTRUMENT, detector)}.fits"
+            path = root / "raw" / raw_key(INSTRUMENT, exposure, detector)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"raw of exposure {exposure} detector {detector}\n")
             paths[detector, exposure] = path

@@ -71,6 +71,22 @@ def test_images_too_large_or_compressed_without_bound_are_refused_before_decodin
     assert not (tmp_path / "repo").exists()
 
 
+def test_a_template_variance_is_checked_like_its_image(tmp_path: Path) -> None:
+    """A sound template image whose VARIANCE extension is GZIP-compressed, or no image, is refused before that
+    extension is decoded."""
+    image = fits.open(template_file(tmp_path))[0]
+    gzipped, table = tmp_path / "gzipped-variance.fits", tmp_path / "table-variance.fits"
+    fits.HDUList([image, fits.CompImageHDU(np.ones((300, 300), np.float32), name="VARIANCE",
+                                           compression_type="GZIP_1")]).writeto(gzipped)
+    fits.HDUList([image, fits.BinTableHDU.from_columns([fits.Column("v", "E", array=np.ones(3))], name="VARIANCE")]
+                 ).writeto(table)
+    with pytest.raises(IngestError, match="GZIP_1 tile compression"):
+        ingest_template(tmp_path / "repo", "LSSTCam", "r_57", gzipped, psf_sigma=1.5)
+    with pytest.raises(IngestError, match="VARIANCE extension is no two-dimensional image"):
+        ingest_template(tmp_path / "repo", "LSSTCam", "r_57", table, psf_sigma=1.5)
+    assert not (tmp_path / "repo").exists()
+
+
 def test_an_ingested_calibration_is_used_within_its_validity(tmp_path: Path) -> None:
     """A master bias of detector 94 valid for a day is what the preload finds in that day, and only then."""
     path = tmp_path / "bias.fits"

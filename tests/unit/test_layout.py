@@ -7,7 +7,7 @@ import ast
 import importlib
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ def within(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
 
 
-def breaches(folder: str, allowed: object = None, *, forbidden: tuple[str, ...] = (),
+def breaches(folder: str, allowed: Callable[[str], bool] | None = None, *, forbidden: tuple[str, ...] = (),
              skip: tuple[str, ...] = ()) -> list[str]:
     """`file:line module` for each import under `folder` that is forbidden, or (with `allowed`, a predicate)
     not allowed."""
@@ -43,7 +43,7 @@ def breaches(folder: str, allowed: object = None, *, forbidden: tuple[str, ...] 
         if path.name in skip:
             continue
         for line, module in imports(path):
-            bad = within(module, forbidden) or (callable(allowed) and not allowed(module))
+            bad = within(module, forbidden) or (allowed is not None and not allowed(module))
             if bad:
                 found.append(f"{path.relative_to(ROOT)}:{line} {module}")
     return found

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from streams.config import Settings
-from streams.core.focal_plane import detector_name
 from streams.core.instruments import parse_instruments
 from streams.core.job import group_of
 from streams.processors.ocps import OcpsJobs, OcpsOutcomes
@@ -28,6 +27,7 @@ from streams.serde.records import (
     VisitExpected,
     VisitSummary,
 )
+from streams.simulate.camera import raw_key
 from tests.unit.fake_kafka import FakeMessage, offline
 from tests.unit.runtime.visits import driver_settings
 from topology.keys import detector_key, snap_key, visit_key
@@ -48,11 +48,8 @@ def settings(root: Path, **changes: Any) -> Settings:
 def write_raws(root: Path) -> None:
     """A small file where the camera's naming puts each raw of the job."""
     for exposure in EXPOSURES:
-        day_obs, sequence = divmod(exposure, 100_000)
-        obs_id = f"CC_O_{day_obs}_{sequence:06d}"
         for detector in DETECTORS:
-            path = root / "raw" / INSTRUMENT / str(day_obs) / obs_id / \
-                f"{obs_id}_{detector_name(INSTRUMENT, detector)}.fits"
+            path = root / "raw" / raw_key(INSTRUMENT, exposure, detector)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("raw\n")
 
