@@ -11,7 +11,9 @@ What is timed, all on this machine's one clock (TAI seconds):
   inside the pipeline process as it begins to run), both carried in the per-CCD result;
 - per visit, last result -> summary: the last CCD's `process_end_time` to the summary's
   `summary_time` (the gather's decision, just before its transaction), and to the moment a
-  `read_committed` consumer of the harness receives it (after the commit).
+  `read_committed` consumer of the harness receives it (after the commit);
+- after the measured visits, CANCELED_VISITS more whose raws never come: nextVisitCanceled produced
+  (its own stamp) -> their summary (all 189 detectors `canceled`) readable by that consumer.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ SETTLE_S = 5.0
 """After the workers start, time for their last rebalance to finish before the first visit."""
 PRELOAD_PAUSE_S = 0.3
 """After the fan-out, time for the (no-op) preloads to pass through the pipeline processes."""
+CANCELED_VISITS = 10
+"""Visits canceled after their fan-out, once the measured ones are done."""
 
 
 @dataclass
@@ -54,6 +58,8 @@ class Overhead:
     """Per visit, the least arrival -> start of its CCDs: the overhead without the burst's queue."""
     result_to_summary: Spread
     result_to_readable: Spread
+    cancel_to_readable: Spread
+    """nextVisitCanceled produced -> the canceled visit's summary readable."""
     rss_start: list[int] = field(default_factory=list)
     rss_warm: list[int] = field(default_factory=list)
     rss_end: list[int] = field(default_factory=list)
@@ -125,6 +131,8 @@ def run(state: ClusterState, root: Path, workers: int, visits: int) -> Overhead:
                 if number >= WARM_UP_VISITS:
                     groups.append(group)
             rss_end = [rss_bytes(w.process.pid) for w in pool.started]
+            canceled = [_canceled(driver, commands, summaries, f"2026-11-25T1{workers}:00:{number:02d}.000")
+                        for number in range(CANCELED_VISITS)]
         finally:
             commands.close()
             summaries.close()
@@ -142,7 +150,7 @@ def run(state: ClusterState, root: Path, workers: int, visits: int) -> Overhead:
     to_summary = [done[g].summary_time - last_end[g] for g in groups]
     to_readable = [readable[g] - last_end[g] for g in groups]
     return Overhead(workers, len(groups), Spread.of(to_start), Spread.of(list(least.values())),
-                    Spread.of(to_summary), Spread.of(to_readable),
+                    Spread.of(to_summary), Spread.of(to_readable), Spread.of(canceled),
                     rss_start, rss_warm, rss_end, time.monotonic() - started, lost)
 
 
@@ -162,6 +170,19 @@ def announce(driver: Visits, commands: Watcher, group: str) -> None:
         return len(starts) == LSSTCAM_DETECTORS
 
     commands.until(fanned_out, VISIT_TIMEOUT_S)
+
+
+def _canceled(driver: Visits, commands: Watcher, summaries: Watcher, group: str) -> float:
+    """A visit canceled once fanned out, before any raw: seconds from the cancellation to its summary readable."""
+    announce(driver, commands, group)
+    time.sleep(PRELOAD_PAUSE_S)
+    sent = driver.cancel(group)
+    codec = driver.codec
+    seen = summaries.until(lambda value: codec.decode(value, VisitSummary).group_id == group, VISIT_TIMEOUT_S)
+    summary = codec.decode(seen[-1][0], VisitSummary)
+    if summary.counts.get("canceled") != LSSTCAM_DETECTORS:
+        raise AssertionError(f"canceled visit {group}: {summary.counts}")
+    return seen[-1][1] + tai_minus_utc() - sent
 
 
 def _visit(driver: Visits, commands: Watcher, summaries: Watcher, group: str, number: int,

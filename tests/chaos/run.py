@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import random
 import signal
+import shutil
 import tempfile
 import threading
 import time
@@ -211,9 +212,14 @@ def main() -> int:
     parser.add_argument("--visits", type=int, default=1000)
     parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between chaos actions")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between visits")
+    parser.add_argument("--keep", type=Path, help="a folder for the run's files (logs/ per worker), kept after it")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        verdict = run(args.visits, args.kill_every, args.interval, Path(folder))
+    if args.keep:  # the workers' logs and the stack's files stay there, to read after a failed verdict
+        shutil.rmtree(args.keep, ignore_errors=True)
+        verdict = run(args.visits, args.kill_every, args.interval, args.keep)
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            verdict = run(args.visits, args.kill_every, args.interval, Path(folder))
     print(verdict.line())
     for name in ("lost", "duplicated_results", "unexpected_results", "wrong_status", "missing_summaries",
                  "duplicated_summaries", "wrong_counts", "table_mismatches", "missing_alerts", "wrong_alert_counts",
