@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import signal
 import shutil
+import signal
 import tempfile
 import threading
 import time
