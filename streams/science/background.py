@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from photutils.background import Background2D, MedianBackground
-from scipy.ndimage import maximum_filter
+from photutils.detection import find_peaks
+from photutils.utils.exceptions import NoDetectionsWarning
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
@@ -19,11 +22,15 @@ def subtract_background(image: np.ndarray, mask: np.ndarray | None = None, box: 
 
 def find_stars(image: np.ndarray, variance: np.ndarray, threshold: float = 30.0, border: int = 15,
                separation: int = 12, limit: int = 200) -> np.ndarray:
-    """(y, x) of bright, isolated peaks: local maxima above `threshold` sigma, away from edges."""
-    significance = image / np.sqrt(np.maximum(variance, 1e-6))
-    peaks = (image == maximum_filter(image, size=2 * separation + 1)) & (significance > threshold)
-    peaks[:border, :] = peaks[-border:, :] = peaks[:, :border] = peaks[:, -border:] = False
-    ys, xs = np.nonzero(peaks)
+    """(y, x) of the `limit` brightest isolated peaks: local maxima (photutils' `find_peaks`, as fast as a
+    maximum filter of our own and the same peaks) above `threshold` sigma, away from edges."""
+    with warnings.catch_warnings():  # no peak at a high threshold is an answer: a lower one is tried
+        warnings.simplefilter("ignore", NoDetectionsWarning)
+        peaks = find_peaks(image, threshold * np.sqrt(np.maximum(variance, 1e-6)), box_size=2 * separation + 1,
+                           border_width=border)
+    if peaks is None:
+        return np.empty((0, 2), dtype=np.intp)
+    ys, xs = np.asarray(peaks["y_peak"]), np.asarray(peaks["x_peak"])
     order = np.argsort(image[ys, xs])[::-1][:limit]
     return np.column_stack([ys[order], xs[order]])
 
