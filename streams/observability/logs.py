@@ -91,15 +91,17 @@ def _text(value: object) -> str:
 
 
 class Event:
-    """A log event's name and fields; its text (`name key=value ...`) is made only if a handler formats it."""
+    """A log event's name and fields, and the labels bound when it was logged; its text (`name key=value ...`,
+    the labels last) is made only if a handler formats it."""
 
-    __slots__ = ("fields", "name")
+    __slots__ = ("fields", "labels", "name")
 
-    def __init__(self, name: str, fields: Mapping[str, object]) -> None:
-        self.name, self.fields = name, fields
+    def __init__(self, name: str, fields: Mapping[str, object], labels: Mapping[str, object]) -> None:
+        self.name, self.fields, self.labels = name, fields, labels
 
     def __str__(self) -> str:
-        return " ".join([self.name, *(f"{key}={_text(value)}" for key, value in self.fields.items())])
+        labels = {key: value for key, value in self.labels.items() if key not in self.fields}
+        return " ".join([self.name, *(f"{key}={_text(value)}" for key, value in (self.fields | labels).items())])
 
 
 class Events:
@@ -113,7 +115,7 @@ class Events:
     def _emit(self, level: int, name: str, fields: Mapping[str, object],
               exc_info: BaseException | bool = False) -> None:
         if self.logger.isEnabledFor(level):  # stacklevel 3: the file and function of the caller of info() etc.
-            self.logger.log(level, "%s", Event(name, fields), exc_info=exc_info, stacklevel=3,
+            self.logger.log(level, "%s", Event(name, fields, LABELS.get({})), exc_info=exc_info, stacklevel=3,
                             extra={"event": name, "fields": fields})
 
     def log(self, level: int, name: str, /, **fields: object) -> None:

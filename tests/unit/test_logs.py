@@ -47,15 +47,17 @@ def test_secrets_are_masked_wherever_they_appear() -> None:
 
 
 def test_an_event_is_its_name_and_fields_in_text_and_keys_in_json(caplog: pytest.LogCaptureFixture) -> None:
-    """Text logs read `name key=value`; a JSON line has the event and each field as keys for a log store to filter
-    on. Fields name what the event is about, so they win over the labels, never over the line's own keys."""
+    """Text logs read `name key=value` (the labels bound then last); a JSON line has the event and each field as
+    keys for a log store to filter on. Fields name what the event is about, so they win over the labels, never over
+    the line's own keys."""
     log = logs.events("streams.test.events")
     with caplog.at_level(logging.INFO, logger="streams.test.events"), logs.labelled(
             RawImageAvailable(instrument="LSSTCam", group_id="g1", detector=94, exposure_id=7, uri="x")):
         log.info("visit summarised", group="g2", counts={"success": 9}, reason="all done", level="x")
         entry = json.loads(logs.JsonFormatter().format(caplog.records[0]))
     record = caplog.records[0]
-    assert record.getMessage() == 'visit summarised group=g2 counts="{\'success\': 9}" reason="all done" level=x'
+    assert record.getMessage() == ('visit summarised group=g2 counts="{\'success\': 9}" reason="all done" level=x '
+                                   "instrument=LSSTCam detector=94 visit=7"), "the labels of the moment, last"
     assert record.funcName == "test_an_event_is_its_name_and_fields_in_text_and_keys_in_json", "the caller's"
     assert entry["event"] == "visit summarised" and entry["counts"] == {"success": 9}
     assert (entry["group"], entry["detector"], entry["level"]) == ("g2", 94, "INFO")
