@@ -101,7 +101,8 @@ class Event:
 
     def __str__(self) -> str:
         labels = {key: value for key, value in self.labels.items() if key not in self.fields}
-        return " ".join([self.name, *(f"{key}={_text(value)}" for key, value in (self.fields | labels).items())])
+        pairs = [*self.fields.items(), *labels.items()]
+        return " ".join([self.name, *(f"{key}={_text(value)}" for key, value in pairs)])
 
 
 class Events:
