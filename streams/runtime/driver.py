@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import zlib
 from dataclasses import dataclass, field
 from enum import Enum
@@ -108,6 +109,9 @@ class Broker:
         """Transactional id -> its open transaction."""
         self.commit_failures: list[KafkaError] = []
         """Raised, in turn, by the next `commit_transaction` calls (after their records were flushed)."""
+        self.stuck_offsets = 0
+        """How many of the next `send_offsets_to_transaction` calls block until `unstuck` is set."""
+        self.unstuck = threading.Event()
         self.producer_queue = 100_000
         """Records a producer holds before `poll` serves their reports (librdkafka's
         queue.buffering.max.messages); `produce` beyond it raises `BufferError`."""
@@ -359,7 +363,10 @@ class FakeProducer:
 
     def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any,
                                     timeout: float = -1) -> None:
-        """The group's offsets, committed with the transaction."""
+        """The group's offsets, committed with the transaction (after blocking, if a test asked for it)."""
+        if self._broker.stuck_offsets:
+            self._broker.stuck_offsets -= 1
+            self._broker.unstuck.wait()
         transaction = self._current()
         transaction.offsets.update({(group_metadata, tp.topic, tp.partition): tp.offset for tp in positions})
 
@@ -490,7 +497,9 @@ class TopologyTestDriver:
         self._attach(processor)
 
     def close(self) -> None:
-        """Stop every processor as the engine does (leave the group, close the tables' databases)."""
+        """Stop every processor as the engine does (leave the group, close the tables' databases), and let the
+        calls left stuck return."""
+        self.broker.unstuck.set()
         for name, processor in self.processors.items():
             processor._stop_clients(self._consumers[name])
         self.processors.clear()
@@ -502,6 +511,11 @@ class TopologyTestDriver:
         retriably (the engine calls it again)."""
         self.broker.commit_failures.append(KafkaError(KafkaError._TIMED_OUT, "commit failed (test driver)",
                                                       retriable=retriable, txn_requires_abort=not retriable))
+
+    def stick_next_offsets(self) -> None:
+        """The next `send_offsets_to_transaction` blocks until the driver closes, past its timeout, as librdkafka's
+        does once the group coordinator it cached is gone (confluentinc/librdkafka#5456, #5511)."""
+        self.broker.stuck_offsets += 1
 
     def fail_apply(self, name: str, error: Exception, times: int = 1) -> None:
         """The processor's next `times` messages raise `error` instead of being applied (a RetriableError: an

@@ -39,6 +39,7 @@ output of no input (a tick's, a checkpoint) that is too large becomes a dead let
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -86,6 +87,10 @@ SWEEP_ROWS = 3000
 (a summarised visit row is ~11 kB, ~0.3 ms to decode) and, on a loaded machine, the pipelines' share."""
 TRANSACTION_TIMEOUT_MS = 10_000
 CALL_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000  # waiting longer is pointless: the broker aborts the transaction
+STUCK_CALL_S = CALL_TIMEOUT_S + 5.0
+"""A transactional call still running this long after it was made has outlived its own timeout: librdkafka's
+send_offsets_to_transaction can block for good once the coordinator it cached is gone (confluentinc/librdkafka#5456,
+#5511; seen after a broker bounce). The call is left behind and its producer replaced (`_replace_producer`)."""
 COMMIT_STALL_S = 3 * CALL_TIMEOUT_S
 RESTORE_TIMEOUT_S = 60.0
 RETRY_PAUSE_S = 0.5
@@ -141,6 +146,31 @@ class Outgoing:
 
 class UndeclaredOutputError(NonRetriableError, RuntimeError):
     """A processor tried to write a topic its declaration in `topology/graph.py` does not name (a bug)."""
+
+
+class _Stuck(Exception):  # noqa: N818 (a signal between `_until_done` and `_commit`)
+    """A transactional call that outlived `STUCK_CALL_S`."""
+
+
+def within(seconds: float, call: Callable[[], None]) -> None:
+    """Make `call` on a thread of its own and wait for it at most `seconds`: what it raises is raised here; if it
+    is still running then, `_Stuck` is, and the call is left to finish (or not) on its daemon thread."""
+    outcome: list[BaseException | None] = []
+
+    def body() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as error:  # handed to the caller
+            outcome.append(error)
+
+    thread = threading.Thread(target=body, name="transactional-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        raise _Stuck(f"still running after {seconds:.0f} s")
+    if (error := outcome[0]) is not None:
+        raise error
 
 
 class _TooLarge(Exception):  # noqa: N818 (a signal between `_encode` and `_settle`)
@@ -403,11 +433,17 @@ class TransactionalProcessor(Generic[Row]):
             "partition.assignment.strategy": "range", "session.timeout.ms": 10_000,
             "max.poll.interval.ms": 120_000,
         })
+        return consumer, self._transactional_producer()
+
+    def _transactional_producer(self) -> ProducerApi:
+        """A producer that has taken the transactional id over: the broker has aborted what an earlier producer
+        of this id (a previous run of this worker, or a stuck one of this run) left open."""
         producer = self.clients.producer(self.output.kafka_config() | {
             "transactional.id": self.offsets.transactional_id(self.group, self.settings.worker),
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "linger.ms": 2,
         })
-        return consumer, producer
+        self._until_done("init_transactions", lambda: producer.init_transactions(CALL_TIMEOUT_S))
+        return producer
 
     def run(self, stop: threading.Event) -> None:
         """Process until `stop` is set; a fatal Kafka error propagates (the worker then stops)."""
@@ -423,8 +459,7 @@ class TransactionalProcessor(Generic[Row]):
     def _start_clients(self) -> ConsumerApi:
         """Make the clients, take the transactional id over and start reading where the last commit left off."""
         self.setup()
-        consumer, producer = self._consumer, self._producer = self._clients()
-        producer.init_transactions(30)  # also aborts what a previous run of this worker left open
+        consumer, self._producer = self._consumer, _ = self._clients()
         if self.changelog is not None and self.settings.standby_replicas > 0:
             self.standby = Standby(self.settings, self.clients, self.group, self.changelog.name, self.store_path)
         self.offsets.start(self, consumer)
@@ -733,18 +768,19 @@ class TransactionalProcessor(Generic[Row]):
     def _commit(self, batch: Batch[Row], outgoing: Outgoing) -> None:
         consumer, producer = self._consumer, self._producer
         assert consumer is not None and producer is not None
-        self._delivered = {}
+        delivered = self._delivered = {}
         self.committing_since = time.monotonic()
         encoded = outgoing.changelog
         try:
             producer.begin_transaction()
             for topic, record_key, value, partition in outgoing.records:
                 _produce(producer, topic, key=record_key, value=value, partition=partition)
+            on_delivery = functools.partial(_record_delivery, delivered)
             for partition, rows in encoded.items():
                 assert self.changelog is not None
                 for key, row in rows.items():
                     _produce(producer, self.changelog.name, key=key, value=row, partition=partition,
-                             on_delivery=self._on_changelog_delivery)
+                             on_delivery=on_delivery)
             self._until_done("send_offsets_to_transaction", lambda: self.offsets.send(consumer, producer, batch))
             self._until_done("commit_transaction", lambda: producer.commit_transaction(CALL_TIMEOUT_S))
         except KafkaException as exception:
@@ -755,27 +791,28 @@ class TransactionalProcessor(Generic[Row]):
             producer.abort_transaction(CALL_TIMEOUT_S)
             self.offsets.rewind(consumer)
             return
+        except _Stuck as stuck:
+            log.warning("transactional call stuck: producer replaced, batch processed again", processor=self.name,
+                        reason=stuck)
+            self._producer = self._transactional_producer()
+            self.offsets.rewind(consumer)
+            return
         finally:
             self.committing_since = 0.0
         self._apply(batch, encoded)
 
     def _until_done(self, what: str, call: Callable[[], None]) -> None:
         """Call again while librdkafka says the error is retriable ("retry call to resume", as during a broker
-        bounce); anything else goes up. The watchdog stops a worker stuck here for COMMIT_STALL_S."""
+        bounce); anything else goes up, and so does `_Stuck` for a call that outlives `STUCK_CALL_S`."""
         while True:
             try:
-                call()
+                within(STUCK_CALL_S, call)
                 return
             except KafkaException as exception:
                 if not exception.args[0].retriable():
                     raise
                 log.warning("retriable Kafka error: calling again", processor=self.name, call=what,
                             reason=exception.args[0])
-
-    def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            partition = message_partition(message)
-            self._delivered[partition] = max(self._delivered.get(partition, 0), message_offset(message) + 1)
 
     def _apply(self, batch: Batch[Row], encoded: dict[int, dict[bytes, bytes | None]]) -> None:
         """The transaction committed: now the table may change, in memory and on disk (its rows exactly as
@@ -852,6 +889,14 @@ class ProcessorService(mode.Service):
         self._stop_event.set()
         if self._thread is not None and not self._stalled:
             await asyncio.to_thread(self._thread.join, 30)
+
+
+def _record_delivery(delivered: dict[int, int], error: KafkaError | None, message: Message) -> None:
+    """A changelog record delivered: its partition's end, for the store's checkpoint. Each commit has its own
+    `delivered`, so a late report from a replaced producer changes nothing that is read."""
+    if error is None:
+        partition = message_partition(message)
+        delivered[partition] = max(delivered.get(partition, 0), message_offset(message) + 1)
 
 
 def position_key(topic: str, partition: int) -> str:

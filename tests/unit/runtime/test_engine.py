@@ -14,6 +14,7 @@ from streams.core.surveys import SurveyTable
 from streams.errors import RetriableError
 from streams.processors.gather import GatherProcessor
 from streams.processors.sal_intake import SalIntake
+from streams.runtime import engine
 from streams.runtime.driver import TopologyTestDriver
 from streams.runtime.engine import Batch, TransactionalProcessor, UndeclaredOutputError
 from streams.serde.records import VisitExpected
@@ -75,6 +76,25 @@ def test_a_retriable_commit_error_is_called_again(settings: Settings) -> None:
         driver.pipe(topics.visit_expected, VISIT, visit_expected())
         driver.pipe(topics.ccd_outcome, VISIT, outcome(0))
         driver.fail_next_commit(retriable=True)
+        driver.run_once()
+        assert [r.detector for r in driver.read(topics.ccd_result)] == [0]
+        assert [o.detector for o in driver.rows("gather")[VISIT].outcomes] == [0]
+
+
+def test_a_stuck_send_offsets_replaces_the_producer_and_commits_the_batch_once(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """send_offsets_to_transaction blocking past its timeout (librdkafka after a broker bounce) does not stop the
+    processor: a new producer fences the stuck one (its transaction aborted), the batch is consumed again, and
+    each output is committed once."""
+    monkeypatch.setattr(engine, "STUCK_CALL_S", 0.2)
+    topics = declare(settings)
+    with TopologyTestDriver(GatherProcessor(settings), now=NOW) as driver:
+        driver.pipe(topics.visit_expected, VISIT, visit_expected())
+        driver.pipe(topics.ccd_outcome, VISIT, outcome(0))
+        driver.stick_next_offsets()
+        driver.run_once()
+        assert driver.read(topics.ccd_result) == [] and driver.rows("gather") == {}
+        assert driver.broker.epochs == {f"{driver.processors['gather'].group}-{settings.worker}": 2}
         driver.run_once()
         assert [r.detector for r in driver.read(topics.ccd_result)] == [0]
         assert [o.detector for o in driver.rows("gather")[VISIT].outcomes] == [0]
