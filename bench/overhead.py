@@ -177,18 +177,26 @@ def _canceled(driver: Visits, commands: Watcher, summaries: Watcher, group: str)
     announce(driver, commands, group)
     time.sleep(PRELOAD_PAUSE_S)
     sent = driver.cancel(group)
-    codec = driver.codec
-    seen = summaries.until(lambda value: codec.decode(value, VisitSummary).group_id == group, VISIT_TIMEOUT_S)
-    summary = codec.decode(seen[-1][0], VisitSummary)
+    summary, readable = summary_of(driver, summaries, group)
     if summary.counts.get("canceled") != LSSTCAM_DETECTORS:
         raise AssertionError(f"canceled visit {group}: {summary.counts}")
-    return seen[-1][1] + tai_minus_utc() - sent
+    return readable - sent
+
+
+def summary_of(driver: Visits, summaries: Watcher, group: str) -> tuple[VisitSummary, float]:
+    """The group's visit summary, and when it became readable (TAI).
+
+    Raises:
+        TimeoutError: no summary within VISIT_TIMEOUT_S.
+    """
+    codec = driver.codec
+    seen = summaries.until(lambda value: codec.decode(value, VisitSummary).group_id == group, VISIT_TIMEOUT_S)
+    return codec.decode(seen[-1][0], VisitSummary), seen[-1][1] + tai_minus_utc()
 
 
 def _visit(driver: Visits, commands: Watcher, summaries: Watcher, group: str, number: int,
            arrivals: dict[tuple[str, int], float], readable: dict[str, float]) -> None:
     """One visit: nextVisit, the fan-out, every raw at once, then its summary."""
-    codec = driver.codec
     announce(driver, commands, group)
     time.sleep(PRELOAD_PAUSE_S)
     spec = driver.topics.raw_image_available
@@ -199,6 +207,5 @@ def _visit(driver: Visits, commands: Watcher, summaries: Watcher, group: str, nu
                                     partition=detector_partition(detector, spec.partitions))
             arrivals[(group, detector)] = raw.arrival_time  # the later snap's stamp wins
     driver.flush()
-    seen = summaries.until(lambda value: codec.decode(value, VisitSummary).group_id == group, VISIT_TIMEOUT_S)
-    readable[group] = seen[-1][1] + tai_minus_utc()
+    readable[group] = summary_of(driver, summaries, group)[1]
     log.info("visit %s: summary readable", group)

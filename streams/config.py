@@ -9,6 +9,7 @@ otherwise leave its setting at the default without a word.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import socket
@@ -364,15 +365,17 @@ class Variable(NamedTuple):
     doc: str
 
 
-def variables() -> Iterator[Variable]:
-    """Every setting's variable, a cluster's one by one."""
+@functools.cache
+def variables() -> tuple[Variable, ...]:
+    """Every setting's variable, a cluster's one by one (worked out once: every Settings made checks them)."""
+    found: list[Variable] = []
     for item in fields(Settings):
         if "cluster" in item.metadata:
-            for leaf in fields(Connection):
-                yield Variable(PREFIX + (item.metadata["cluster"] + leaf.name).upper(), item.name, leaf,
-                               item.metadata["doc"] + leaf.metadata["doc"])
+            found.extend(Variable(PREFIX + (item.metadata["cluster"] + leaf.name).upper(), item.name, leaf,
+                                  item.metadata["doc"] + leaf.metadata["doc"]) for leaf in fields(Connection))
         else:
-            yield Variable(PREFIX + item.name.upper(), "", item, item.metadata["doc"])
+            found.append(Variable(PREFIX + item.name.upper(), "", item, item.metadata["doc"]))
+    return tuple(found)
 
 
 def refuse_unknown_variables(environ: Mapping[str, str]) -> None:

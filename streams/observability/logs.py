@@ -161,16 +161,17 @@ class JsonFormatter(logging.Formatter):
         self.secrets = [secret for secret in secrets if secret]
 
     def format(self, record: logging.LogRecord) -> str:
-        """The record as a JSON line, secrets masked."""
+        """The record as a JSON line, secrets masked (an event's message without the labels: they are keys)."""
+        event, fields = getattr(record, "event", None), getattr(record, "fields", {})
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+            "level": record.levelname, "logger": record.name,
+            "message": str(Event(event, fields, {})) if event else record.getMessage(),
         }
         if self.worker:
             entry["worker"] = self.worker
         entry |= LABELS.get({})
-        if event := getattr(record, "event", None):  # its fields name what it is about: they win over labels
-            fields = getattr(record, "fields", {})
+        if event:  # its fields name what it is about: they win over labels
             entry |= {key: value for key, value in fields.items() if key not in CORE} | {"event": event}
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -109,8 +109,8 @@ class Broker:
         """Transactional id -> its open transaction."""
         self.commit_failures: list[KafkaError] = []
         """Raised, in turn, by the next `commit_transaction` calls (after their records were flushed)."""
-        self.stuck_offsets = 0
-        """How many of the next `send_offsets_to_transaction` calls block until `unstuck` is set."""
+        self.stuck: dict[str, int] = {}
+        """Producer call -> how many of its next calls block until `unstuck` is set."""
         self.unstuck = threading.Event()
         self.producer_queue = 100_000
         """Records a producer holds before `poll` serves their reports (librdkafka's
@@ -364,20 +364,20 @@ class FakeProducer:
     def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any,
                                     timeout: float = -1) -> None:
         """The group's offsets, committed with the transaction (after blocking, if a test asked for it)."""
-        if self._broker.stuck_offsets:
-            self._broker.stuck_offsets -= 1
-            self._broker.unstuck.wait()
+        self._stick("send_offsets_to_transaction")
         transaction = self._current()
         transaction.offsets.update({(group_metadata, tp.topic, tp.partition): tp.offset for tp in positions})
 
     def commit_transaction(self, timeout: float = -1) -> None:
-        """Serve the delivery reports, then commit (or raise the failure a test asked for)."""
+        """Serve the delivery reports, then commit (or raise the failure a test asked for, or block after the
+        commit as a call whose answer is lost)."""
         transaction = self._current()
         self.poll()
         if self._broker.commit_failures:
             raise KafkaException(self._broker.commit_failures.pop(0))
         self._broker.end(self._id, transaction, State.COMMITTED)
         self._transaction = None
+        self._stick("commit_transaction")
 
     def abort_transaction(self, timeout: float = -1) -> None:
         """Drop the transaction's records (they stay in the log, invisible) and offsets."""
@@ -385,6 +385,11 @@ class FakeProducer:
         self._reports, self._queued = [], 0
         self._broker.end(self._id, transaction, State.ABORTED)
         self._transaction = None
+
+    def _stick(self, call: str) -> None:
+        if self._broker.stuck.get(call):
+            self._broker.stuck[call] -= 1
+            self._broker.unstuck.wait()
 
     def _live(self) -> None:
         if self._broker.epochs.get(self._id) != self._epoch:
@@ -512,10 +517,11 @@ class TopologyTestDriver:
         self.broker.commit_failures.append(KafkaError(KafkaError._TIMED_OUT, "commit failed (test driver)",
                                                       retriable=retriable, txn_requires_abort=not retriable))
 
-    def stick_next_offsets(self) -> None:
-        """The next `send_offsets_to_transaction` blocks until the driver closes, past its timeout, as librdkafka's
-        does once the group coordinator it cached is gone (confluentinc/librdkafka#5456, #5511)."""
-        self.broker.stuck_offsets += 1
+    def stick_next(self, call: str) -> None:
+        """The next `call` of a producer blocks until the driver closes, past its timeout, as librdkafka's
+        send_offsets_to_transaction does once the coordinator it cached is gone (confluentinc/librdkafka#5456,
+        #5511); a stuck `commit_transaction` blocks once its transaction has committed (its answer lost)."""
+        self.broker.stuck[call] = self.broker.stuck.get(call, 0) + 1
 
     def fail_apply(self, name: str, error: Exception, times: int = 1) -> None:
         """The processor's next `times` messages raise `error` instead of being applied (a RetriableError: an

@@ -152,7 +152,7 @@ class _Stuck(Exception):  # noqa: N818 (a signal between `_until_done` and `_com
     """A transactional call that outlived `STUCK_CALL_S`."""
 
 
-def within(seconds: float, call: Callable[[], None]) -> None:
+def within(seconds: float, what: str, call: Callable[[], None]) -> None:
     """Make `call` on a thread of its own and wait for it at most `seconds`: what it raises is raised here; if it
     is still running then, `_Stuck` is, and the call is left to finish (or not) on its daemon thread."""
     outcome: list[BaseException | None] = []
@@ -168,7 +168,7 @@ def within(seconds: float, call: Callable[[], None]) -> None:
     thread.start()
     thread.join(seconds)
     if not outcome:
-        raise _Stuck(f"still running after {seconds:.0f} s")
+        raise _Stuck(f"{what} still running after {seconds:.0f} s")
     if (error := outcome[0]) is not None:
         raise error
 
@@ -205,14 +205,15 @@ def _produce(producer: ProducerApi, topic: str, **record: Any) -> None:
 class Source(TypedDict):
     """Where a consumed message is, as log fields."""
 
-    topic: str | None
+    topic: str
     partition: int
     offset: int
 
 
 def _source(message: Message) -> Source:
     """Where a consumed message is, as log fields."""
-    return {"topic": message.topic(), "partition": message_partition(message), "offset": message_offset(message)}
+    topic, partition, offset = coordinates(message)
+    return {"topic": topic, "partition": partition, "offset": offset}
 
 
 def coordinates(message: Message) -> Coordinates:
@@ -781,7 +782,14 @@ class TransactionalProcessor(Generic[Row]):
                 for key, row in rows.items():
                     _produce(producer, self.changelog.name, key=key, value=row, partition=partition,
                              on_delivery=on_delivery)
-            self._until_done("send_offsets_to_transaction", lambda: self.offsets.send(consumer, producer, batch))
+            try:
+                self._until_done("send_offsets_to_transaction", lambda: self.offsets.send(consumer, producer, batch))
+            except _Stuck as stuck:  # nothing is committed before commit_transaction: a new producer aborts it all
+                log.warning("transactional call stuck: producer replaced, batch processed again",
+                            processor=self.name, reason=stuck)
+                self._producer = self._transactional_producer()
+                self.offsets.rewind(consumer)
+                return
             self._until_done("commit_transaction", lambda: producer.commit_transaction(CALL_TIMEOUT_S))
         except KafkaException as exception:
             error = exception.args[0]
@@ -791,22 +799,18 @@ class TransactionalProcessor(Generic[Row]):
             producer.abort_transaction(CALL_TIMEOUT_S)
             self.offsets.rewind(consumer)
             return
-        except _Stuck as stuck:
-            log.warning("transactional call stuck: producer replaced, batch processed again", processor=self.name,
-                        reason=stuck)
-            self._producer = self._transactional_producer()
-            self.offsets.rewind(consumer)
-            return
         finally:
             self.committing_since = 0.0
         self._apply(batch, encoded)
 
     def _until_done(self, what: str, call: Callable[[], None]) -> None:
         """Call again while librdkafka says the error is retriable ("retry call to resume", as during a broker
-        bounce); anything else goes up, and so does `_Stuck` for a call that outlives `STUCK_CALL_S`."""
+        bounce); anything else goes up, and so does `_Stuck` for a call that outlives `STUCK_CALL_S`: a stuck
+        commit_transaction may have committed or not, so it stops the processor (its worker restarts and restores
+        its table from the changelog), where a stuck send_offsets_to_transaction only replaces the producer."""
         while True:
             try:
-                within(STUCK_CALL_S, call)
+                within(STUCK_CALL_S, what, call)
                 return
             except KafkaException as exception:
                 if not exception.args[0].retriable():
@@ -872,10 +876,10 @@ class ProcessorService(mode.Service):
 
     @mode.Service.timer(COMMIT_STALL_S / 3)
     async def _watchdog(self) -> None:
-        """A commit stuck past every timeout stops the worker, to be restarted: librdkafka's
-        send_offsets_to_transaction can block past its own timeout once the group coordinator has moved
-        (confluentinc/librdkafka#5456, #5511; seen after a broker bounce), and the group would otherwise
-        wait for max.poll.interval.ms (2 minutes) before handing the partitions on."""
+        """A commit stuck past every timeout stops the worker, to be restarted. The one stall seen (librdkafka's
+        send_offsets_to_transaction after a broker bounce) is ended sooner by replacing the producer
+        (`STUCK_CALL_S`); this is the last resort for any other, as the group would otherwise wait for
+        max.poll.interval.ms (2 minutes) before handing the partitions on."""
         since = self.processor.committing_since
         if since and time.monotonic() - since > COMMIT_STALL_S and not self._stalled:
             self._stalled = True

@@ -60,6 +60,8 @@ def test_an_event_is_its_name_and_fields_in_text_and_keys_in_json(caplog: pytest
                                    "instrument=LSSTCam detector=94 visit=7"), "the labels of the moment, last"
     assert record.funcName == "test_an_event_is_its_name_and_fields_in_text_and_keys_in_json", "the caller's"
     assert entry["event"] == "visit summarised" and entry["counts"] == {"success": 9}
+    assert entry["message"] == ('visit summarised group=g2 counts="{\'success\': 9}" reason="all done" level=x'), \
+        "a JSON message does not repeat the labels, which are keys of their own"
     assert (entry["group"], entry["detector"], entry["level"]) == ("g2", 94, "INFO")
 
 

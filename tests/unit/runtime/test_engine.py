@@ -91,13 +91,32 @@ def test_a_stuck_send_offsets_replaces_the_producer_and_commits_the_batch_once(
     with TopologyTestDriver(GatherProcessor(settings), now=NOW) as driver:
         driver.pipe(topics.visit_expected, VISIT, visit_expected())
         driver.pipe(topics.ccd_outcome, VISIT, outcome(0))
-        driver.stick_next_offsets()
+        driver.stick_next("send_offsets_to_transaction")
         driver.run_once()
         assert driver.read(topics.ccd_result) == [] and driver.rows("gather") == {}
         assert driver.broker.epochs == {f"{driver.processors['gather'].group}-{settings.worker}": 2}
         driver.run_once()
         assert [r.detector for r in driver.read(topics.ccd_result)] == [0]
         assert [o.detector for o in driver.rows("gather")[VISIT].outcomes] == [0]
+
+
+def test_a_stuck_commit_stops_the_processor_whose_table_is_then_restored(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit_transaction that never answers may have committed: the processor stops (its worker restarts)
+    rather than go on with a table that may lack the batch; restarted, it has the batch once."""
+    monkeypatch.setattr(engine, "STUCK_CALL_S", 0.2)
+    topics = declare(settings)
+    with TopologyTestDriver(GatherProcessor(settings), now=NOW) as driver:
+        driver.pipe(topics.visit_expected, VISIT, visit_expected())
+        driver.pipe(topics.ccd_outcome, VISIT, outcome(0))
+        driver.stick_next("commit_transaction")
+        with pytest.raises(engine._Stuck, match="commit_transaction still running"):
+            driver.run_once()
+        driver.restart(GatherProcessor(settings))
+        driver.pipe(topics.ccd_outcome, VISIT, outcome(1))
+        driver.run()
+        assert [r.detector for r in driver.read(topics.ccd_result)] == [0, 1]
+        assert [o.detector for o in driver.rows("gather")[VISIT].outcomes] == [0, 1]
 
 
 def test_a_batch_larger_than_the_producer_queue_waits_for_room(settings: Settings) -> None:
