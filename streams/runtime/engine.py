@@ -88,9 +88,12 @@ SWEEP_ROWS = 3000
 TRANSACTION_TIMEOUT_MS = 10_000
 CALL_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000  # waiting longer is pointless: the broker aborts the transaction
 STUCK_CALL_S = CALL_TIMEOUT_S + 5.0
-"""A transactional call still running this long after it was made has outlived its own timeout: librdkafka's
-send_offsets_to_transaction can block for good once the coordinator it cached is gone (confluentinc/librdkafka#5456,
-#5511; seen after a broker bounce). The call is left behind and its producer replaced (`_replace_producer`)."""
+"""A transactional call still running this long after it was made has outlived its own timeout (`_until_done`)."""
+STUCK_OFFSETS_S = 5.0
+"""librdkafka's send_offsets_to_transaction can block for good once the coordinator it cached is gone
+(confluentinc/librdkafka#5456, #5511): after a broker bounce, every producer's first call after the broker is back
+did (chaos, ba8b984). It answers in milliseconds otherwise, and nothing is committed before commit_transaction, so
+one still running after this long is left behind and a new producer takes its transactional id over."""
 COMMIT_STALL_S = 3 * CALL_TIMEOUT_S
 RESTORE_TIMEOUT_S = 60.0
 RETRY_PAUSE_S = 0.5
@@ -149,7 +152,7 @@ class UndeclaredOutputError(NonRetriableError, RuntimeError):
 
 
 class _Stuck(Exception):  # noqa: N818 (a signal between `_until_done` and `_commit`)
-    """A transactional call that outlived `STUCK_CALL_S`."""
+    """A transactional call that outlived its bound."""
 
 
 def within(seconds: float, what: str, call: Callable[[], None]) -> None:
@@ -443,7 +446,8 @@ class TransactionalProcessor(Generic[Row]):
             "transactional.id": self.offsets.transactional_id(self.group, self.settings.worker),
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "linger.ms": 2,
         })
-        self._until_done("init_transactions", lambda: producer.init_transactions(CALL_TIMEOUT_S))
+        self._until_done("init_transactions", lambda: producer.init_transactions(CALL_TIMEOUT_S),
+                         STUCK_CALL_S)
         return producer
 
     def run(self, stop: threading.Event) -> None:
@@ -783,14 +787,16 @@ class TransactionalProcessor(Generic[Row]):
                     _produce(producer, self.changelog.name, key=key, value=row, partition=partition,
                              on_delivery=on_delivery)
             try:
-                self._until_done("send_offsets_to_transaction", lambda: self.offsets.send(consumer, producer, batch))
+                self._until_done("send_offsets_to_transaction", lambda: self.offsets.send(consumer, producer, batch),
+                                 STUCK_OFFSETS_S)
             except _Stuck as stuck:  # nothing is committed before commit_transaction: a new producer aborts it all
                 log.warning("transactional call stuck: producer replaced, batch processed again",
                             processor=self.name, reason=stuck)
                 self._producer = self._transactional_producer()
                 self.offsets.rewind(consumer)
                 return
-            self._until_done("commit_transaction", lambda: producer.commit_transaction(CALL_TIMEOUT_S))
+            self._until_done("commit_transaction", lambda: producer.commit_transaction(CALL_TIMEOUT_S),
+                             STUCK_CALL_S)
         except KafkaException as exception:
             error = exception.args[0]
             if not error.txn_requires_abort():
@@ -803,14 +809,14 @@ class TransactionalProcessor(Generic[Row]):
             self.committing_since = 0.0
         self._apply(batch, encoded)
 
-    def _until_done(self, what: str, call: Callable[[], None]) -> None:
+    def _until_done(self, what: str, call: Callable[[], None], stuck_after: float) -> None:
         """Call again while librdkafka says the error is retriable ("retry call to resume", as during a broker
-        bounce); anything else goes up, and so does `_Stuck` for a call that outlives `STUCK_CALL_S`: a stuck
+        bounce); anything else goes up, and so does `_Stuck` for a call that outlives `stuck_after`: a stuck
         commit_transaction may have committed or not, so it stops the processor (its worker restarts and restores
         its table from the changelog), where a stuck send_offsets_to_transaction only replaces the producer."""
         while True:
             try:
-                within(STUCK_CALL_S, what, call)
+                within(stuck_after, what, call)
                 return
             except KafkaException as exception:
                 if not exception.args[0].retriable():
@@ -878,7 +884,7 @@ class ProcessorService(mode.Service):
     async def _watchdog(self) -> None:
         """A commit stuck past every timeout stops the worker, to be restarted. The one stall seen (librdkafka's
         send_offsets_to_transaction after a broker bounce) is ended sooner by replacing the producer
-        (`STUCK_CALL_S`); this is the last resort for any other, as the group would otherwise wait for
+        (`STUCK_OFFSETS_S`); this is the last resort for any other, as the group would otherwise wait for
         max.poll.interval.ms (2 minutes) before handing the partitions on."""
         since = self.processor.committing_since
         if since and time.monotonic() - since > COMMIT_STALL_S and not self._stalled:

@@ -86,7 +86,7 @@ def test_a_stuck_send_offsets_replaces_the_producer_and_commits_the_batch_once(
     """send_offsets_to_transaction blocking past its timeout (librdkafka after a broker bounce) does not stop the
     processor: a new producer fences the stuck one (its transaction aborted), the batch is consumed again, and
     each output is committed once."""
-    monkeypatch.setattr(engine, "STUCK_CALL_S", 0.2)
+    monkeypatch.setattr(engine, "STUCK_OFFSETS_S", 0.2)
     topics = declare(settings)
     with TopologyTestDriver(GatherProcessor(settings), now=NOW) as driver:
         driver.pipe(topics.visit_expected, VISIT, visit_expected())
