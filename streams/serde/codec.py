@@ -597,14 +597,15 @@ class Codec:
     def register(self, topic: str, record_type: type[Record]) -> int:
         """Register the record's schema under `<topic>-value` and remember its id for encoding."""
         subject = f"{topic}-value"
-        if subject not in self._subject_ids:
-            self._subject_ids[subject] = self._registry.register(subject, load_schema(record_type.SCHEMA))
-        return self._subject_ids[subject]
+        found = self._subject_ids.get(subject)
+        return found if found is not None else self.register_schema(subject, load_schema(record_type.SCHEMA))
 
     def register_schema(self, subject: str, schema: Schema) -> int:
-        """Register a schema that is not one of `schemas/` (Rubin's alert packet) and return its id."""
+        """Register a schema (also one not of `schemas/`, as Rubin's alert packet) and return its id. An id refused
+        before (a made-up id read before the registry gave it out) is refused no longer: it is ours now."""
         if subject not in self._subject_ids:
-            self._subject_ids[subject] = self._registry.register(subject, schema)
+            schema_id = self._subject_ids[subject] = self._registry.register(subject, schema)
+            self._refused.pop(schema_id, None)
         return self._subject_ids[subject]
 
     def encode(self, topic: str, record: Record) -> bytes:

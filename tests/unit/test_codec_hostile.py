@@ -180,6 +180,18 @@ def test_a_burst_of_an_unknown_id_asks_the_registry_once() -> None:
     assert registry.lookups == 2
 
 
+def test_an_id_refused_then_registered_by_the_codec_itself_is_read_at_once() -> None:
+    """A made-up id refused just before the registry gives that id to a schema this codec registers is read at
+    once, not refused for `REFUSAL_SECONDS`: the codec's own records are never dead letters."""
+    registry, clock = MemoryRegistry(), Clock()
+    codec = Codec(registry, clock=clock)
+    with pytest.raises(UnknownSchemaIdError, match="schema id 1 is not in the schema registry"):
+        codec.decode(frame(1, own_fields(next_visit())), NextVisit)
+    encoded = codec.encode("nv", next_visit())
+    assert encoded[1:5] == frame(1, b"")[1:5]
+    assert codec.decode(encoded, NextVisit) == next_visit()
+
+
 def test_a_burst_of_distinct_made_up_ids_asks_the_registry_a_bounded_number_of_times() -> None:
     """Ten thousand messages, each naming another id far above the registry's, cost `MISSES_PER_WINDOW` lookups,
     not one each; every message is an UnknownSchemaIdError. A schema registered during the burst (the next id in
