@@ -122,7 +122,7 @@ def credentials(cluster: Connection) -> faust.SASLCredentials | faust.SSLCredent
 
 
 def create_app(settings: Settings) -> PromptStreamsApp:
-    """A Faust app for these settings, with every agent registered."""
+    """A Faust app for these settings: the host of the processors, the web pages and the commands (no agents)."""
     app = PromptStreamsApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.cluster.bootstrap.split(",")],

@@ -14,8 +14,11 @@ SETTINGS = Settings.from_env({})
 
 
 def test_every_worker_processor_is_declared_and_every_declared_one_runs() -> None:
-    """The app's processors are exactly the graph's worker processors, each built from its own declaration."""
+    """The app's processors are exactly the graph's worker processors, each built from its own declaration, and
+    none is a faust agent."""
     from streams import app as worker
+
+    assert not worker.app.agents and not worker.app.tables
 
     async def build() -> dict[str, object]:
         return {p.name: p.spec for p in worker.processors(worker.app.context, worker.app.runner)}
