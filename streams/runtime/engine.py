@@ -385,7 +385,6 @@ class TransactionalProcessor(Generic[Row]):
         self._sweep_partition = 0
         """The partition the next sweep starts with."""
         self._swept = 0.0
-        self._delivered: dict[int, int] = {}
         self.assigned = False
         """Whether the group gave this processor its partitions at least once (readiness)."""
         self.lags: dict[tuple[str, str, int], int] = {}
@@ -464,7 +463,8 @@ class TransactionalProcessor(Generic[Row]):
     def _start_clients(self) -> ConsumerApi:
         """Make the clients, take the transactional id over and start reading where the last commit left off."""
         self.setup()
-        consumer, self._producer = self._consumer, _ = self._clients()
+        consumer, producer = self._clients()
+        self._consumer, self._producer = consumer, producer
         if self.changelog is not None and self.settings.standby_replicas > 0:
             self.standby = Standby(self.settings, self.clients, self.group, self.changelog.name, self.store_path)
         self.offsets.start(self, consumer)
@@ -773,7 +773,7 @@ class TransactionalProcessor(Generic[Row]):
     def _commit(self, batch: Batch[Row], outgoing: Outgoing) -> None:
         consumer, producer = self._consumer, self._producer
         assert consumer is not None and producer is not None
-        delivered = self._delivered = {}
+        delivered: dict[int, int] = {}  # changelog partition -> its end once delivered (`_record_delivery`)
         self.committing_since = time.monotonic()
         encoded = outgoing.changelog
         try:
@@ -807,7 +807,7 @@ class TransactionalProcessor(Generic[Row]):
             return
         finally:
             self.committing_since = 0.0
-        self._apply(batch, encoded)
+        self._apply(batch, encoded, delivered)
 
     def _until_done(self, what: str, call: Callable[[], None], stuck_after: float) -> None:
         """Call again while librdkafka says the error is retriable ("retry call to resume", as during a broker
@@ -824,7 +824,8 @@ class TransactionalProcessor(Generic[Row]):
                 log.warning("retriable Kafka error: calling again", processor=self.name, call=what,
                             reason=exception.args[0])
 
-    def _apply(self, batch: Batch[Row], encoded: dict[int, dict[bytes, bytes | None]]) -> None:
+    def _apply(self, batch: Batch[Row], encoded: dict[int, dict[bytes, bytes | None]],
+               delivered: dict[int, int]) -> None:
         """The transaction committed: now the table may change, in memory and on disk (its rows exactly as
         the changelog has them, encoded once), and be counted."""
         for _spec, _key, record in batch.records:
@@ -843,7 +844,7 @@ class TransactionalProcessor(Generic[Row]):
                     rows.pop(key, None)
             store = self.stores.get(partition)
             if store is not None:
-                store.apply(encoded[partition], self._delivered.get(partition, store.checkpoint))
+                store.apply(encoded[partition], delivered.get(partition, store.checkpoint))
 
     def _lags(self, consumer: ConsumerApi) -> dict[tuple[str, str, int], int]:
         lags = {}

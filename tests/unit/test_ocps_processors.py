@@ -119,7 +119,7 @@ def test_events_read_the_committed_row(tmp_path: Path) -> None:
                                                (event(jobs, "run", 1), "EXECUTING"),
                                                (event(jobs, "abort", 2), "ABORTED")]):
         batch = jobs._transform([message], NOW + offset)  # type: ignore[list-item]
-        jobs._apply(batch, {})
+        jobs._apply(batch, {}, {})
         row = jobs.rows[0][JOB]
         assert row.phase == phase and phases(batch, jobs.topics.ocps_jobs)[-1] == phase
     cancels = [r for _, _, r in produced(batch) if isinstance(r, DetectorCommand)]
@@ -151,13 +151,13 @@ def test_an_ended_job_is_forgotten_after_the_retention_time(tmp_path: Path) -> N
     """`ocps_job_retention` after a job ended, its row is deleted and a tombstone goes to ocps-jobs; not before."""
     jobs = offline(OcpsJobs(settings(tmp_path, ocps_job_retention=100.0)))
     batch = jobs._transform([create(jobs, start=True)], NOW)  # type: ignore[list-item]
-    jobs._apply(batch, {})
+    jobs._apply(batch, {}, {})
     assert jobs.rows[0][JOB].phase == "ERROR"
     kept = jobs._transform([], NOW + 100)
     assert not kept.records and not kept.changes
     gone = jobs._transform([], NOW + 101)
     assert gone.changes == {0: {JOB: None}} and produced(gone) == [("ocps_jobs", JOB.encode(), None)]
-    jobs._apply(gone, {})
+    jobs._apply(gone, {}, {})
     assert jobs.rows == {0: {}}
 
 

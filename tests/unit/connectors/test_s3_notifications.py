@@ -361,7 +361,7 @@ def test_each_dead_letter_is_counted_once_when_committed() -> None:
     batch = s3._transform([message(notification(record(bucket=5), record(), record(bucket="elsewhere"))),
                            message(b"[]", 8)], 1.0)  # type: ignore[list-item]
     before = dead_letters_counted()
-    s3._apply(batch, {})
+    s3._apply(batch, {}, {})
     assert dead_letters_counted() - before == 3 == sum(isinstance(r, DeadLetter) for _, _, r in batch.records)
 
 

@@ -3,6 +3,8 @@ processors chained through committed records only."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -22,7 +24,7 @@ from tests.unit.core.flow import T0, next_visit
 from tests.unit.runtime.visits import GROUP, INSTRUMENT, NOW, outcome, visit_expected
 from topology.graph import declare_graph
 from topology.keys import visit_key
-from topology.topics import declare
+from topology.topics import Topics, declare
 
 VISIT = visit_key(INSTRUMENT, GROUP)
 
@@ -69,12 +71,19 @@ def test_a_retriable_error_consumes_the_batch_again(settings: Settings) -> None:
         assert driver.read(topics.dead_letter) == []
 
 
-def test_a_retriable_commit_error_is_called_again(settings: Settings) -> None:
-    """librdkafka's "retry the call" on commit (a broker bounce) is retried within the cycle: committed once."""
+@contextmanager
+def gather_with_one_outcome(settings: Settings) -> Iterator[tuple[TopologyTestDriver, Topics]]:
+    """A driver with the gather, a visit expected and the outcome of its detector 0 waiting to be consumed."""
     topics = declare(settings)
     with TopologyTestDriver(GatherProcessor(settings), now=NOW) as driver:
         driver.pipe(topics.visit_expected, VISIT, visit_expected())
         driver.pipe(topics.ccd_outcome, VISIT, outcome(0))
+        yield driver, topics
+
+
+def test_a_retriable_commit_error_is_called_again(settings: Settings) -> None:
+    """librdkafka's "retry the call" on commit (a broker bounce) is retried within the cycle: committed once."""
+    with gather_with_one_outcome(settings) as (driver, topics):
         driver.fail_next_commit(retriable=True)
         driver.run_once()
         assert [r.detector for r in driver.read(topics.ccd_result)] == [0]
@@ -87,10 +96,7 @@ def test_a_stuck_send_offsets_replaces_the_producer_and_commits_the_batch_once(
     processor: a new producer fences the stuck one (its transaction aborted), the batch is consumed again, and
     each output is committed once."""
     monkeypatch.setattr(engine, "STUCK_OFFSETS_S", 0.2)
-    topics = declare(settings)
-    with TopologyTestDriver(GatherProcessor(settings), now=NOW) as driver:
-        driver.pipe(topics.visit_expected, VISIT, visit_expected())
-        driver.pipe(topics.ccd_outcome, VISIT, outcome(0))
+    with gather_with_one_outcome(settings) as (driver, topics):
         driver.stick_next("send_offsets_to_transaction")
         driver.run_once()
         assert driver.read(topics.ccd_result) == [] and driver.rows("gather") == {}
@@ -105,10 +111,7 @@ def test_a_stuck_commit_stops_the_processor_whose_table_is_then_restored(
     """A commit_transaction that never answers may have committed: the processor stops (its worker restarts)
     rather than go on with a table that may lack the batch; restarted, it has the batch once."""
     monkeypatch.setattr(engine, "STUCK_CALL_S", 0.2)
-    topics = declare(settings)
-    with TopologyTestDriver(GatherProcessor(settings), now=NOW) as driver:
-        driver.pipe(topics.visit_expected, VISIT, visit_expected())
-        driver.pipe(topics.ccd_outcome, VISIT, outcome(0))
+    with gather_with_one_outcome(settings) as (driver, topics):
         driver.stick_next("commit_transaction")
         with pytest.raises(engine._Stuck, match="commit_transaction still running"):
             driver.run_once()
